@@ -1,0 +1,471 @@
+//! Every conversion between protobuf messages and domain types.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use prost_types::{FieldMask, Timestamp};
+
+use crate::domain::validate::Violations;
+use crate::domain::{
+    AffectedComponent, Cause, CauseKind, Component, ComponentPatch, ComponentStatus, Error, FieldChange, Impact,
+    Incident, IncidentPatch, LabelsPatch, NewComponent, NewIncident, Result, Severity, Status, TimelineEntry,
+    UpdateKind, Visibility, Workaround, WorkaroundAvailability,
+};
+use crate::proto as pb;
+
+/// Maps a domain enum to its protobuf twin (same variant names) and back; the protobuf
+/// `UNSPECIFIED` value reads as `None`.
+macro_rules! enum_map {
+    ($to:ident, $from:ident, $domain:ident, $pb:ident, [$($v:ident),+]) => {
+        pub fn $to(x: $domain) -> i32 {
+            match x { $($domain::$v => pb::$pb::$v as i32),+ }
+        }
+
+        pub fn $from(v: &mut Violations, field: &str, raw: i32) -> Option<$domain> {
+            match pb::$pb::try_from(raw) {
+                Ok(pb::$pb::Unspecified) => None,
+                $(Ok(pb::$pb::$v) => Some($domain::$v),)+
+                Err(_) => {
+                    v.add(field, format!("unknown enum value {raw}"));
+                    None
+                }
+            }
+        }
+    };
+}
+
+enum_map!(severity_to_pb, severity_from_pb, Severity, Severity, [Sev1, Sev2, Sev3, Sev4]);
+enum_map!(
+    status_to_pb,
+    status_from_pb,
+    Status,
+    IncidentStatus,
+    [Investigating, Identified, Monitoring, Resolved, Closed]
+);
+enum_map!(impact_to_pb, impact_from_pb, Impact, Impact, [None, Minor, Major, Critical]);
+enum_map!(
+    component_status_to_pb,
+    component_status_from_pb,
+    ComponentStatus,
+    ComponentStatus,
+    [Operational, DegradedPerformance, PartialOutage, MajorOutage, UnderMaintenance]
+);
+enum_map!(
+    workaround_to_pb,
+    workaround_from_pb,
+    WorkaroundAvailability,
+    WorkaroundAvailability,
+    [Unknown, Available, None]
+);
+enum_map!(cause_kind_to_pb, cause_kind_from_pb, CauseKind, CauseKind, [Unknown, Internal, ThirdParty]);
+enum_map!(visibility_to_pb, visibility_from_pb, Visibility, Visibility, [Public, Internal]);
+enum_map!(
+    update_kind_to_pb,
+    update_kind_from_pb,
+    UpdateKind,
+    UpdateKind,
+    [Created, Update, StatusChange, FieldChange, Acknowledgement]
+);
+
+pub fn ts(t: DateTime<Utc>) -> Timestamp {
+    Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+pub fn from_ts(v: &mut Violations, field: &str, t: &Timestamp) -> Option<DateTime<Utc>> {
+    let parsed = u32::try_from(t.nanos).ok().and_then(|n| DateTime::from_timestamp(t.seconds, n));
+    if parsed.is_none() {
+        v.add(field, "is not a valid timestamp");
+    }
+    parsed
+}
+
+/// An optional timestamp field.
+pub fn opt_ts(v: &mut Violations, field: &str, t: &Option<Timestamp>) -> Option<DateTime<Utc>> {
+    t.as_ref().and_then(|t| from_ts(v, field, t))
+}
+
+pub fn json_to_pb(value: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => {
+            Kind::ListValue(prost_types::ListValue { values: a.iter().map(json_to_pb).collect() })
+        }
+        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), json_to_pb(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+pub fn incident_to_pb(i: &Incident) -> pb::Incident {
+    pb::Incident {
+        id: i.id.to_string(),
+        reference: i.reference.to_string(),
+        title: i.title.clone(),
+        summary: i.summary.clone(),
+        severity: severity_to_pb(i.severity),
+        status: status_to_pb(i.status),
+        impact: impact_to_pb(i.impact),
+        affected_components: i
+            .affected_components
+            .iter()
+            .map(|c| pb::AffectedComponent {
+                component_id: c.component_id.to_string(),
+                status: component_status_to_pb(c.status),
+            })
+            .collect(),
+        affected_customers: i.affected_customers,
+        eta: i.eta.map(ts),
+        workaround: Some(pb::Workaround {
+            availability: workaround_to_pb(i.workaround.availability),
+            text: i.workaround.text.clone(),
+        }),
+        cause: Some(pb::Cause {
+            kind: cause_kind_to_pb(i.cause.kind),
+            provider: i.cause.provider.clone(),
+            external_reference: i.cause.external_reference.clone(),
+        }),
+        commander: i.commander.clone(),
+        labels: i.labels.clone(),
+        related_incident_ids: i.related_incident_ids.iter().map(|id| id.to_string()).collect(),
+        root_cause: i.root_cause.clone(),
+        resolution_summary: i.resolution_summary.clone(),
+        reopen_count: i.reopen_count,
+        started_at: Some(ts(i.started_at)),
+        detected_at: Some(ts(i.detected_at)),
+        acknowledged_at: i.acknowledged_at.map(ts),
+        acknowledged_by: i.acknowledged_by.clone(),
+        identified_at: i.identified_at.map(ts),
+        mitigated_at: i.mitigated_at.map(ts),
+        resolved_at: i.resolved_at.map(ts),
+        closed_at: i.closed_at.map(ts),
+        created_at: Some(ts(i.created_at)),
+        updated_at: Some(ts(i.updated_at)),
+        version: i.version,
+        etag: i.etag(),
+    }
+}
+
+fn affected_components(v: &mut Violations, list: &[pb::AffectedComponent]) -> Vec<AffectedComponent> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(n, c)| {
+            let field = format!("affected_components[{n}]");
+            let id = crate::domain::ids::parse_uuid(&format!("{field}.component_id"), &c.component_id)
+                .map_err(|e| v.extend(e).ok())
+                .ok();
+            let status = component_status_from_pb(v, &format!("{field}.status"), c.status);
+            if status.is_none() && c.status == 0 {
+                v.add(format!("{field}.status"), "is required");
+            }
+            Some(AffectedComponent { component_id: id?, status: status? })
+        })
+        .collect()
+}
+
+fn workaround(v: &mut Violations, w: Option<&pb::Workaround>) -> Workaround {
+    let Some(w) = w else { return Workaround::default() };
+    Workaround {
+        availability: workaround_from_pb(v, "workaround.availability", w.availability)
+            .unwrap_or(WorkaroundAvailability::Unknown),
+        text: w.text.clone(),
+    }
+}
+
+fn cause(v: &mut Violations, c: Option<&pb::Cause>) -> Cause {
+    let Some(c) = c else { return Cause::default() };
+    Cause {
+        kind: cause_kind_from_pb(v, "cause.kind", c.kind).unwrap_or(CauseKind::Unknown),
+        provider: c.provider.clone(),
+        external_reference: c.external_reference.clone(),
+    }
+}
+
+/// The create input from a protobuf incident; output-only fields are ignored.
+pub fn new_incident_from_pb(i: pb::Incident) -> Result<NewIncident> {
+    let mut v = Violations::new();
+    let input = NewIncident {
+        title: Some(i.title),
+        summary: Some(i.summary),
+        severity: severity_from_pb(&mut v, "severity", i.severity),
+        status: status_from_pb(&mut v, "status", i.status),
+        impact: impact_from_pb(&mut v, "impact", i.impact),
+        affected_components: affected_components(&mut v, &i.affected_components),
+        affected_customers: i.affected_customers,
+        eta: opt_ts(&mut v, "eta", &i.eta),
+        workaround: Some(workaround(&mut v, i.workaround.as_ref())),
+        cause: Some(cause(&mut v, i.cause.as_ref())),
+        commander: i.commander,
+        labels: i.labels,
+        related_incidents: i.related_incident_ids,
+        root_cause: i.root_cause,
+        resolution_summary: i.resolution_summary,
+        started_at: opt_ts(&mut v, "started_at", &i.started_at),
+        detected_at: opt_ts(&mut v, "detected_at", &i.detected_at),
+    };
+    v.finish()?;
+    Ok(input)
+}
+
+/// Editable incident fields, as field-mask paths.
+pub const INCIDENT_MASK_PATHS: &[&str] = &[
+    "title",
+    "summary",
+    "severity",
+    "impact",
+    "affected_components",
+    "affected_customers",
+    "eta",
+    "workaround",
+    "cause",
+    "commander",
+    "labels",
+    "related_incident_ids",
+    "root_cause",
+    "resolution_summary",
+    "started_at",
+    "detected_at",
+];
+
+const INCIDENT_OUTPUT_ONLY: &[&str] = &[
+    "id",
+    "reference",
+    "reopen_count",
+    "acknowledged_at",
+    "acknowledged_by",
+    "identified_at",
+    "mitigated_at",
+    "resolved_at",
+    "closed_at",
+    "created_at",
+    "updated_at",
+    "version",
+    "etag",
+];
+
+/// The paths an update applies: the mask's, `*` for every editable field, or (empty mask)
+/// every populated field.
+fn mask_paths(mask: Option<FieldMask>, all: &[&str], populated: impl FnOnce() -> Vec<String>) -> Vec<String> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        populated()
+    } else if paths.iter().any(|p| p == "*") {
+        all.iter().map(|p| p.to_string()).collect()
+    } else {
+        paths
+    }
+}
+
+/// The patch an `UpdateIncident` call describes.
+pub fn incident_patch_from_pb(i: pb::Incident, mask: Option<FieldMask>) -> Result<IncidentPatch> {
+    let paths = mask_paths(mask, INCIDENT_MASK_PATHS, || {
+        let mut p = Vec::new();
+        let mut add = |cond: bool, name: &str| {
+            if cond {
+                p.push(name.to_string());
+            }
+        };
+        add(!i.title.is_empty(), "title");
+        add(!i.summary.is_empty(), "summary");
+        add(i.severity != 0, "severity");
+        add(i.impact != 0, "impact");
+        add(!i.affected_components.is_empty(), "affected_components");
+        add(i.affected_customers.is_some(), "affected_customers");
+        add(i.eta.is_some(), "eta");
+        add(i.workaround.is_some(), "workaround");
+        add(i.cause.is_some(), "cause");
+        add(i.commander.is_some(), "commander");
+        add(!i.labels.is_empty(), "labels");
+        add(!i.related_incident_ids.is_empty(), "related_incident_ids");
+        add(i.root_cause.is_some(), "root_cause");
+        add(i.resolution_summary.is_some(), "resolution_summary");
+        add(i.started_at.is_some(), "started_at");
+        add(i.detected_at.is_some(), "detected_at");
+        p
+    });
+    if paths.is_empty() {
+        return Err(Error::invalid("update_mask", "names no field to update"));
+    }
+    let mut v = Violations::new();
+    let mut patch = IncidentPatch::default();
+    for path in &paths {
+        let path = path.as_str();
+        match path {
+            "title" => patch.title = Some(i.title.clone()),
+            "summary" => patch.summary = Some(i.summary.clone()),
+            "severity" => {
+                patch.severity = severity_from_pb(&mut v, "severity", i.severity);
+                if i.severity == 0 {
+                    v.add("severity", "cannot be unset");
+                }
+            }
+            "impact" => {
+                patch.impact = impact_from_pb(&mut v, "impact", i.impact);
+                if i.impact == 0 {
+                    v.add("impact", "cannot be unset");
+                }
+            }
+            "affected_components" => {
+                patch.affected_components = Some(affected_components(&mut v, &i.affected_components))
+            }
+            "affected_customers" => patch.affected_customers = Some(i.affected_customers),
+            "eta" => patch.eta = Some(opt_ts(&mut v, "eta", &i.eta)),
+            "workaround" => {
+                let w = workaround(&mut v, i.workaround.as_ref());
+                patch.workaround_availability = Some(w.availability);
+                patch.workaround_text = Some(w.text);
+            }
+            "workaround.availability" => {
+                patch.workaround_availability = Some(workaround(&mut v, i.workaround.as_ref()).availability)
+            }
+            "workaround.text" => patch.workaround_text = Some(workaround(&mut v, i.workaround.as_ref()).text),
+            "cause" => {
+                let c = cause(&mut v, i.cause.as_ref());
+                patch.cause_kind = Some(c.kind);
+                patch.cause_provider = Some(c.provider);
+                patch.cause_external_reference = Some(c.external_reference);
+            }
+            "cause.kind" => patch.cause_kind = Some(cause(&mut v, i.cause.as_ref()).kind),
+            "cause.provider" => patch.cause_provider = Some(cause(&mut v, i.cause.as_ref()).provider),
+            "cause.external_reference" => {
+                patch.cause_external_reference = Some(cause(&mut v, i.cause.as_ref()).external_reference)
+            }
+            "commander" => patch.commander = Some(i.commander.clone()),
+            "labels" => patch.labels = Some(LabelsPatch::Replace(i.labels.clone())),
+            "related_incident_ids" => patch.related_incidents = Some(i.related_incident_ids.clone()),
+            "root_cause" => patch.root_cause = Some(i.root_cause.clone()),
+            "resolution_summary" => patch.resolution_summary = Some(i.resolution_summary.clone()),
+            "started_at" | "detected_at" => {
+                let t = if path == "started_at" { &i.started_at } else { &i.detected_at };
+                let value = opt_ts(&mut v, path, t);
+                if t.is_none() {
+                    v.add(path, "cannot be cleared");
+                }
+                if path == "started_at" {
+                    patch.started_at = value;
+                } else {
+                    patch.detected_at = value;
+                }
+            }
+            "status" => v.add("update_mask", "status cannot be updated here; use TransitionIncident"),
+            p if p.starts_with("labels.") => {
+                let key = &p["labels.".len()..];
+                if !matches!(patch.labels, Some(LabelsPatch::Merge(_))) {
+                    patch.labels = Some(LabelsPatch::Merge(BTreeMap::new()));
+                }
+                if let Some(LabelsPatch::Merge(m)) = &mut patch.labels {
+                    m.insert(key.to_string(), i.labels.get(key).cloned());
+                }
+            }
+            p if INCIDENT_OUTPUT_ONLY.contains(&p) => v.add("update_mask", format!("{p} is output only")),
+            p => v.add("update_mask", format!("unknown field path {p:?}")),
+        }
+    }
+    v.finish().map_err(|e| e.prefix_fields_except("incident", &["update_mask"]))?;
+    Ok(patch)
+}
+
+pub fn entry_to_pb(e: &TimelineEntry) -> pb::IncidentUpdate {
+    pb::IncidentUpdate {
+        id: e.id.to_string(),
+        incident_id: e.incident_id.to_string(),
+        kind: update_kind_to_pb(e.kind),
+        body: e.body.clone(),
+        visibility: visibility_to_pb(e.visibility),
+        status_from: e.status_from.map(status_to_pb).unwrap_or_default(),
+        status_to: e.status_to.map(status_to_pb).unwrap_or_default(),
+        changes: e.changes.iter().map(change_to_pb).collect(),
+        author: e.author.clone(),
+        created_at: Some(ts(e.created_at)),
+    }
+}
+
+fn change_to_pb(c: &FieldChange) -> pb::FieldChange {
+    pb::FieldChange {
+        field: c.field.clone(),
+        old_value: Some(json_to_pb(&c.old_value)),
+        new_value: Some(json_to_pb(&c.new_value)),
+    }
+}
+
+pub fn component_to_pb(c: &Component) -> pb::Component {
+    pb::Component {
+        id: c.id.to_string(),
+        name: c.name.clone(),
+        description: c.description.clone(),
+        group: c.group.clone(),
+        position: c.position,
+        status: component_status_to_pb(c.status),
+        effective_status: component_status_to_pb(c.effective_status),
+        created_at: Some(ts(c.created_at)),
+        updated_at: Some(ts(c.updated_at)),
+        version: c.version,
+        etag: c.etag(),
+    }
+}
+
+pub fn new_component_from_pb(c: pb::Component) -> Result<NewComponent> {
+    let mut v = Violations::new();
+    let input = NewComponent {
+        name: Some(c.name),
+        description: Some(c.description),
+        group: c.group,
+        position: Some(c.position),
+        status: component_status_from_pb(&mut v, "status", c.status),
+    };
+    v.finish()?;
+    Ok(input)
+}
+
+const COMPONENT_MASK_PATHS: &[&str] = &["name", "description", "group", "position", "status"];
+
+pub fn component_patch_from_pb(c: pb::Component, mask: Option<FieldMask>) -> Result<ComponentPatch> {
+    let paths = mask_paths(mask, COMPONENT_MASK_PATHS, || {
+        let mut p = Vec::new();
+        if !c.name.is_empty() {
+            p.push("name".to_string());
+        }
+        if !c.description.is_empty() {
+            p.push("description".to_string());
+        }
+        if c.group.is_some() {
+            p.push("group".to_string());
+        }
+        if c.position != 0 {
+            p.push("position".to_string());
+        }
+        if c.status != 0 {
+            p.push("status".to_string());
+        }
+        p
+    });
+    if paths.is_empty() {
+        return Err(Error::invalid("update_mask", "names no field to update"));
+    }
+    let mut v = Violations::new();
+    let mut patch = ComponentPatch::default();
+    for path in &paths {
+        match path.as_str() {
+            "name" => patch.name = Some(c.name.clone()),
+            "description" => patch.description = Some(c.description.clone()),
+            "group" => patch.group = Some(c.group.clone()),
+            "position" => patch.position = Some(c.position),
+            "status" => {
+                patch.status = component_status_from_pb(&mut v, "status", c.status);
+                if c.status == 0 {
+                    v.add("status", "cannot be unset");
+                }
+            }
+            p @ ("id" | "effective_status" | "created_at" | "updated_at" | "version" | "etag") => {
+                v.add("update_mask", format!("{p} is output only"))
+            }
+            p => v.add("update_mask", format!("unknown field path {p:?}")),
+        }
+    }
+    v.finish().map_err(|e| e.prefix_fields_except("component", &["update_mask"]))?;
+    Ok(patch)
+}

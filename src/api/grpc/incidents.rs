@@ -1,0 +1,217 @@
+//! `incidentd.v1.IncidentService`: each method converts, calls the service, converts back.
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{
+    entry_to_pb, incident_patch_from_pb, incident_to_pb, new_incident_from_pb, opt_ts, severity_from_pb,
+    status_from_pb, visibility_from_pb,
+};
+use super::mark_replayed;
+use super::status::to_status;
+use crate::domain::validate::Violations;
+use crate::domain::{Error, IdempotencyKey, IncidentKey, NewUpdate, PageRequest, TransitionInput};
+use crate::proto as pb;
+use crate::proto::incident_service_server::IncidentService;
+use crate::service::Service;
+use crate::store::IncidentFilter;
+
+pub struct GrpcIncidentService {
+    service: Service,
+}
+
+impl GrpcIncidentService {
+    pub fn new(service: Service) -> Self {
+        Self { service }
+    }
+}
+
+fn key(field: &str, raw: &str) -> Result<IncidentKey, Status> {
+    IncidentKey::parse(field, raw).map_err(to_status)
+}
+
+fn non_empty(s: String) -> Option<String> {
+    if s.is_empty() { None } else { Some(s) }
+}
+
+#[tonic::async_trait]
+impl IncidentService for GrpcIncidentService {
+    async fn create_incident(
+        &self,
+        request: Request<pb::CreateIncidentRequest>,
+    ) -> Result<Response<pb::CreateIncidentResponse>, Status> {
+        let req = request.into_inner();
+        let idem = IdempotencyKey::parse_optional("request_id", &req.request_id).map_err(to_status)?;
+        let input = new_incident_from_pb(req.incident.unwrap_or_default())
+            .map_err(|e| to_status(e.prefix_fields("incident")))?;
+        let created = self
+            .service
+            .create_incident(input, idem.as_ref(), crate::domain::ANONYMOUS)
+            .await
+            .map_err(|e| to_status(e.prefix_fields("incident")))?;
+        let res = Response::new(pb::CreateIncidentResponse { incident: Some(incident_to_pb(&created.value)) });
+        Ok(mark_replayed(res, created.replayed))
+    }
+
+    async fn get_incident(
+        &self,
+        request: Request<pb::GetIncidentRequest>,
+    ) -> Result<Response<pb::GetIncidentResponse>, Status> {
+        let key = key("id", &request.into_inner().id)?;
+        let incident = self.service.get_incident(key).await.map_err(to_status)?;
+        Ok(Response::new(pb::GetIncidentResponse { incident: Some(incident_to_pb(&incident)) }))
+    }
+
+    async fn list_incidents(
+        &self,
+        request: Request<pb::ListIncidentsRequest>,
+    ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let statuses = req
+            .statuses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| required_enum(&mut v, &format!("statuses[{i}]"), *s, status_from_pb))
+            .collect();
+        let severities = req
+            .severities
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| required_enum(&mut v, &format!("severities[{i}]"), *s, severity_from_pb))
+            .collect();
+        let component_id = non_empty(req.component_id)
+            .and_then(|c| crate::domain::ids::parse_uuid("component_id", &c).map_err(|e| v.extend(e).ok()).ok());
+        let filter = IncidentFilter {
+            statuses,
+            severities,
+            component_id,
+            open: req.open,
+            terms: req.query.split_whitespace().map(str::to_string).collect(),
+            created_after: opt_ts(&mut v, "created_after", &req.created_after),
+            created_before: opt_ts(&mut v, "created_before", &req.created_before),
+        };
+        v.finish().map_err(to_status)?;
+        let page = PageRequest::new(Some(i64::from(req.page_size)), Some(&req.page_token)).map_err(to_status)?;
+        let page = self.service.list_incidents(filter, page).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListIncidentsResponse {
+            incidents: page.items.iter().map(incident_to_pb).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn update_incident(
+        &self,
+        request: Request<pb::UpdateIncidentRequest>,
+    ) -> Result<Response<pb::UpdateIncidentResponse>, Status> {
+        let req = request.into_inner();
+        let incident = req.incident.ok_or_else(|| to_status(Error::invalid("incident", "is required")))?;
+        let key = key("incident.id", &incident.id)?;
+        let patch = incident_patch_from_pb(incident, req.update_mask).map_err(to_status)?;
+        let etag = non_empty(req.etag);
+        let updated = self
+            .service
+            .update_incident(key, patch, etag.as_deref(), crate::domain::ANONYMOUS)
+            .await
+            .map_err(|e| to_status(e.prefix_fields("incident")))?;
+        Ok(Response::new(pb::UpdateIncidentResponse { incident: Some(incident_to_pb(&updated)) }))
+    }
+
+    async fn delete_incident(
+        &self,
+        request: Request<pb::DeleteIncidentRequest>,
+    ) -> Result<Response<pb::DeleteIncidentResponse>, Status> {
+        let req = request.into_inner();
+        let key = key("id", &req.id)?;
+        self.service.delete_incident(key, non_empty(req.etag).as_deref()).await.map_err(to_status)?;
+        Ok(Response::new(pb::DeleteIncidentResponse {}))
+    }
+
+    async fn transition_incident(
+        &self,
+        request: Request<pb::TransitionIncidentRequest>,
+    ) -> Result<Response<pb::TransitionIncidentResponse>, Status> {
+        let req = request.into_inner();
+        let key = key("id", &req.id)?;
+        let mut v = Violations::new();
+        let input = TransitionInput {
+            to: status_from_pb(&mut v, "to", req.to),
+            message: non_empty(req.message),
+            visibility: visibility_from_pb(&mut v, "visibility", req.visibility),
+            actor: non_empty(req.actor),
+        };
+        v.finish().map_err(to_status)?;
+        let incident = self.service.transition_incident(key, input).await.map_err(to_status)?;
+        Ok(Response::new(pb::TransitionIncidentResponse { incident: Some(incident_to_pb(&incident)) }))
+    }
+
+    async fn acknowledge_incident(
+        &self,
+        request: Request<pb::AcknowledgeIncidentRequest>,
+    ) -> Result<Response<pb::AcknowledgeIncidentResponse>, Status> {
+        let req = request.into_inner();
+        let key = key("id", &req.id)?;
+        let by = non_empty(req.by);
+        let incident = self.service.acknowledge_incident(key, by.as_deref()).await.map_err(to_status)?;
+        Ok(Response::new(pb::AcknowledgeIncidentResponse { incident: Some(incident_to_pb(&incident)) }))
+    }
+
+    async fn create_incident_update(
+        &self,
+        request: Request<pb::CreateIncidentUpdateRequest>,
+    ) -> Result<Response<pb::CreateIncidentUpdateResponse>, Status> {
+        let req = request.into_inner();
+        let key = key("incident_id", &req.incident_id)?;
+        let idem = IdempotencyKey::parse_optional("request_id", &req.request_id).map_err(to_status)?;
+        let update = req.update.unwrap_or_default();
+        let mut v = Violations::new();
+        let input = NewUpdate {
+            body: Some(update.body),
+            visibility: visibility_from_pb(&mut v, "visibility", update.visibility),
+            status: status_from_pb(&mut v, "status_to", update.status_to),
+            author: non_empty(update.author),
+        };
+        v.finish().map_err(|e| to_status(e.prefix_fields("update")))?;
+        let created = self
+            .service
+            .post_update(key, input, idem.as_ref())
+            .await
+            .map_err(|e| to_status(e.prefix_fields("update")))?;
+        let (entry, incident) = &created.value;
+        let res = Response::new(pb::CreateIncidentUpdateResponse {
+            update: Some(entry_to_pb(entry)),
+            incident: Some(incident_to_pb(incident)),
+        });
+        Ok(mark_replayed(res, created.replayed))
+    }
+
+    async fn list_incident_updates(
+        &self,
+        request: Request<pb::ListIncidentUpdatesRequest>,
+    ) -> Result<Response<pb::ListIncidentUpdatesResponse>, Status> {
+        let req = request.into_inner();
+        let key = key("incident_id", &req.incident_id)?;
+        let mut v = Violations::new();
+        let visibility = visibility_from_pb(&mut v, "visibility", req.visibility);
+        v.finish().map_err(to_status)?;
+        let page = PageRequest::new(Some(i64::from(req.page_size)), Some(&req.page_token)).map_err(to_status)?;
+        let page = self.service.list_updates(key, visibility, page).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListIncidentUpdatesResponse {
+            updates: page.items.iter().map(entry_to_pb).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+}
+
+/// A repeated enum filter entry: UNSPECIFIED is refused.
+fn required_enum<T>(
+    v: &mut Violations,
+    field: &str,
+    raw: i32,
+    parse: fn(&mut Violations, &str, i32) -> Option<T>,
+) -> Option<T> {
+    let parsed = parse(v, field, raw);
+    if raw == 0 {
+        v.add(field, "must not be UNSPECIFIED");
+    }
+    parsed
+}

@@ -1,0 +1,43 @@
+//! The gRPC API (tonic): `incidentd.v1.IncidentService` and `ComponentService`, standard
+//! health, and server reflection v1 and v1alpha (with the health descriptors registered).
+
+pub mod components;
+pub mod convert;
+pub mod incidents;
+pub mod status;
+
+use tonic::transport::server::Router;
+use tonic_health::pb::health_server::{Health, HealthServer};
+
+use crate::proto::component_service_server::ComponentServiceServer;
+use crate::proto::incident_service_server::IncidentServiceServer;
+use crate::service::Service;
+
+pub const INCIDENT_SERVICE_NAME: &str = crate::proto::incident_service_server::SERVICE_NAME;
+pub const COMPONENT_SERVICE_NAME: &str = crate::proto::component_service_server::SERVICE_NAME;
+
+/// The gRPC router with every service added.
+pub fn server<H: Health>(service: Service, health: HealthServer<H>) -> anyhow::Result<Router> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    Ok(tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(IncidentServiceServer::new(incidents::GrpcIncidentService::new(service.clone())))
+        .add_service(ComponentServiceServer::new(components::GrpcComponentService::new(service))))
+}
+
+/// Marks a response as the replay of an earlier request with the same `request_id`.
+pub(crate) fn mark_replayed<T>(mut res: tonic::Response<T>, replayed: bool) -> tonic::Response<T> {
+    if replayed {
+        res.metadata_mut().insert("idempotent-replayed", tonic::metadata::MetadataValue::from_static("true"));
+    }
+    res
+}

@@ -1,0 +1,216 @@
+//! `/v1/components`: DTOs and handlers.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{JsonBody, QueryParams, component_id, idempotency_key, if_match};
+use super::incidents::{created, tagged};
+use super::problem::{ApiError, Problem};
+use crate::domain::validate::Violations;
+use crate::domain::{Component, ComponentPatch, ComponentStatus, NewComponent, PageRequest};
+use crate::service::{Created, Service};
+
+fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A new component. Only `name` is required.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentIn {
+    /// Unique (case-insensitive), 1-100 characters.
+    #[schema(required = true)]
+    pub name: Option<String>,
+    /// Up to 1,000 characters.
+    pub description: Option<String>,
+    /// Group heading on the status page.
+    pub group: Option<String>,
+    /// Order within the group; defaults to 0.
+    pub position: Option<i32>,
+    /// Defaults to `operational`.
+    pub status: Option<ComponentStatus>,
+}
+
+/// A JSON merge patch of a component.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentPatchIn {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub group: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i32>)]
+    pub position: Option<Option<i32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<ComponentStatus>)]
+    pub status: Option<Option<ComponentStatus>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComponentList {
+    pub components: Vec<Component>,
+    /// Absent on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// Paging and filter for components.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListComponentsParams {
+    /// Only components of this group.
+    group: Option<String>,
+    /// 1-500, default 50.
+    page_size: Option<u32>,
+    /// `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+#[utoipa::path(
+    post, path = "/v1/components", tag = "components",
+    request_body = ComponentIn,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the create idempotent for 24 h")),
+    responses(
+        (status = 201, body = Component, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Name already taken", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_component(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ComponentIn>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let input = NewComponent {
+        name: body.name,
+        description: body.description,
+        group: body.group,
+        position: body.position,
+        status: body.status,
+    };
+    let Created { value, replayed } = service.create_component(input, key.as_ref()).await?;
+    Ok(created(format!("/v1/components/{}", value.id), &value.etag(), replayed, &value))
+}
+
+#[utoipa::path(
+    get, path = "/v1/components/{id}", tag = "components",
+    params(("id" = String, Path, description = "Component id")),
+    responses(
+        (status = 200, body = Component, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_component(State(service): State<Service>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let component = service.get_component(component_id(&id)?).await?;
+    Ok(tagged(StatusCode::OK, &component.etag(), &component))
+}
+
+#[utoipa::path(
+    get, path = "/v1/components", tag = "components",
+    params(ListComponentsParams),
+    responses(
+        (status = 200, description = "Components in status-page order (group, position, name)", body = ComponentList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_components(
+    State(service): State<Service>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<ComponentList>, ApiError> {
+    let q = QueryParams::parse(query.as_deref(), &["group", "page_size", "page_token"])?;
+    let mut v = Violations::new();
+    let page_size = q.int(&mut v, "page_size");
+    v.finish()?;
+    let page = PageRequest::new(page_size, q.one("page_token"))?;
+    let page = service.list_components(q.one("group"), page).await?;
+    Ok(axum::Json(ComponentList { components: page.items, next_page_token: page.next_page_token }))
+}
+
+#[utoipa::path(
+    patch, path = "/v1/components/{id}", tag = "components",
+    request_body(content = ComponentPatchIn, content_type = "application/merge-patch+json"),
+    params(
+        ("id" = String, Path, description = "Component id"),
+        ("If-Match" = Option<String>, Header, description = "Apply only if the ETag still matches"),
+    ),
+    responses(
+        (status = 200, body = Component, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn patch_component(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<ComponentPatchIn>,
+) -> Result<Response, ApiError> {
+    let id = component_id(&id)?;
+    let mut v = Violations::new();
+    let mut required = |field: &str, value: Option<Option<_>>| match value {
+        Some(None) => {
+            v.add(field, "cannot be null");
+            None
+        }
+        other => other.flatten(),
+    };
+    let name = required("name", body.name);
+    let position = match body.position {
+        Some(None) => Some(0),
+        other => other.flatten(),
+    };
+    let status = match body.status {
+        Some(None) => {
+            v.add("status", "cannot be null");
+            None
+        }
+        other => other.flatten(),
+    };
+    v.finish()?;
+    let patch = ComponentPatch {
+        name,
+        description: body.description.map(Option::unwrap_or_default),
+        group: body.group,
+        position,
+        status,
+    };
+    let component = service.update_component(id, patch, if_match(&headers)?.as_deref()).await?;
+    Ok(tagged(StatusCode::OK, &component.etag(), &component))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/components/{id}", tag = "components",
+    params(
+        ("id" = String, Path, description = "Component id"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the ETag still matches"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An open incident affects it", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_component(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let id = component_id(&id)?;
+    service.delete_component(id, if_match(&headers)?.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,239 @@
+//! Request parsing that names the offending field: strict JSON bodies, query strings,
+//! path ids and the conditional/idempotency headers.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+
+use super::problem::{ApiError, problem};
+use crate::domain::validate::Violations;
+use crate::domain::{Error, FieldViolation, IdempotencyKey, IncidentKey};
+
+/// A JSON request body, deserialized strictly (unknown fields refused), with errors that
+/// name the field. Accepts `application/json` and any `+json` media type (such as
+/// `application/merge-patch+json`).
+pub struct JsonBody<T>(pub T);
+
+/// Why a body was refused.
+pub enum BodyRejection {
+    /// Not JSON, too large, or unreadable.
+    Transport { status: StatusCode, code: &'static str, detail: String },
+    /// JSON that does not fit the schema.
+    Invalid(Error),
+}
+
+impl IntoResponse for BodyRejection {
+    fn into_response(self) -> Response {
+        match self {
+            BodyRejection::Transport { status, code, detail } => problem(status, code, detail),
+            BodyRejection::Invalid(e) => ApiError(e).into_response(),
+        }
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = BodyRejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, BodyRejection> {
+        let (headers, bytes) = read_body(req, state).await?;
+        decode(&headers, &bytes).map(JsonBody)
+    }
+}
+
+/// An optional JSON body: an empty body is `T::default()`.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = BodyRejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, BodyRejection> {
+        let (headers, bytes) = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        decode(&headers, &bytes).map(OptionalJsonBody)
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<(HeaderMap, Bytes), BodyRejection> {
+    let headers = req.headers().clone();
+    let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "bad_body" };
+        BodyRejection::Transport { status, code, detail: e.body_text() }
+    })?;
+    Ok((headers, bytes))
+}
+
+fn decode<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, BodyRejection> {
+    if !is_json(headers) {
+        return Err(BodyRejection::Transport {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            detail: "send the body as application/json (Content-Type header)".into(),
+        });
+    }
+    parse_json(bytes).map_err(BodyRejection::Invalid)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Deserializes JSON, turning serde's error into a field violation.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let result: Result<T, _> = serde_path_to_error::deserialize(de);
+    let value = result.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // serde_json reports some type mismatches (a number where an enum goes) as syntax
+        // errors; a document that parses as JSON has no syntax error.
+        let well_formed = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        Error::Validation(vec![json_violation(&path, &inner, well_formed)])
+    })?;
+    Ok(value)
+}
+
+fn json_violation(path: &str, e: &serde_json::Error, well_formed: bool) -> FieldViolation {
+    use serde_json::error::Category;
+    let path = if path == "." { "" } else { path };
+    let join = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+    let message = e.to_string();
+    let message = match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    };
+    match e.classify() {
+        Category::Syntax if well_formed && !path.is_empty() => {
+            FieldViolation::new(path, format!("has the wrong type or value ({message})"))
+        }
+        Category::Syntax | Category::Eof | Category::Io => {
+            let at = if path.is_empty() { String::new() } else { format!(" (at {path})") };
+            FieldViolation::new("body", format!("malformed JSON{at}: {message}"))
+        }
+        Category::Data => {
+            if let Some(name) = backticked(&message, "missing field `") {
+                FieldViolation::new(join(name), "is required")
+            } else if let Some(name) = backticked(&message, "unknown field `") {
+                // The path already ends at the unknown field.
+                let expected = message.split_once(", expected ").map(|(_, rest)| rest).unwrap_or("");
+                let field = if path.is_empty() { name.to_string() } else { path.to_string() };
+                FieldViolation::new(field, format!("unknown field; expected {expected}"))
+            } else {
+                FieldViolation::new(if path.is_empty() { "body" } else { path }, message)
+            }
+        }
+    }
+}
+
+fn backticked<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message.strip_prefix(prefix)?.split('`').next()
+}
+
+/// Parses the incident named in the path (id or reference).
+pub fn incident_key(raw: &str) -> Result<IncidentKey, ApiError> {
+    IncidentKey::parse("id", raw).map_err(ApiError)
+}
+
+/// Parses a component id from the path.
+pub fn component_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    crate::domain::ids::parse_uuid("id", raw).map_err(ApiError)
+}
+
+/// The `If-Match` header, if any.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.to_string()))
+            .map_err(|_| ApiError(Error::invalid("If-Match", "must be an entity tag such as \"3\""))),
+    }
+}
+
+/// The `Idempotency-Key` header, if any.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    const FIELD: &str = "Idempotency-Key";
+    match headers.get(FIELD) {
+        None => Ok(None),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| ApiError(Error::invalid(FIELD, "must be printable ASCII")))?;
+            IdempotencyKey::parse(FIELD, s.trim_matches('"')).map(Some).map_err(ApiError)
+        }
+    }
+}
+
+/// A query string, parsed into known parameters; any other parameter is refused.
+pub struct QueryParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl QueryParams {
+    pub fn parse(raw: Option<&str>, known: &[&str]) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> =
+            raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+        let mut v = Violations::new();
+        for (k, _) in &pairs {
+            if !known.contains(&k.as_str()) {
+                v.add(k.clone(), format!("unknown query parameter; expected one of: {}", known.join(", ")));
+            }
+        }
+        v.finish().map_err(ApiError)?;
+        Ok(Self { pairs })
+    }
+
+    /// Every value of a repeatable parameter (comma-separated values are split too).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .flat_map(|(_, v)| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    /// The value of a single-valued parameter (the last one if repeated).
+    pub fn one(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Parses every value of `name` with `FromStr`, recording a violation per bad value.
+    pub fn parse_all<T: std::str::FromStr<Err = String>>(&self, v: &mut Violations, name: &str) -> Vec<T> {
+        self.all(name).into_iter().filter_map(|s| s.parse().map_err(|e: String| v.add(name, e)).ok()).collect()
+    }
+
+    pub fn bool(&self, v: &mut Violations, name: &str) -> Option<bool> {
+        match self.one(name)? {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            other => {
+                v.add(name, format!("must be true or false (got {other:?})"));
+                None
+            }
+        }
+    }
+
+    pub fn int(&self, v: &mut Violations, name: &str) -> Option<i64> {
+        let raw = self.one(name)?;
+        raw.parse().map_err(|_| v.add(name, format!("must be an integer (got {raw:?})"))).ok()
+    }
+
+    pub fn time(&self, v: &mut Violations, name: &str) -> Option<DateTime<Utc>> {
+        let raw = self.one(name)?;
+        DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                v.add(name, format!("must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z (got {raw:?})"))
+            })
+            .ok()
+    }
+}

@@ -1,0 +1,603 @@
+//! `/v1/incidents`: DTOs and handlers. Each handler extracts, converts, calls the service
+//! and converts back.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{JsonBody, OptionalJsonBody, QueryParams, idempotency_key, if_match, incident_key};
+use super::problem::{ApiError, Problem};
+use crate::domain::validate::Violations;
+use crate::domain::{
+    AffectedComponent, Cause, CauseKind, Impact, Incident, IncidentPatch, LabelsPatch, NewIncident, NewUpdate,
+    PageRequest, Severity, Status, TimelineEntry, TransitionInput, Visibility, Workaround, WorkaroundAvailability,
+};
+use crate::service::{Created, Service};
+use crate::store::IncidentFilter;
+
+/// Deserializes a field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
+fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A response with an `ETag` header.
+pub(super) fn tagged(status: StatusCode, etag: &str, body: impl Serialize) -> Response {
+    let mut res = (status, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    res
+}
+
+/// A 201 response (or the replay of one) with `Location`, `ETag` and, for replays,
+/// `Idempotent-Replayed: true`.
+pub(super) fn created(location: String, etag: &str, replayed: bool, body: impl Serialize) -> Response {
+    let mut res = tagged(StatusCode::CREATED, etag, body);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    if replayed {
+        res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    res
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkaroundIn {
+    /// Defaults to `unknown`.
+    pub availability: Option<WorkaroundAvailability>,
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CauseIn {
+    /// Defaults to `unknown`.
+    pub kind: Option<CauseKind>,
+    pub provider: Option<String>,
+    pub external_reference: Option<String>,
+}
+
+/// A new incident. Only `title` and `severity` are required.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentIn {
+    /// 1-200 characters, trimmed.
+    #[schema(required = true)]
+    pub title: Option<String>,
+    /// Up to 10,000 characters.
+    pub summary: Option<String>,
+    #[schema(required = true)]
+    pub severity: Option<Severity>,
+    /// An open status; defaults to `investigating`.
+    pub status: Option<Status>,
+    /// Defaults to `none`.
+    pub impact: Option<Impact>,
+    #[serde(default)]
+    pub affected_components: Vec<AffectedComponent>,
+    /// Estimated number of affected customers (>= 0).
+    pub affected_customers: Option<i64>,
+    /// Expected resolution time.
+    pub eta: Option<DateTime<Utc>>,
+    pub workaround: Option<WorkaroundIn>,
+    pub cause: Option<CauseIn>,
+    pub commander: Option<String>,
+    /// Up to 32 entries.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Ids or references (`INC-7`) of related incidents.
+    #[serde(default)]
+    pub related_incident_ids: Vec<String>,
+    /// Internal.
+    pub root_cause: Option<String>,
+    pub resolution_summary: Option<String>,
+    /// When impact began; defaults to `detected_at`.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Defaults to now.
+    pub detected_at: Option<DateTime<Utc>>,
+}
+
+impl From<IncidentIn> for NewIncident {
+    fn from(i: IncidentIn) -> Self {
+        NewIncident {
+            title: i.title,
+            summary: i.summary,
+            severity: i.severity,
+            status: i.status,
+            impact: i.impact,
+            affected_components: i.affected_components,
+            affected_customers: i.affected_customers,
+            eta: i.eta,
+            workaround: i.workaround.map(|w| Workaround {
+                availability: w.availability.unwrap_or(WorkaroundAvailability::Unknown),
+                text: w.text,
+            }),
+            cause: i.cause.map(|c| Cause {
+                kind: c.kind.unwrap_or(CauseKind::Unknown),
+                provider: c.provider,
+                external_reference: c.external_reference,
+            }),
+            commander: i.commander,
+            labels: i.labels,
+            related_incidents: i.related_incident_ids,
+            root_cause: i.root_cause,
+            resolution_summary: i.resolution_summary,
+            started_at: i.started_at,
+            detected_at: i.detected_at,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkaroundPatchIn {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<WorkaroundAvailability>)]
+    pub availability: Option<Option<WorkaroundAvailability>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub text: Option<Option<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CausePatchIn {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<CauseKind>)]
+    pub kind: Option<Option<CauseKind>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub provider: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub external_reference: Option<Option<String>>,
+}
+
+/// A JSON merge patch (RFC 7396) of the editable fields: absent fields stay, `null` clears.
+/// `labels` merges key by key (a `null` value removes the key). The status is not editable
+/// here: use the transitions endpoint.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentPatchIn {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub title: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub summary: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Severity>)]
+    pub severity: Option<Option<Severity>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Impact>)]
+    pub impact: Option<Option<Impact>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<AffectedComponent>>)]
+    pub affected_components: Option<Option<Vec<AffectedComponent>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub affected_customers: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub eta: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<WorkaroundPatchIn>)]
+    pub workaround: Option<Option<WorkaroundPatchIn>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<CausePatchIn>)]
+    pub cause: Option<Option<CausePatchIn>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub commander: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<BTreeMap<String, Option<String>>>)]
+    pub labels: Option<Option<BTreeMap<String, Option<String>>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub related_incident_ids: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub root_cause: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub resolution_summary: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub started_at: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub detected_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// A field that must not be `null`: records a violation when it is.
+fn not_null<T>(v: &mut Violations, field: &str, value: Option<Option<T>>) -> Option<T> {
+    match value {
+        Some(None) => {
+            v.add(field, "cannot be null");
+            None
+        }
+        Some(Some(x)) => Some(x),
+        None => None,
+    }
+}
+
+impl IncidentPatchIn {
+    fn into_patch(self) -> Result<IncidentPatch, ApiError> {
+        let mut v = Violations::new();
+        let mut patch = IncidentPatch {
+            title: not_null(&mut v, "title", self.title),
+            summary: self.summary.map(Option::unwrap_or_default),
+            severity: not_null(&mut v, "severity", self.severity),
+            impact: not_null(&mut v, "impact", self.impact),
+            affected_components: self.affected_components.map(Option::unwrap_or_default),
+            affected_customers: self.affected_customers,
+            eta: self.eta,
+            commander: self.commander,
+            labels: self.labels.map(|l| match l {
+                None => LabelsPatch::Replace(BTreeMap::new()),
+                Some(m) => LabelsPatch::Merge(m),
+            }),
+            related_incidents: self.related_incident_ids.map(Option::unwrap_or_default),
+            root_cause: self.root_cause,
+            resolution_summary: self.resolution_summary,
+            started_at: not_null(&mut v, "started_at", self.started_at),
+            detected_at: not_null(&mut v, "detected_at", self.detected_at),
+            ..IncidentPatch::default()
+        };
+        match self.workaround {
+            Some(None) => {
+                patch.workaround_availability = Some(WorkaroundAvailability::Unknown);
+                patch.workaround_text = Some(None);
+            }
+            Some(Some(w)) => {
+                patch.workaround_availability = w.availability.map(|a| a.unwrap_or(WorkaroundAvailability::Unknown));
+                patch.workaround_text = w.text;
+            }
+            None => {}
+        }
+        match self.cause {
+            Some(None) => {
+                patch.cause_kind = Some(CauseKind::Unknown);
+                patch.cause_provider = Some(None);
+                patch.cause_external_reference = Some(None);
+            }
+            Some(Some(c)) => {
+                patch.cause_kind = c.kind.map(|k| k.unwrap_or(CauseKind::Unknown));
+                patch.cause_provider = c.provider;
+                patch.cause_external_reference = c.external_reference;
+            }
+            None => {}
+        }
+        v.finish()?;
+        Ok(patch)
+    }
+}
+
+/// A lifecycle move.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionIn {
+    #[schema(required = true)]
+    pub to: Option<Status>,
+    /// Recorded on the timeline entry.
+    pub message: Option<String>,
+    /// Visibility of the timeline entry; defaults to `internal`.
+    pub visibility: Option<Visibility>,
+    /// Who made the move; defaults to `anonymous`.
+    pub actor: Option<String>,
+}
+
+/// An acknowledgement. The body is optional.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcknowledgeIn {
+    /// Who acknowledged; defaults to `anonymous`.
+    pub by: Option<String>,
+}
+
+/// A timeline update.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateIn {
+    /// 1-10,000 characters.
+    #[schema(required = true)]
+    pub body: Option<String>,
+    /// Defaults to `internal`: say `public` for customer-facing updates.
+    pub visibility: Option<Visibility>,
+    /// Optional status change riding along with the update.
+    pub status: Option<Status>,
+    /// Defaults to `anonymous`.
+    pub author: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentList {
+    pub incidents: Vec<Incident>,
+    /// Absent on the last page.
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdateList {
+    pub updates: Vec<TimelineEntry>,
+    /// Absent on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// The posted update and the incident after it (its status may have changed).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdateCreated {
+    pub update: TimelineEntry,
+    pub incident: Incident,
+}
+
+/// Filters and paging for listing incidents.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListIncidentsParams {
+    /// Any of these statuses (repeat the parameter, or separate with commas).
+    status: Option<Vec<Status>>,
+    /// Any of these severities (repeatable).
+    severity: Option<Vec<Severity>>,
+    /// Only incidents affecting this component id.
+    component: Option<uuid::Uuid>,
+    /// `true`: only open incidents; `false`: only resolved or closed ones.
+    open: Option<bool>,
+    /// Words that must all appear in the title or summary (case-insensitive).
+    q: Option<String>,
+    /// Created strictly after this time (RFC 3339).
+    created_after: Option<DateTime<Utc>>,
+    /// Created strictly before this time (RFC 3339).
+    created_before: Option<DateTime<Utc>>,
+    /// 1-500, default 50.
+    page_size: Option<u32>,
+    /// `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+/// Paging and filter for an incident's timeline.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListUpdatesParams {
+    /// Only entries of this visibility.
+    visibility: Option<Visibility>,
+    /// 1-500, default 50.
+    page_size: Option<u32>,
+    /// `next_page_token` of the previous page.
+    page_token: Option<String>,
+}
+
+fn location(i: &Incident) -> String {
+    format!("/v1/incidents/{}", i.id)
+}
+
+#[utoipa::path(
+    post, path = "/v1/incidents", tag = "incidents",
+    request_body = IncidentIn,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes the create idempotent for 24 h: a repeat with the same body returns the first response")),
+    responses(
+        (status = 201, description = "Declared (or replayed)", body = Incident,
+            headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency key reused with a different body", body = Problem,
+            content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_incident(
+    State(service): State<Service>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<IncidentIn>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let Created { value, replayed } =
+        service.create_incident(body.into(), key.as_ref(), crate::domain::ANONYMOUS).await?;
+    Ok(created(location(&value), &value.etag(), replayed, &value))
+}
+
+#[utoipa::path(
+    get, path = "/v1/incidents/{id}", tag = "incidents",
+    params(("id" = String, Path, description = "Incident id or reference (INC-42)")),
+    responses(
+        (status = 200, body = Incident, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_incident(State(service): State<Service>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let incident = service.get_incident(incident_key(&id)?).await?;
+    Ok(tagged(StatusCode::OK, &incident.etag(), &incident))
+}
+
+#[utoipa::path(
+    get, path = "/v1/incidents", tag = "incidents",
+    params(ListIncidentsParams),
+    responses(
+        (status = 200, body = IncidentList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_incidents(
+    State(service): State<Service>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<IncidentList>, ApiError> {
+    let q = QueryParams::parse(
+        query.as_deref(),
+        &["status", "severity", "component", "open", "q", "created_after", "created_before", "page_size", "page_token"],
+    )?;
+    let mut v = Violations::new();
+    let component_id = q
+        .one("component")
+        .and_then(|c| crate::domain::ids::parse_uuid("component", c).map_err(|e| v.extend(e).ok()).ok());
+    let filter = IncidentFilter {
+        statuses: q.parse_all(&mut v, "status"),
+        severities: q.parse_all(&mut v, "severity"),
+        component_id,
+        open: q.bool(&mut v, "open"),
+        terms: q.one("q").map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
+        created_after: q.time(&mut v, "created_after"),
+        created_before: q.time(&mut v, "created_before"),
+    };
+    let page_size = q.int(&mut v, "page_size");
+    v.finish()?;
+    let page = PageRequest::new(page_size, q.one("page_token"))?;
+    let page = service.list_incidents(filter, page).await?;
+    Ok(axum::Json(IncidentList { incidents: page.items, next_page_token: page.next_page_token }))
+}
+
+#[utoipa::path(
+    patch, path = "/v1/incidents/{id}", tag = "incidents",
+    request_body(content = IncidentPatchIn, content_type = "application/merge-patch+json"),
+    params(
+        ("id" = String, Path, description = "Incident id or reference"),
+        ("If-Match" = Option<String>, Header, description = "Apply only if the ETag still matches"),
+    ),
+    responses(
+        (status = 200, body = Incident, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The ETag no longer matches", body = Problem,
+            content_type = "application/problem+json"),
+    )
+)]
+pub async fn patch_incident(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<IncidentPatchIn>,
+) -> Result<Response, ApiError> {
+    let key = incident_key(&id)?;
+    let patch = body.into_patch()?;
+    let expected = if_match(&headers)?;
+    let incident = service.update_incident(key, patch, expected.as_deref(), crate::domain::ANONYMOUS).await?;
+    Ok(tagged(StatusCode::OK, &incident.etag(), &incident))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/incidents/{id}", tag = "incidents",
+    params(
+        ("id" = String, Path, description = "Incident id or reference"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the ETag still matches"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_incident(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let key = incident_key(&id)?;
+    service.delete_incident(key, if_match(&headers)?.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post, path = "/v1/incidents/{id}/transitions", tag = "incidents",
+    request_body = TransitionIn,
+    params(("id" = String, Path, description = "Incident id or reference")),
+    responses(
+        (status = 200, body = Incident, headers(("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Move not allowed; `allowed_transitions` lists the targets", body = Problem,
+            content_type = "application/problem+json"),
+    )
+)]
+pub async fn transition_incident(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<TransitionIn>,
+) -> Result<Response, ApiError> {
+    let key = incident_key(&id)?;
+    let input = TransitionInput { to: body.to, message: body.message, visibility: body.visibility, actor: body.actor };
+    let incident = service.transition_incident(key, input).await?;
+    Ok(tagged(StatusCode::OK, &incident.etag(), &incident))
+}
+
+#[utoipa::path(
+    post, path = "/v1/incidents/{id}/acknowledge", tag = "incidents",
+    request_body = AcknowledgeIn,
+    params(("id" = String, Path, description = "Incident id or reference")),
+    responses(
+        (status = 200, description = "Acknowledged (or already acknowledged: unchanged)", body = Incident,
+            headers(("ETag" = String))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Resolved or closed and never acknowledged", body = Problem,
+            content_type = "application/problem+json"),
+    )
+)]
+pub async fn acknowledge_incident(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<AcknowledgeIn>,
+) -> Result<Response, ApiError> {
+    let key = incident_key(&id)?;
+    let incident = service.acknowledge_incident(key, body.by.as_deref()).await?;
+    Ok(tagged(StatusCode::OK, &incident.etag(), &incident))
+}
+
+#[utoipa::path(
+    post, path = "/v1/incidents/{id}/updates", tag = "incidents",
+    request_body = UpdateIn,
+    params(
+        ("id" = String, Path, description = "Incident id or reference"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the post idempotent for 24 h"),
+    ),
+    responses(
+        (status = 201, body = UpdateCreated, headers(("Location" = String), ("ETag" = String, description = "The incident's ETag"))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_update(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<UpdateIn>,
+) -> Result<Response, ApiError> {
+    let key = incident_key(&id)?;
+    let idem = idempotency_key(&headers)?;
+    let input = NewUpdate { body: body.body, visibility: body.visibility, status: body.status, author: body.author };
+    let Created { value: (update, incident), replayed } = service.post_update(key, input, idem.as_ref()).await?;
+    let location = format!("{}/updates", location(&incident));
+    let etag = incident.etag();
+    Ok(created(location, &etag, replayed, UpdateCreated { update, incident }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/incidents/{id}/updates", tag = "incidents",
+    params(("id" = String, Path, description = "Incident id or reference"), ListUpdatesParams),
+    responses(
+        (status = 200, description = "The timeline, oldest first", body = UpdateList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_updates(
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<UpdateList>, ApiError> {
+    let key = incident_key(&id)?;
+    let q = QueryParams::parse(query.as_deref(), &["visibility", "page_size", "page_token"])?;
+    let mut v = Violations::new();
+    let visibility = q.parse_all::<Visibility>(&mut v, "visibility").pop();
+    let page_size = q.int(&mut v, "page_size");
+    v.finish()?;
+    let page = PageRequest::new(page_size, q.one("page_token"))?;
+    let page = service.list_updates(key, visibility, page).await?;
+    Ok(axum::Json(UpdateList { updates: page.items, next_page_token: page.next_page_token }))
+}

@@ -1,0 +1,178 @@
+//! Wiring: connect the store, bind both listeners (port 0 allowed), serve REST and gRPC
+//! until the cancellation token fires, then drain.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::api::{grpc, rest};
+use crate::config::Config;
+use crate::service::Service;
+use crate::store::{self, DynStore};
+
+/// A built application: store connected and migrated, listeners bound, nothing served yet.
+pub struct Application {
+    http: TcpListener,
+    grpc: TcpListener,
+    service: Service,
+    shutdown_timeout: Duration,
+}
+
+/// Connects to the database the URL names and applies migrations.
+pub async fn migrate(database_url: &str, max_connections: u32) -> anyhow::Result<DynStore> {
+    let store = store::connect(database_url, max_connections)
+        .await
+        .with_context(|| format!("connecting to {}", store::redact_url(database_url)))?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+impl Application {
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let store = migrate(config.database_url.expose_secret(), config.database_max_connections).await?;
+        let http = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
+        let grpc = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("binding the gRPC address {}", config.grpc_addr))?;
+        Ok(Self {
+            http,
+            grpc,
+            service: Service::new(store),
+            shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, reports NOT_SERVING and
+    /// waits up to the shutdown timeout for in-flight requests.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let http_addr = self.http_addr();
+        let grpc_addr = self.grpc_addr();
+
+        // The database answered during build: serve from the start; the watcher keeps the
+        // status in step from then on.
+        for name in HEALTH_SERVICES {
+            health.set_service_status(name, ServingStatus::Serving).await;
+        }
+        let background = CancellationToken::new();
+        tokio::spawn(watch_readiness(self.service.clone(), health.clone(), background.clone()));
+        tokio::spawn(purge_idempotency_keys(self.service.clone(), background.clone()));
+
+        let rest_server = axum::serve(self.http, rest::router(self.service.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let grpc_server = grpc::server(self.service.clone(), health_service)?.serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
+            shutdown.clone().cancelled_owned(),
+        );
+        tracing::info!(%http_addr, %grpc_addr, "incidentd listening");
+
+        let rest_task = tokio::spawn(async move { rest_server.await.context("REST server") });
+        let grpc_task = tokio::spawn(async move { grpc_server.await.context("gRPC server") });
+
+        shutdown.cancelled().await;
+        tracing::info!("stopping: draining in-flight requests");
+        for name in HEALTH_SERVICES {
+            health.set_service_status(name, ServingStatus::NotServing).await;
+        }
+        background.cancel();
+        let drained = tokio::time::timeout(self.shutdown_timeout, async {
+            let (r, g) = tokio::join!(rest_task, grpc_task);
+            r??;
+            g??;
+            anyhow::Ok(())
+        })
+        .await;
+        match drained {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(timeout = ?self.shutdown_timeout, "in-flight requests did not finish in time");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The names gRPC health reports on: the server as a whole and each service.
+const HEALTH_SERVICES: [&str; 3] = ["", grpc::INCIDENT_SERVICE_NAME, grpc::COMPONENT_SERVICE_NAME];
+
+/// Keeps the gRPC health status in step with the database: NOT_SERVING while it is
+/// unreachable.
+async fn watch_readiness(service: Service, health: tonic_health::server::HealthReporter, stop: CancellationToken) {
+    let mut last = ServingStatus::Serving;
+    loop {
+        let status = match service.ready().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(e) => {
+                tracing::warn!(error = %e, "database unreachable");
+                ServingStatus::NotServing
+            }
+        };
+        if last != status {
+            for name in HEALTH_SERVICES {
+                health.set_service_status(name, status).await;
+            }
+            last = status;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// Removes expired idempotency records every hour.
+async fn purge_idempotency_keys(service: Service, stop: CancellationToken) {
+    loop {
+        match service.purge_expired_idempotency_keys().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "purged expired idempotency keys"),
+            Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received Ctrl-C"),
+        _ = terminate => tracing::info!("received SIGTERM"),
+    }
+    token.cancel();
+}

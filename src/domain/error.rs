@@ -1,0 +1,155 @@
+//! The one error type every use case returns, and the code both transports map from
+//! (to HTTP in `api::rest::problem`, to gRPC in `api::grpc::status`).
+
+use serde::Serialize;
+
+use super::incident::Status;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One invalid input field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldViolation {
+    /// The field's path in the request, e.g. `title` or `affected_components[0].status`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}", describe_violations(.0))]
+    Validation(Vec<FieldViolation>),
+    #[error("{resource} {id} not found")]
+    NotFound { resource: &'static str, id: String },
+    #[error("cannot move an incident from {from} to {to}; allowed: {}", list_statuses(.allowed))]
+    InvalidTransition { from: Status, to: Status, allowed: Vec<Status> },
+    #[error("the {resource} has changed: current etag is {current}, the request expected {expected}")]
+    EtagMismatch { resource: &'static str, expected: String, current: String },
+    #[error("a {resource} with {field} {value:?} already exists")]
+    AlreadyExists { resource: &'static str, field: &'static str, value: String },
+    #[error("the idempotency key {key:?} was already used with a different request")]
+    IdempotencyKeyReused { key: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What kind of failure an [`Error`] is; the transports map this, and only this, to their codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidArgument,
+    NotFound,
+    InvalidTransition,
+    EtagMismatch,
+    AlreadyExists,
+    IdempotencyKeyReused,
+    Conflict,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// Stable machine-readable name (problem `code`, gRPC `ErrorInfo.reason` in upper case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "invalid_argument",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::InvalidTransition => "invalid_transition",
+            ErrorCode::EtagMismatch => "etag_mismatch",
+            ErrorCode::AlreadyExists => "already_exists",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Short human title (problem `title`).
+    pub fn title(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "Invalid request",
+            ErrorCode::NotFound => "Not found",
+            ErrorCode::InvalidTransition => "Transition not allowed",
+            ErrorCode::EtagMismatch => "Precondition failed",
+            ErrorCode::AlreadyExists => "Already exists",
+            ErrorCode::IdempotencyKeyReused => "Idempotency key reused",
+            ErrorCode::Conflict => "Conflict",
+            ErrorCode::Unavailable => "Service unavailable",
+            ErrorCode::Internal => "Internal error",
+        }
+    }
+}
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Validation(_) => ErrorCode::InvalidArgument,
+            Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::InvalidTransition { .. } => ErrorCode::InvalidTransition,
+            Error::EtagMismatch { .. } => ErrorCode::EtagMismatch,
+            Error::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            Error::IdempotencyKeyReused { .. } => ErrorCode::IdempotencyKeyReused,
+            Error::Conflict(_) => ErrorCode::Conflict,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// A single-field validation error.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Validation(vec![FieldViolation::new(field, message)])
+    }
+
+    /// The field violations, for validation errors.
+    pub fn violations(&self) -> &[FieldViolation] {
+        match self {
+            Error::Validation(v) => v,
+            _ => &[],
+        }
+    }
+
+    /// Prefixes every violated field with `prefix.` (gRPC reports paths from the request
+    /// root), except the fields named in `except` (fields of the request itself).
+    pub fn prefix_fields_except(self, prefix: &str, except: &[&str]) -> Self {
+        match self {
+            Error::Validation(v) => Error::Validation(
+                v.into_iter()
+                    .map(|f| {
+                        if except.contains(&f.field.as_str()) {
+                            f
+                        } else {
+                            FieldViolation::new(format!("{prefix}.{}", f.field), f.message)
+                        }
+                    })
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+
+    /// Prefixes every violated field with `prefix.`.
+    pub fn prefix_fields(self, prefix: &str) -> Self {
+        self.prefix_fields_except(prefix, &[])
+    }
+}
+
+fn describe_violations(v: &[FieldViolation]) -> String {
+    let parts: Vec<String> = v.iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
+    format!("invalid request: {}", parts.join("; "))
+}
+
+fn list_statuses(s: &[Status]) -> String {
+    if s.is_empty() {
+        return "none (closed is terminal)".into();
+    }
+    s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}

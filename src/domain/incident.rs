@@ -1,0 +1,425 @@
+//! Incidents: what broke, how bad, who is affected, how long, the workaround, the cause,
+//! and the lifecycle that moves an incident from investigating to closed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::component::ComponentStatus;
+use super::error::{Error, Result};
+use super::ids::{IncidentKey, IncidentRef};
+use super::validate::{self, Violations};
+use super::wire_enum;
+
+wire_enum! {
+    /// How severe an incident is, from `sev1` (critical) to `sev4` (low).
+    Severity {
+        /// Critical.
+        Sev1 = "sev1",
+        Sev2 = "sev2",
+        Sev3 = "sev3",
+        /// Low.
+        Sev4 = "sev4",
+    }
+}
+
+wire_enum! {
+    /// Lifecycle status. `investigating`, `identified` and `monitoring` are open.
+    Status {
+        Investigating = "investigating",
+        Identified = "identified",
+        Monitoring = "monitoring",
+        Resolved = "resolved",
+        Closed = "closed",
+    }
+}
+
+wire_enum! {
+    /// Customer impact.
+    Impact { None = "none", Minor = "minor", Major = "major", Critical = "critical" }
+}
+
+wire_enum! {
+    /// Whether customers can work around the problem.
+    WorkaroundAvailability { Unknown = "unknown", Available = "available", None = "none" }
+}
+
+wire_enum! {
+    /// Where the fault lies.
+    CauseKind { Unknown = "unknown", Internal = "internal", ThirdParty = "third_party" }
+}
+
+impl Status {
+    pub const OPEN: &'static [Status] = &[Status::Investigating, Status::Identified, Status::Monitoring];
+
+    pub fn is_open(self) -> bool {
+        Status::OPEN.contains(&self)
+    }
+
+    /// The statuses this one may move to. Among open statuses any move is allowed; any open
+    /// status may resolve; a resolved incident may be reopened (investigating, identified)
+    /// or closed; closed is terminal.
+    pub fn allowed_targets(self) -> &'static [Status] {
+        use Status::*;
+        match self {
+            Investigating => &[Identified, Monitoring, Resolved],
+            Identified => &[Investigating, Monitoring, Resolved],
+            Monitoring => &[Investigating, Identified, Resolved],
+            Resolved => &[Investigating, Identified, Closed],
+            Closed => &[],
+        }
+    }
+
+    pub fn can_move_to(self, to: Status) -> bool {
+        self.allowed_targets().contains(&to)
+    }
+}
+
+/// A component an incident affects and the status it imposes on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AffectedComponent {
+    pub component_id: Uuid,
+    /// `degraded_performance`, `partial_outage`, `major_outage` or `under_maintenance`.
+    pub status: ComponentStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Workaround {
+    pub availability: WorkaroundAvailability,
+    pub text: Option<String>,
+}
+
+impl Default for Workaround {
+    fn default() -> Self {
+        Workaround { availability: WorkaroundAvailability::Unknown, text: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Cause {
+    pub kind: CauseKind,
+    /// The third party at fault, e.g. `AWS`.
+    pub provider: Option<String>,
+    /// The provider's incident id or status-page link.
+    pub external_reference: Option<String>,
+}
+
+impl Default for Cause {
+    fn default() -> Self {
+        Cause { kind: CauseKind::Unknown, provider: None, external_reference: None }
+    }
+}
+
+/// An incident as stored and as served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Incident {
+    pub id: Uuid,
+    #[schema(value_type = String, example = "INC-42")]
+    pub reference: IncidentRef,
+    pub title: String,
+    pub summary: String,
+    pub severity: Severity,
+    pub status: Status,
+    pub impact: Impact,
+    pub affected_components: Vec<AffectedComponent>,
+    pub affected_customers: Option<i64>,
+    pub eta: Option<DateTime<Utc>>,
+    pub workaround: Workaround,
+    pub cause: Cause,
+    pub commander: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub related_incident_ids: Vec<Uuid>,
+    /// Internal: never shown on public surfaces.
+    pub root_cause: Option<String>,
+    /// Public summary of the fix.
+    pub resolution_summary: Option<String>,
+    pub reopen_count: i32,
+    pub started_at: DateTime<Utc>,
+    pub detected_at: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub acknowledged_by: Option<String>,
+    pub identified_at: Option<DateTime<Utc>>,
+    /// First time the incident reached `monitoring`.
+    pub mitigated_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Incremented on every change; the ETag is derived from it.
+    pub version: i64,
+}
+
+/// The input to declare an incident, before validation. Related incidents are named by
+/// id or reference and resolved by the service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NewIncident {
+    pub title: Option<String>,
+    pub summary: Option<String>,
+    pub severity: Option<Severity>,
+    pub status: Option<Status>,
+    pub impact: Option<Impact>,
+    pub affected_components: Vec<AffectedComponent>,
+    pub affected_customers: Option<i64>,
+    pub eta: Option<DateTime<Utc>>,
+    pub workaround: Option<Workaround>,
+    pub cause: Option<Cause>,
+    pub commander: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub related_incidents: Vec<String>,
+    pub root_cause: Option<String>,
+    pub resolution_summary: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub detected_at: Option<DateTime<Utc>>,
+}
+
+/// A validated [`NewIncident`]: every field checked, related incidents still to resolve.
+#[derive(Debug, Clone)]
+pub struct IncidentDraft {
+    pub incident: Incident,
+    pub related: Vec<IncidentKey>,
+}
+
+/// How far a caller-supplied start or detection time may lie in the future (clock skew).
+pub const CLOCK_SKEW_SECS: i64 = 300;
+
+impl NewIncident {
+    /// Validates every field and builds the incident (reference still unassigned, related
+    /// incidents still to resolve).
+    pub fn validate(self, id: Uuid, now: DateTime<Utc>) -> Result<IncidentDraft> {
+        let mut v = Violations::new();
+        let title = v.required_text("title", self.title.as_deref(), validate::TITLE_MAX);
+        let severity = self.severity.unwrap_or_else(|| {
+            v.add("severity", format!("is required; one of: {}", Severity::expected()));
+            Severity::Sev3
+        });
+        let status = self.status.unwrap_or(Status::Investigating);
+        if !status.is_open() {
+            v.add("status", "a new incident must be investigating, identified or monitoring");
+        }
+        let related = related_keys(&mut v, &self.related_incidents);
+        let detected_at = self.detected_at.map(super::truncate).unwrap_or(now);
+        let started_at = self.started_at.map(super::truncate).unwrap_or(detected_at);
+        let mut incident = Incident {
+            id,
+            reference: IncidentRef(0),
+            title,
+            summary: self.summary.unwrap_or_default(),
+            severity,
+            status,
+            impact: self.impact.unwrap_or(Impact::None),
+            affected_components: self.affected_components,
+            affected_customers: self.affected_customers,
+            eta: self.eta.map(super::truncate),
+            workaround: self.workaround.unwrap_or_default(),
+            cause: self.cause.unwrap_or_default(),
+            commander: self.commander,
+            labels: self.labels,
+            related_incident_ids: Vec::new(),
+            root_cause: self.root_cause,
+            resolution_summary: self.resolution_summary,
+            reopen_count: 0,
+            started_at,
+            detected_at,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            identified_at: None,
+            mitigated_at: None,
+            resolved_at: None,
+            closed_at: None,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        incident.normalize_editable(&mut v, now);
+        incident.stamp(status, now);
+        v.finish()?;
+        Ok(IncidentDraft { incident, related })
+    }
+}
+
+/// Parses the named related incidents, recording a violation per bad entry.
+pub(crate) fn related_keys(v: &mut Violations, related: &[String]) -> Vec<IncidentKey> {
+    if related.len() > validate::RELATED_MAX {
+        v.add("related_incident_ids", format!("must have at most {} entries", validate::RELATED_MAX));
+    }
+    related
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let field = format!("related_incident_ids[{i}]");
+            IncidentKey::parse(&field, s).map_err(|e| v.extend(e)).ok()
+        })
+        .collect()
+}
+
+/// What a transition did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: Status,
+    pub to: Status,
+    pub reopened: bool,
+}
+
+impl Incident {
+    pub fn is_open(&self) -> bool {
+        self.status.is_open()
+    }
+
+    /// The entity tag derived from [`Incident::version`].
+    pub fn etag(&self) -> String {
+        etag(self.version)
+    }
+
+    /// Trims and bounds-checks the editable fields other than the title in place (shared by
+    /// create and patch; the title is checked where it is given).
+    pub(crate) fn normalize_editable(&mut self, v: &mut Violations, now: DateTime<Utc>) {
+        v.text("summary", &self.summary, validate::SUMMARY_MAX);
+        self.commander = v.optional_text("commander", self.commander.as_deref(), validate::SHORT_TEXT_MAX);
+        self.root_cause = v.optional_text("root_cause", self.root_cause.as_deref(), validate::LONG_TEXT_MAX);
+        self.resolution_summary =
+            v.optional_text("resolution_summary", self.resolution_summary.as_deref(), validate::LONG_TEXT_MAX);
+        self.workaround.text =
+            v.optional_text("workaround.text", self.workaround.text.as_deref(), validate::LONG_TEXT_MAX);
+        self.cause.provider =
+            v.optional_text("cause.provider", self.cause.provider.as_deref(), validate::SHORT_TEXT_MAX);
+        self.cause.external_reference = v.optional_text(
+            "cause.external_reference",
+            self.cause.external_reference.as_deref(),
+            validate::SHORT_TEXT_MAX * 5,
+        );
+        if let Some(n) = self.affected_customers
+            && n < 0
+        {
+            v.add("affected_customers", "must be zero or more");
+        }
+        v.labels("labels", &self.labels);
+        if self.affected_components.len() > validate::AFFECTED_COMPONENTS_MAX {
+            v.add("affected_components", format!("must have at most {} entries", validate::AFFECTED_COMPONENTS_MAX));
+        }
+        for (i, c) in self.affected_components.iter().enumerate() {
+            if c.status == ComponentStatus::Operational {
+                v.add(
+                    format!("affected_components[{i}].status"),
+                    "an incident imposes degraded_performance, partial_outage, major_outage or under_maintenance",
+                );
+            }
+            if self.affected_components[..i].iter().any(|o| o.component_id == c.component_id) {
+                v.add(format!("affected_components[{i}].component_id"), "is listed twice");
+            }
+        }
+        let horizon = now + chrono::Duration::seconds(CLOCK_SKEW_SECS);
+        if self.started_at > horizon {
+            v.add("started_at", "must not be in the future");
+        }
+        if self.detected_at > horizon {
+            v.add("detected_at", "must not be in the future");
+        }
+        if self.started_at > self.detected_at {
+            v.add("started_at", "must not be after detected_at");
+        }
+    }
+
+    /// Stamps the timestamp of reaching `status`: identified_at and mitigated_at (monitoring)
+    /// the first time, resolved_at on every resolve, closed_at on close.
+    fn stamp(&mut self, status: Status, now: DateTime<Utc>) {
+        match status {
+            Status::Investigating => {}
+            Status::Identified => {
+                self.identified_at.get_or_insert(now);
+            }
+            Status::Monitoring => {
+                self.mitigated_at.get_or_insert(now);
+            }
+            Status::Resolved => self.resolved_at = Some(now),
+            Status::Closed => {
+                self.closed_at.get_or_insert(now);
+            }
+        }
+    }
+
+    /// Moves the incident to `to` if the lifecycle allows it.
+    pub fn transition(&mut self, to: Status, now: DateTime<Utc>) -> Result<Transition> {
+        let from = self.status;
+        if !from.can_move_to(to) {
+            return Err(Error::InvalidTransition { from, to, allowed: from.allowed_targets().to_vec() });
+        }
+        let reopened = from == Status::Resolved && to.is_open();
+        if reopened {
+            self.reopen_count += 1;
+            self.resolved_at = None;
+        }
+        self.status = to;
+        self.stamp(to, now);
+        self.touch(now);
+        Ok(Transition { from, to, reopened })
+    }
+
+    /// Records the first acknowledgement. Returns false (and changes nothing) when the
+    /// incident was already acknowledged.
+    pub fn acknowledge(&mut self, by: &str, now: DateTime<Utc>) -> Result<bool> {
+        if self.acknowledged_at.is_some() {
+            return Ok(false);
+        }
+        if !self.is_open() {
+            return Err(Error::Conflict(format!(
+                "incident {} is {} and was never acknowledged; only open incidents can be acknowledged",
+                self.reference, self.status
+            )));
+        }
+        self.acknowledged_at = Some(now);
+        self.acknowledged_by = Some(by.to_string());
+        self.touch(now);
+        Ok(true)
+    }
+
+    /// Marks a change: bumps the version and updated_at.
+    pub(crate) fn touch(&mut self, now: DateTime<Utc>) {
+        self.version += 1;
+        self.updated_at = now;
+    }
+
+    /// The editable fields as JSON values, by name; used to describe what a patch changed.
+    pub(crate) fn editable_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
+        use serde_json::to_value as j;
+        let f = |name, v: serde_json::Result<serde_json::Value>| (name, v.unwrap_or_default());
+        vec![
+            f("title", j(&self.title)),
+            f("summary", j(&self.summary)),
+            f("severity", j(self.severity)),
+            f("impact", j(self.impact)),
+            f("affected_components", j(&self.affected_components)),
+            f("affected_customers", j(self.affected_customers)),
+            f("eta", j(self.eta)),
+            f("workaround", j(&self.workaround)),
+            f("cause", j(&self.cause)),
+            f("commander", j(&self.commander)),
+            f("labels", j(&self.labels)),
+            f("related_incident_ids", j(&self.related_incident_ids)),
+            f("root_cause", j(&self.root_cause)),
+            f("resolution_summary", j(&self.resolution_summary)),
+            f("started_at", j(self.started_at)),
+            f("detected_at", j(self.detected_at)),
+        ]
+    }
+}
+
+/// The entity tag of a version: a quoted string, as HTTP wants it.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// Checks an expected entity tag against the current version. Accepts the quoted form
+/// (`"3"`), the bare form (`3`) and `*`; weak tags never match (strong comparison).
+pub fn check_etag(resource: &'static str, expected: Option<&str>, version: i64) -> Result<()> {
+    let Some(expected) = expected.map(str::trim).filter(|e| !e.is_empty()) else {
+        return Ok(());
+    };
+    let current = etag(version);
+    let matches = expected.split(',').map(str::trim).any(|tag| {
+        tag == "*" || tag == current || (!tag.starts_with("W/") && tag.trim_matches('"') == version.to_string())
+    });
+    if matches { Ok(()) } else { Err(Error::EtagMismatch { resource, expected: expected.to_string(), current }) }
+}

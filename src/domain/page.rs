@@ -1,0 +1,99 @@
+//! Keyset pagination: page sizes and opaque page tokens.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::error::Error;
+
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+/// The position after which the next page starts: the sort key of the last row returned.
+/// Every list in incidentd sorts by a timestamp and then the id, or (components) by a
+/// text key and then the id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageToken {
+    Time { at: DateTime<Utc>, id: Uuid },
+    Ordered { group: String, position: i32, name: String, id: Uuid },
+}
+
+impl PageToken {
+    pub fn encode(&self) -> String {
+        let raw = match self {
+            PageToken::Time { at, id } => format!("t1\n{}\n{id}", at.timestamp_micros()),
+            PageToken::Ordered { group, position, name, id } => {
+                format!("o1\n{id}\n{position}\n{}\n{}", group.len(), [group.as_str(), name.as_str()].concat())
+            }
+        };
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    pub fn decode(token: &str) -> Result<Self, Error> {
+        let bad = || Error::invalid("page_token", "is not a page token returned by this list");
+        let bytes = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| bad())?;
+        let raw = String::from_utf8(bytes).map_err(|_| bad())?;
+        let mut parts = raw.splitn(5, '\n');
+        match parts.next() {
+            Some("t1") => {
+                let micros: i64 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+                let id = parts.next().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(bad)?;
+                let at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+                Ok(PageToken::Time { at, id })
+            }
+            Some("o1") => {
+                let id = parts.next().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(bad)?;
+                let position: i32 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+                let group_len: usize = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+                let rest = parts.next().ok_or_else(bad)?;
+                let (group, name) = rest.split_at_checked(group_len).ok_or_else(bad)?;
+                Ok(PageToken::Ordered { group: group.into(), position, name: name.into(), id })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// A validated page request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub size: u32,
+    pub after: Option<PageToken>,
+}
+
+impl PageRequest {
+    /// `size` 0 (or absent) means the default; above [`MAX_PAGE_SIZE`] is refused.
+    pub fn new(size: Option<i64>, token: Option<&str>) -> Result<Self, Error> {
+        let size = match size {
+            None | Some(0) => DEFAULT_PAGE_SIZE,
+            Some(n) if n < 0 || n > MAX_PAGE_SIZE as i64 => {
+                return Err(Error::invalid("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}")));
+            }
+            Some(n) => n as u32,
+        };
+        let after = match token.map(str::trim) {
+            None | Some("") => None,
+            Some(t) => Some(PageToken::decode(t)?),
+        };
+        Ok(Self { size, after })
+    }
+}
+
+/// One page of results.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `size + 1` rows fetched by the store: the extra row only
+    /// says whether another page exists.
+    pub fn from_rows(mut rows: Vec<T>, size: u32, token_of: impl Fn(&T) -> PageToken) -> Self {
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        let next_page_token = if more { rows.last().map(|r| token_of(r).encode()) } else { None };
+        Page { items: rows, next_page_token }
+    }
+}

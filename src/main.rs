@@ -1,0 +1,23 @@
+use incidentd::app::Application;
+use incidentd::config::{Command, Config};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (command, config) = Config::from_cli();
+    incidentd::telemetry::init(config.log_format, &config.log);
+    match command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            incidentd::app::migrate(config.database_url.expose_secret(), 1).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Serve => {
+            let app = Application::build(&config).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(incidentd::app::cancel_on_signal(shutdown.clone()));
+            app.run_until_stopped(shutdown).await
+        }
+    }
+}

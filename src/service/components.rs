@@ -1,0 +1,66 @@
+//! Component use cases.
+
+use uuid::Uuid;
+
+use super::{Created, Service, claim, save_response};
+use crate::domain::incident::check_etag;
+use crate::domain::page::{Page, PageToken};
+use crate::domain::{Component, ComponentPatch, Error, IdempotencyKey, NewComponent, PageRequest, Result, now};
+
+const CREATE_SCOPE: &str = "components.create";
+
+fn not_found(id: Uuid) -> Error {
+    Error::NotFound { resource: "component", id: id.to_string() }
+}
+
+impl Service {
+    pub async fn create_component(
+        &self,
+        input: NewComponent,
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> Result<Created<Component>> {
+        let component = input.clone().validate(Uuid::now_v7(), now())?;
+        let mut tx = self.store.begin().await?;
+        if let Some(replay) = claim(tx.as_mut(), CREATE_SCOPE, idempotency_key, &input).await? {
+            return Ok(Created { value: replay, replayed: true });
+        }
+        tx.insert_component(&component).await?;
+        save_response(tx.as_mut(), CREATE_SCOPE, idempotency_key, &component).await?;
+        tx.commit().await?;
+        Ok(Created { value: component, replayed: false })
+    }
+
+    pub async fn get_component(&self, id: Uuid) -> Result<Component> {
+        self.store.get_component(id).await?.ok_or_else(|| not_found(id))
+    }
+
+    pub async fn list_components(&self, group: Option<&str>, page: PageRequest) -> Result<Page<Component>> {
+        let rows = self.store.list_components(group, page.after.as_ref(), page.size + 1).await?;
+        Ok(Page::from_rows(rows, page.size, |c| PageToken::Ordered {
+            group: c.group.clone().unwrap_or_default(),
+            position: c.position,
+            name: c.name.clone(),
+            id: c.id,
+        }))
+    }
+
+    pub async fn update_component(&self, id: Uuid, patch: ComponentPatch, if_match: Option<&str>) -> Result<Component> {
+        let mut tx = self.store.begin().await?;
+        let (mut component, imposed) = tx.lock_component(id).await?.ok_or_else(|| not_found(id))?;
+        check_etag("component", if_match, component.version)?;
+        if component.apply_patch(patch, &imposed, now())? {
+            tx.update_component(&component).await?;
+            tx.commit().await?;
+        }
+        Ok(component)
+    }
+
+    /// Deletes a component; refused while an open incident affects it.
+    pub async fn delete_component(&self, id: Uuid, if_match: Option<&str>) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        let (component, _) = tx.lock_component(id).await?.ok_or_else(|| not_found(id))?;
+        check_etag("component", if_match, component.version)?;
+        tx.delete_component(id).await?;
+        tx.commit().await
+    }
+}

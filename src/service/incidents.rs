@@ -1,0 +1,240 @@
+//! Incident use cases: declare, read, list, edit, delete, transition, acknowledge, and the
+//! timeline.
+
+use std::collections::HashSet;
+
+use uuid::Uuid;
+
+use super::{Created, Service, claim, save_response};
+use crate::domain::incident::{IncidentDraft, check_etag, related_keys};
+use crate::domain::page::{Page, PageToken};
+use crate::domain::timeline::actor;
+use crate::domain::validate::Violations;
+use crate::domain::{
+    AffectedComponent, Error, IdempotencyKey, Incident, IncidentKey, IncidentPatch, NewIncident, NewUpdate,
+    PageRequest, Result, TimelineEntry, TransitionInput, Visibility, now,
+};
+use crate::store::{IncidentFilter, Transaction};
+
+const CREATE_SCOPE: &str = "incidents.create";
+const UPDATE_SCOPE: &str = "incident_updates.create";
+
+fn not_found(key: IncidentKey) -> Error {
+    Error::NotFound { resource: "incident", id: key.to_string() }
+}
+
+/// The request an idempotent update post is recognised by.
+#[derive(serde::Serialize)]
+struct UpdateRequest<'a> {
+    incident: IncidentKey,
+    update: &'a NewUpdate,
+}
+
+impl Service {
+    /// Declares an incident. With an idempotency key, a repeat of the same request returns
+    /// the first response; concurrent repeats wait for the first and get its response.
+    pub async fn create_incident(
+        &self,
+        input: NewIncident,
+        idempotency_key: Option<&IdempotencyKey>,
+        actor_name: &str,
+    ) -> Result<Created<Incident>> {
+        let now = now();
+        let request = input.clone();
+        let IncidentDraft { mut incident, related } = input.validate(Uuid::now_v7(), now)?;
+        let mut tx = self.store.begin().await?;
+        if let Some(replay) = claim(tx.as_mut(), CREATE_SCOPE, idempotency_key, &request).await? {
+            return Ok(Created { value: replay, replayed: true });
+        }
+        let mut v = Violations::new();
+        incident.related_incident_ids = resolve_related(tx.as_mut(), &mut v, &related, None).await?;
+        check_components(tx.as_mut(), &mut v, &incident.affected_components, &[]).await?;
+        v.finish()?;
+        incident.reference = tx.insert_incident(&incident).await?;
+        tx.insert_timeline_entry(&TimelineEntry::created(&incident, actor_name, now)).await?;
+        save_response(tx.as_mut(), CREATE_SCOPE, idempotency_key, &incident).await?;
+        tx.commit().await?;
+        tracing::info!(incident = %incident.reference, severity = %incident.severity, "incident declared");
+        Ok(Created { value: incident, replayed: false })
+    }
+
+    pub async fn get_incident(&self, key: IncidentKey) -> Result<Incident> {
+        self.store.get_incident(key).await?.ok_or_else(|| not_found(key))
+    }
+
+    pub async fn list_incidents(&self, filter: IncidentFilter, page: PageRequest) -> Result<Page<Incident>> {
+        if let (Some(a), Some(b)) = (filter.created_after, filter.created_before)
+            && a >= b
+        {
+            return Err(Error::invalid("created_before", "must be later than created_after"));
+        }
+        let rows = self.store.list_incidents(&filter, page.after.as_ref(), page.size + 1).await?;
+        Ok(Page::from_rows(rows, page.size, |i| PageToken::Time { at: i.created_at, id: i.id }))
+    }
+
+    /// Applies a partial update of the editable fields. `if_match` (an entity tag) makes it
+    /// conditional. Records the changed fields on the timeline; a patch that changes
+    /// nothing changes nothing (not even the version).
+    pub async fn update_incident(
+        &self,
+        key: IncidentKey,
+        mut patch: IncidentPatch,
+        if_match: Option<&str>,
+        actor_name: &str,
+    ) -> Result<Incident> {
+        let now = now();
+        let mut tx = self.store.begin().await?;
+        let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
+        check_etag("incident", if_match, incident.version)?;
+        let mut v = Violations::new();
+        let related = match patch.related_incidents.take() {
+            Some(names) => {
+                let keys = related_keys(&mut v, &names);
+                Some(resolve_related(tx.as_mut(), &mut v, &keys, Some(incident.id)).await?)
+            }
+            None => None,
+        };
+        if let Some(components) = &patch.affected_components {
+            let known: Vec<Uuid> = incident.affected_components.iter().map(|c| c.component_id).collect();
+            check_components(tx.as_mut(), &mut v, components, &known).await?;
+        }
+        v.finish()?;
+        let components_before = incident.affected_components.clone();
+        let changes = incident.apply_patch(patch, related, now)?;
+        if changes.is_empty() {
+            return Ok(incident);
+        }
+        tx.update_incident(&incident, incident.affected_components != components_before).await?;
+        tx.insert_timeline_entry(&TimelineEntry::field_change(&incident, changes, actor_name, now)).await?;
+        tx.commit().await?;
+        Ok(incident)
+    }
+
+    pub async fn delete_incident(&self, key: IncidentKey, if_match: Option<&str>) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        let incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
+        check_etag("incident", if_match, incident.version)?;
+        tx.delete_incident(incident.id).await?;
+        tx.commit().await?;
+        tracing::info!(incident = %incident.reference, "incident deleted");
+        Ok(())
+    }
+
+    /// Moves the incident through its lifecycle and records the move on the timeline.
+    pub async fn transition_incident(&self, key: IncidentKey, input: TransitionInput) -> Result<Incident> {
+        let input = input.validate()?;
+        let now = now();
+        let mut tx = self.store.begin().await?;
+        let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
+        let t = incident.transition(input.to, now)?;
+        let entry = TimelineEntry::status_change(&incident, t, input.message, input.visibility, &input.actor, now);
+        tx.update_incident(&incident, false).await?;
+        tx.insert_timeline_entry(&entry).await?;
+        tx.commit().await?;
+        tracing::info!(incident = %incident.reference, from = %t.from, to = %t.to, "incident status changed");
+        Ok(incident)
+    }
+
+    /// Records the first acknowledgement; later ones return the incident unchanged.
+    pub async fn acknowledge_incident(&self, key: IncidentKey, by: Option<&str>) -> Result<Incident> {
+        let mut v = Violations::new();
+        let by = actor(&mut v, "by", by);
+        v.finish()?;
+        let now = now();
+        let mut tx = self.store.begin().await?;
+        let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
+        if incident.acknowledge(&by, now)? {
+            tx.update_incident(&incident, false).await?;
+            tx.insert_timeline_entry(&TimelineEntry::acknowledgement(&incident, &by, now)).await?;
+            tx.commit().await?;
+        }
+        Ok(incident)
+    }
+
+    /// Posts an update to the timeline, applying the status change it carries, if any.
+    pub async fn post_update(
+        &self,
+        key: IncidentKey,
+        input: NewUpdate,
+        idempotency_key: Option<&IdempotencyKey>,
+    ) -> Result<Created<(TimelineEntry, Incident)>> {
+        let request = UpdateRequest { incident: key, update: &input };
+        let update = input.clone().validate()?;
+        let now = now();
+        let mut tx = self.store.begin().await?;
+        if let Some(replay) = claim(tx.as_mut(), UPDATE_SCOPE, idempotency_key, &request).await? {
+            return Ok(Created { value: replay, replayed: true });
+        }
+        let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
+        let transition = match update.status {
+            Some(to) => Some(incident.transition(to, now)?),
+            None => None,
+        };
+        let entry = TimelineEntry::update(&incident, update, transition, now);
+        if transition.is_some() {
+            tx.update_incident(&incident, false).await?;
+        }
+        tx.insert_timeline_entry(&entry).await?;
+        let value = (entry, incident);
+        save_response(tx.as_mut(), UPDATE_SCOPE, idempotency_key, &value).await?;
+        tx.commit().await?;
+        Ok(Created { value, replayed: false })
+    }
+
+    pub async fn list_updates(
+        &self,
+        key: IncidentKey,
+        visibility: Option<Visibility>,
+        page: PageRequest,
+    ) -> Result<Page<TimelineEntry>> {
+        let incident = self.get_incident(key).await?;
+        let rows = self.store.list_timeline(incident.id, visibility, page.after.as_ref(), page.size + 1).await?;
+        Ok(Page::from_rows(rows, page.size, |e| PageToken::Time { at: e.created_at, id: e.id }))
+    }
+}
+
+/// Resolves related-incident keys to ids, recording a violation for each unknown one and for
+/// a self-reference. Duplicates collapse.
+async fn resolve_related(
+    tx: &mut dyn Transaction,
+    v: &mut Violations,
+    keys: &[IncidentKey],
+    this: Option<Uuid>,
+) -> Result<Vec<Uuid>> {
+    let found = tx.resolve_incident_ids(keys).await?;
+    let mut ids = Vec::with_capacity(keys.len());
+    for (i, (key, id)) in keys.iter().zip(found).enumerate() {
+        let field = format!("related_incident_ids[{i}]");
+        match id {
+            None => v.add(field, format!("no incident {key}")),
+            Some(id) if Some(id) == this => v.add(field, "an incident cannot be related to itself"),
+            Some(id) if !ids.contains(&id) => ids.push(id),
+            Some(_) => {}
+        }
+    }
+    Ok(ids)
+}
+
+/// Records a violation for every affected component that does not exist. Components in
+/// `known` (already on the incident) may have been deleted since and stay accepted.
+async fn check_components(
+    tx: &mut dyn Transaction,
+    v: &mut Violations,
+    components: &[AffectedComponent],
+    known: &[Uuid],
+) -> Result<()> {
+    let wanted: Vec<Uuid> = components
+        .iter()
+        .map(|c| c.component_id)
+        .filter(|id| !known.contains(id))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let existing = tx.existing_component_ids(&wanted).await?;
+    for (i, c) in components.iter().enumerate() {
+        if wanted.contains(&c.component_id) && !existing.contains(&c.component_id) {
+            v.add(format!("affected_components[{i}].component_id"), format!("no component {}", c.component_id));
+        }
+    }
+    Ok(())
+}

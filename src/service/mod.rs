@@ -1,0 +1,84 @@
+//! The use cases. Both transports call these and nothing else; each use case runs in one
+//! store transaction, so a change and everything it records commit together.
+
+mod components;
+mod incidents;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::domain::{Error, IdempotencyKey, Result};
+use crate::store::{DynStore, IdempotencyClaim, Transaction};
+
+/// How long a stored idempotent response is replayed.
+pub const IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::hours(24);
+
+/// The service every transport calls. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    store: DynStore,
+}
+
+/// The result of a create: the resource, and whether it is a replay of an earlier request
+/// with the same idempotency key.
+#[derive(Debug, Clone)]
+pub struct Created<T> {
+    pub value: T,
+    pub replayed: bool,
+}
+
+impl Service {
+    pub fn new(store: DynStore) -> Self {
+        Self { store }
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn ready(&self) -> Result<()> {
+        self.store.ping().await
+    }
+
+    /// Removes idempotency records older than [`IDEMPOTENCY_TTL`].
+    pub async fn purge_expired_idempotency_keys(&self) -> Result<u64> {
+        self.store.purge_idempotency_keys(crate::domain::now() - IDEMPOTENCY_TTL).await
+    }
+}
+
+/// Claims an idempotency key inside `tx`. Returns the stored response when the key was used
+/// before with the same request, refuses it when used with a different one, and returns
+/// `None` when the caller should go ahead (and then call [`save_response`]).
+async fn claim<T: DeserializeOwned>(
+    tx: &mut dyn Transaction,
+    scope: &str,
+    key: Option<&IdempotencyKey>,
+    request: &impl Serialize,
+) -> Result<Option<T>> {
+    let Some(key) = key else { return Ok(None) };
+    let body = serde_json::to_vec(request).map_err(|e| Error::Internal(e.to_string()))?;
+    let hash = Sha256::digest(&body);
+    let now = crate::domain::now();
+    match tx.claim_idempotency_key(scope, key.as_str(), &hash, now, now - IDEMPOTENCY_TTL).await? {
+        IdempotencyClaim::Claimed => Ok(None),
+        IdempotencyClaim::Existing { request_hash, response } => {
+            if request_hash.as_slice() != hash.as_slice() {
+                return Err(Error::IdempotencyKeyReused { key: key.as_str().to_string() });
+            }
+            serde_json::from_value(response).map(Some).map_err(|e| Error::Internal(e.to_string()))
+        }
+    }
+}
+
+async fn save_response(
+    tx: &mut dyn Transaction,
+    scope: &str,
+    key: Option<&IdempotencyKey>,
+    response: &impl Serialize,
+) -> Result<()> {
+    let Some(key) = key else { return Ok(()) };
+    let value = serde_json::to_value(response).map_err(|e| Error::Internal(e.to_string()))?;
+    tx.save_idempotent_response(scope, key.as_str(), &value).await
+}

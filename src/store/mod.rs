@@ -1,0 +1,144 @@
+//! Persistence behind one trait, one implementation per backend (chosen by URL scheme).
+//! The service owns transactions: it opens one per use case with [`Store::begin`], calls the
+//! [`Transaction`] operations, and commits. Dropping a transaction rolls it back.
+
+pub mod postgres;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::page::PageToken;
+use crate::domain::{
+    Component, ComponentStatus, Incident, IncidentKey, IncidentRef, Result, Severity, Status, TimelineEntry, Visibility,
+};
+
+/// Filters for listing incidents; every field narrows the result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IncidentFilter {
+    pub statuses: Vec<Status>,
+    pub severities: Vec<Severity>,
+    pub component_id: Option<Uuid>,
+    pub open: Option<bool>,
+    /// Words that must all occur (case-insensitive substrings) in the title or summary.
+    pub terms: Vec<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// What a claim on an idempotency key found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdempotencyClaim {
+    /// The key is new (or its earlier use expired): go ahead, then save the response.
+    Claimed,
+    /// The key was used before: its request hash and stored response.
+    Existing { request_hash: Vec<u8>, response: serde_json::Value },
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Opens a transaction.
+    async fn begin(&self) -> Result<Box<dyn Transaction>>;
+    /// Applies pending migrations; safe when several processes start at once.
+    async fn migrate(&self) -> anyhow::Result<()>;
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    async fn get_incident(&self, key: IncidentKey) -> Result<Option<Incident>>;
+    /// Incidents newest first (created_at, then id, descending), after `after`, at most `limit`.
+    async fn list_incidents(
+        &self,
+        filter: &IncidentFilter,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<Incident>>;
+    /// Timeline entries oldest first (created_at, then id), after `after`, at most `limit`.
+    async fn list_timeline(
+        &self,
+        incident_id: Uuid,
+        visibility: Option<Visibility>,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<TimelineEntry>>;
+
+    async fn get_component(&self, id: Uuid) -> Result<Option<Component>>;
+    /// Components in status-page order (group, position, name, id), after `after`, at most `limit`.
+    async fn list_components(
+        &self,
+        group: Option<&str>,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<Component>>;
+
+    /// Removes idempotency records created before `before`; returns how many.
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;
+}
+
+/// The operations of one use case, inside one database transaction.
+#[async_trait]
+pub trait Transaction: Send {
+    /// Claims `(scope, key)`. Waits for a concurrent transaction holding the same key, so
+    /// concurrent duplicates see the first one's committed response. A record created before
+    /// `expired_before` is replaced.
+    async fn claim_idempotency_key(
+        &mut self,
+        scope: &str,
+        key: &str,
+        request_hash: &[u8],
+        now: DateTime<Utc>,
+        expired_before: DateTime<Utc>,
+    ) -> Result<IdempotencyClaim>;
+    /// Stores the response of a claimed key.
+    async fn save_idempotent_response(&mut self, scope: &str, key: &str, response: &serde_json::Value) -> Result<()>;
+
+    /// Inserts a new incident and returns the reference assigned to it.
+    async fn insert_incident(&mut self, incident: &Incident) -> Result<IncidentRef>;
+    /// Reads an incident and locks it until the transaction ends.
+    async fn lock_incident(&mut self, key: IncidentKey) -> Result<Option<Incident>>;
+    /// Writes back every mutable field of a locked incident. `components_changed` rewrites
+    /// the affected-component index.
+    async fn update_incident(&mut self, incident: &Incident, components_changed: bool) -> Result<()>;
+    async fn delete_incident(&mut self, id: Uuid) -> Result<()>;
+    /// Resolves incident keys to ids; `None` where no incident matches.
+    async fn resolve_incident_ids(&mut self, keys: &[IncidentKey]) -> Result<Vec<Option<Uuid>>>;
+    async fn insert_timeline_entry(&mut self, entry: &TimelineEntry) -> Result<()>;
+
+    /// Which of `ids` name existing components.
+    async fn existing_component_ids(&mut self, ids: &[Uuid]) -> Result<HashSet<Uuid>>;
+    /// Inserts a component; a duplicate name is [`crate::domain::Error::AlreadyExists`].
+    async fn insert_component(&mut self, component: &Component) -> Result<()>;
+    /// Reads a component, locks it, and returns it with the statuses open incidents impose on it.
+    async fn lock_component(&mut self, id: Uuid) -> Result<Option<(Component, Vec<ComponentStatus>)>>;
+    async fn update_component(&mut self, component: &Component) -> Result<()>;
+    async fn delete_component(&mut self, id: Uuid) -> Result<()>;
+
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// A shareable store.
+pub type DynStore = Arc<dyn Store>;
+
+/// Connects to the store the URL names: `postgres://` / `postgresql://`.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DynStore> {
+    match url.split_once(':').map(|(scheme, _)| scheme) {
+        Some("postgres" | "postgresql") => Ok(Arc::new(postgres::PgStore::connect(url, max_connections).await?)),
+        _ => anyhow::bail!("unsupported database URL (expected postgres://…): {}", redact_url(url)),
+    }
+}
+
+/// The URL with any password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,210 @@
+//! The real application on loopback ports against its own fresh Postgres database.
+
+use std::net::SocketAddr;
+
+use incidentd::app::Application;
+use incidentd::config::Config;
+use incidentd::proto::component_service_client::ComponentServiceClient;
+use incidentd::proto::incident_service_client::IncidentServiceClient;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// The Postgres server tests create their databases on. `INCIDENTD_TEST_DATABASE_URL` names
+/// a server (any database on it); the default is the local one.
+pub fn server_url() -> String {
+    std::env::var("INCIDENTD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// The URL of a new, not yet existing database on the test server.
+pub fn fresh_database_url() -> String {
+    let server = server_url();
+    let (base, query) = match server.split_once('?') {
+        Some((b, q)) => (b.to_string(), format!("?{q}")),
+        None => (server.clone(), String::new()),
+    };
+    let base = base.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(base);
+    format!("{base}/incidentd_it_{}{query}", uuid::Uuid::new_v4().simple())
+}
+
+pub struct TestApp {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub client: reqwest::Client,
+    pub database_url: String,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A response: status, headers and JSON body (Null when empty).
+pub struct Res {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Res {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem+json response with this status, and returns its body.
+    pub fn problem(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "body: {}", self.body);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["type"].is_string() && self.body["title"].is_string() && self.body["detail"].is_string());
+        assert!(self.body["errors"].is_array());
+        &self.body
+    }
+
+    /// The fields named in a problem's `errors`.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|a| a.iter().map(|e| e["field"].as_str().unwrap_or_default().to_string()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        let database_url = fresh_database_url();
+        let app = Application::build(&Config::for_tests(&database_url)).await.expect("application builds");
+        let (http, grpc) = (app.http_addr(), app.grpc_addr());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(stop.clone()));
+        TestApp { http, grpc, client: reqwest::Client::new(), database_url, stop, task: Some(task) }
+    }
+
+    /// Stops the application and waits until it has.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("app task").expect("app stops cleanly");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Res {
+        let res = req.send().await.expect("request is sent");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Res { status, headers, body }
+    }
+
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Res {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.send(req).await
+    }
+
+    pub async fn get(&self, path: &str) -> Res {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Res {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Res {
+        self.request(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Res {
+        self.request(Method::DELETE, path, None).await
+    }
+
+    /// Declares an incident over REST and returns it.
+    pub async fn create_incident(&self, body: Value) -> Value {
+        let res = self.post("/v1/incidents", body).await;
+        assert_eq!(res.status, StatusCode::CREATED, "create failed: {}", res.body);
+        res.body
+    }
+
+    /// Declares a minimal incident with this title.
+    pub async fn incident(&self, title: &str) -> Value {
+        self.create_incident(json!({"title": title, "severity": "sev2"})).await
+    }
+
+    pub async fn create_component(&self, name: &str) -> Value {
+        let res = self.post("/v1/components", json!({"name": name})).await;
+        assert_eq!(res.status, StatusCode::CREATED, "create component failed: {}", res.body);
+        res.body
+    }
+
+    /// Moves an incident over REST, asserting success.
+    pub async fn transition(&self, id: &str, to: &str) -> Value {
+        let res = self.post(&format!("/v1/incidents/{id}/transitions"), json!({"to": to})).await;
+        assert_eq!(res.status, StatusCode::OK, "transition to {to} failed: {}", res.body);
+        res.body
+    }
+
+    pub async fn incidents_grpc(&self) -> IncidentServiceClient<Channel> {
+        IncidentServiceClient::connect(format!("http://{}", self.grpc)).await.expect("gRPC connects")
+    }
+
+    pub async fn components_grpc(&self) -> ComponentServiceClient<Channel> {
+        ComponentServiceClient::connect(format!("http://{}", self.grpc)).await.expect("gRPC connects")
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc)).expect("uri").connect().await.expect("connects")
+    }
+}
+
+/// A path through the lifecycle from a new (investigating) incident to `status`.
+pub fn path_to(status: &str) -> &'static [&'static str] {
+    match status {
+        "investigating" => &[],
+        "identified" => &["identified"],
+        "monitoring" => &["monitoring"],
+        "resolved" => &["resolved"],
+        "closed" => &["resolved", "closed"],
+        other => panic!("unknown status {other}"),
+    }
+}
+
+pub const STATUSES: [&str; 5] = ["investigating", "identified", "monitoring", "resolved", "closed"];
+
+/// The lifecycle as the issue states it, written out independently of the code under test.
+pub fn allowed(from: &str, to: &str) -> bool {
+    let open = |s: &str| matches!(s, "investigating" | "identified" | "monitoring");
+    if from == to {
+        return false;
+    }
+    match from {
+        f if open(f) => open(to) || to == "resolved",
+        "resolved" => matches!(to, "investigating" | "identified" | "closed"),
+        _ => false,
+    }
+}
+
+/// The details of a gRPC error: BadRequest field names.
+pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}

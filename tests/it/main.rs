@@ -1,0 +1,11 @@
+//! The one integration-test binary: every test runs the real application against its own
+//! fresh Postgres database, over real HTTP and gRPC clients.
+
+mod components;
+mod concurrency;
+mod grpc;
+mod helpers;
+mod incidents;
+mod lifecycle;
+mod parity;
+mod validation;
