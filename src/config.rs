@@ -39,7 +39,8 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_GRPC_ADDR", default_value = "0.0.0.0:50051", global = true)]
     pub grpc_addr: SocketAddr,
 
-    /// Database URL (`postgres://…`). `DATABASE_URL` is read when this is unset.
+    /// Database URL (`postgres://…`); the database is created if missing. `DATABASE_URL` is
+    /// read when this is unset. Default: postgres://postgres@127.0.0.1:5432/incidentd
     #[arg(
         long,
         env = "INCIDENTD_DATABASE_URL",

@@ -41,6 +41,29 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
+        drop_database(&self.database_url);
+    }
+}
+
+/// Drops a test database (forcing its connections closed), on a thread of its own so it
+/// can run from `Drop` inside an async test.
+pub fn drop_database(url: &str) {
+    let url = url.to_string();
+    let result = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let name = url.rsplit('/').next().unwrap_or_default().split('?').next().unwrap_or_default();
+            let admin = sqlx::PgPool::connect(&server_url()).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                .execute(&admin)
+                .await?;
+            admin.close().await;
+            anyhow::Ok(())
+        })
+    })
+    .join();
+    if let Ok(Err(e)) = result {
+        eprintln!("could not drop a test database: {e}");
     }
 }
 
