@@ -11,32 +11,69 @@ use tonic_types::StatusExt;
 use crate::helpers::TestApp;
 use incidentd::proto;
 
+/// Read-modify-write over REST: append `[name]` to the summary under `If-Match`, retrying on
+/// 412. Returns how many times it had to retry.
+async fn rest_writer(app: Arc<TestApp>, path: Arc<String>, name: String) -> u32 {
+    let mut conflicts = 0;
+    loop {
+        let current = app.get(&path).await;
+        let etag = current.header("etag").unwrap().to_string();
+        let summary = format!("{}[{name}]", current.body["summary"].as_str().unwrap());
+        let res = app
+            .send(app.client.patch(app.url(&path)).header("if-match", etag).json(&json!({"summary": summary})))
+            .await;
+        match res.status {
+            StatusCode::OK => return conflicts,
+            StatusCode::PRECONDITION_FAILED => conflicts += 1,
+            other => panic!("unexpected {other}: {}", res.body),
+        }
+    }
+}
+
+/// The same over gRPC, with the `etag` field, retrying on ABORTED.
+async fn grpc_writer(app: Arc<TestApp>, id: String, name: String) -> u32 {
+    let mut client = app.incidents_grpc().await;
+    let mut conflicts = 0;
+    loop {
+        let current = client
+            .get_incident(proto::GetIncidentRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .incident
+            .unwrap();
+        let req = proto::UpdateIncidentRequest {
+            incident: Some(proto::Incident {
+                id: id.clone(),
+                summary: format!("{}[{name}]", current.summary),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["summary".into()] }),
+            etag: current.etag,
+        };
+        match client.update_incident(req).await {
+            Ok(_) => return conflicts,
+            Err(e) if e.code() == tonic::Code::Aborted => conflicts += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_patches_with_if_match_lose_no_update() {
+async fn concurrent_conditional_writes_over_both_transports_lose_no_update() {
     let app = Arc::new(TestApp::spawn().await);
     let i = app.incident("Contended").await;
-    let path = Arc::new(format!("/v1/incidents/{}", i["id"].as_str().unwrap()));
-    const WRITERS: usize = 8;
+    let id = i["id"].as_str().unwrap().to_string();
+    let path = Arc::new(format!("/v1/incidents/{id}"));
+    const WRITERS: usize = 10;
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
-        let (app, path) = (app.clone(), path.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut conflicts = 0;
-            loop {
-                // Read-modify-write: append to the summary, guarded by the ETag read.
-                let current = app.get(&path).await;
-                let etag = current.header("etag").unwrap().to_string();
-                let summary = format!("{}[w{w}]", current.body["summary"].as_str().unwrap());
-                let res = app
-                    .send(app.client.patch(app.url(&path)).header("if-match", etag).json(&json!({"summary": summary})))
-                    .await;
-                match res.status {
-                    StatusCode::OK => return conflicts,
-                    StatusCode::PRECONDITION_FAILED => conflicts += 1,
-                    other => panic!("unexpected {other}: {}", res.body),
-                }
-            }
-        }));
+        let name = format!("w{w}");
+        tasks.push(if w % 2 == 0 {
+            tokio::spawn(rest_writer(app.clone(), path.clone(), name))
+        } else {
+            tokio::spawn(grpc_writer(app.clone(), id.clone(), name))
+        });
     }
     let mut conflicts = 0;
     for t in tasks {
@@ -47,7 +84,10 @@ async fn concurrent_patches_with_if_match_lose_no_update() {
     for w in 0..WRITERS {
         assert_eq!(summary.matches(&format!("[w{w}]")).count(), 1, "writer {w}'s update is there once: {summary}");
     }
-    assert_eq!(fin["version"], 1 + WRITERS as i64);
+    assert_eq!(fin["version"], 1 + WRITERS as i64, "one version per successful write");
+    let timeline = app.get(&format!("{path}/updates?page_size=500")).await.body;
+    let changes = timeline["updates"].as_array().unwrap().iter().filter(|e| e["kind"] == "field_change").count();
+    assert_eq!(changes, WRITERS, "one field-change entry per successful write");
     println!("{conflicts} conflicts were retried");
 }
 
@@ -121,6 +161,25 @@ async fn concurrent_duplicate_creates_with_one_idempotency_key_create_one_incide
         .await;
     other.problem(422);
     assert_eq!(other.body["code"], "idempotency_key_reused");
+
+    // After 24 hours the key is free again: backdate the record and reuse the key.
+    let db = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+    sqlx::query("UPDATE idempotency_keys SET created_at = created_at - interval '24 hours 1 second'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let fresh = app
+        .send(
+            app.client
+                .post(app.url("/v1/incidents"))
+                .header("Idempotency-Key", "alert-123")
+                .json(&json!({"title": "Different", "severity": "sev1"})),
+        )
+        .await;
+    assert_eq!(fresh.status, StatusCode::CREATED, "{}", fresh.body);
+    assert_ne!(fresh.body["id"].as_str().unwrap(), id, "an expired key creates anew");
+    assert!(fresh.header("idempotent-replayed").is_none());
+    db.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
