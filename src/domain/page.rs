@@ -48,6 +48,9 @@ impl PageToken {
                 let group_len: usize = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
                 let rest = parts.next().ok_or_else(bad)?;
                 let (group, name) = rest.split_at_checked(group_len).ok_or_else(bad)?;
+                if rest.contains('\0') {
+                    return Err(bad());
+                }
                 Ok(PageToken::Ordered { group: group.into(), position, name: name.into(), id })
             }
             _ => Err(bad()),

@@ -82,10 +82,21 @@ impl Violations {
         Some(v.to_string())
     }
 
+    /// Bounds the length and refuses NUL characters (no store can keep them in text).
     fn max_chars(&mut self, field: &str, value: &str, max: usize) {
         let n = value.chars().count();
         if n > max {
             self.add(field, format!("must be at most {max} characters (got {n})"));
+        }
+        if value.contains('\0') {
+            self.add(field, "must not contain NUL characters");
+        }
+    }
+
+    /// A free-form search or filter string: refuses NUL characters.
+    pub fn search_text(&mut self, field: &str, value: &str) {
+        if value.contains('\0') {
+            self.add(field, "must not contain NUL characters");
         }
     }
 
@@ -105,8 +116,11 @@ impl Violations {
                     format!("label keys must be 1-{LABEL_KEY_MAX} characters of A-Z, a-z, 0-9, '.', '_', '/', '-'"),
                 );
             }
-            if v.chars().count() > LABEL_VALUE_MAX {
-                self.add(format!("{field}.{k}"), format!("label values must be at most {LABEL_VALUE_MAX} characters"));
+            if v.chars().count() > LABEL_VALUE_MAX || v.contains('\0') {
+                self.add(
+                    format!("{field}.{k}"),
+                    format!("label values must be at most {LABEL_VALUE_MAX} characters, without NUL"),
+                );
             }
         }
     }

@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::{Created, Service, claim, save_response};
 use crate::domain::incident::check_etag;
 use crate::domain::page::{Page, PageToken};
+use crate::domain::validate::Violations;
 use crate::domain::{Component, ComponentPatch, Error, IdempotencyKey, NewComponent, PageRequest, Result, now};
 
 const CREATE_SCOPE: &str = "components.create";
@@ -35,6 +36,9 @@ impl Service {
     }
 
     pub async fn list_components(&self, group: Option<&str>, page: PageRequest) -> Result<Page<Component>> {
+        let mut v = Violations::new();
+        v.search_text("group", group.unwrap_or_default());
+        v.finish()?;
         let rows = self.store.list_components(group, page.after.as_ref(), page.size + 1).await?;
         Ok(Page::from_rows(rows, page.size, |c| PageToken::Ordered {
             group: c.group.clone().unwrap_or_default(),

@@ -63,11 +63,16 @@ impl Service {
     }
 
     pub async fn list_incidents(&self, filter: IncidentFilter, page: PageRequest) -> Result<Page<Incident>> {
+        let mut v = Violations::new();
+        for term in &filter.terms {
+            v.search_text("q", term);
+        }
         if let (Some(a), Some(b)) = (filter.created_after, filter.created_before)
             && a >= b
         {
-            return Err(Error::invalid("created_before", "must be later than created_after"));
+            v.add("created_before", "must be later than created_after");
         }
+        v.finish()?;
         let rows = self.store.list_incidents(&filter, page.after.as_ref(), page.size + 1).await?;
         Ok(Page::from_rows(rows, page.size, |i| PageToken::Time { at: i.created_at, id: i.id }))
     }

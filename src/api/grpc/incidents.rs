@@ -81,6 +81,7 @@ impl IncidentService for GrpcIncidentService {
             .collect();
         let component_id = non_empty(req.component_id)
             .and_then(|c| crate::domain::ids::parse_uuid("component_id", &c).map_err(|e| v.extend(e).ok()).ok());
+        v.search_text("query", &req.query);
         let filter = IncidentFilter {
             statuses,
             severities,

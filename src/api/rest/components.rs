@@ -3,32 +3,31 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{JsonBody, QueryParams, component_id, idempotency_key, if_match};
+use super::extract::{JsonBody, QueryParams, component_id, idempotency_key, if_match, nullable};
 use super::incidents::{created, tagged};
 use super::problem::{ApiError, Problem};
 use crate::domain::validate::Violations;
 use crate::domain::{Component, ComponentPatch, ComponentStatus, NewComponent, PageRequest};
 use crate::service::{Created, Service};
 
-fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// A new component. Only `name` is required.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentIn {
     /// Unique (case-insensitive), 1-100 characters.
-    #[schema(required = true)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// Up to 1,000 characters.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
-    /// Group heading on the status page.
+    /// Group heading on the status page, up to 100 characters.
+    #[schema(max_length = 100)]
     pub group: Option<String>,
     /// Order within the group; defaults to 0.
+    #[serde(default, deserialize_with = "super::extract::integer")]
     pub position: Option<i32>,
     /// Defaults to `operational`.
     pub status: Option<ComponentStatus>,
@@ -39,7 +38,7 @@ pub struct ComponentIn {
 #[serde(deny_unknown_fields)]
 pub struct ComponentPatchIn {
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, required = false)]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -47,11 +46,12 @@ pub struct ComponentPatchIn {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub group: Option<Option<String>>,
-    #[serde(default, deserialize_with = "nullable")]
+    /// `null` resets it to 0.
+    #[serde(default, deserialize_with = "super::extract::nullable_integer")]
     #[schema(value_type = Option<i32>)]
     pub position: Option<Option<i32>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<ComponentStatus>)]
+    #[schema(value_type = ComponentStatus, required = false)]
     pub status: Option<Option<ComponentStatus>>,
 }
 
@@ -78,11 +78,15 @@ pub struct ListComponentsParams {
 #[utoipa::path(
     post, path = "/v1/components", tag = "components",
     request_body = ComponentIn,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the create idempotent for 24 h")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes the create idempotent for 24 h")),
     responses(
-        (status = 201, body = Component, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created", body = Component, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Name already taken", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (over 1 MiB)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency key reused with a different request", body = Problem,
+            content_type = "application/problem+json"),
     )
 )]
 pub async fn create_component(
@@ -104,11 +108,11 @@ pub async fn create_component(
 
 #[utoipa::path(
     get, path = "/v1/components/{id}", tag = "components",
-    params(("id" = String, Path, description = "Component id")),
+    params(("id" = uuid::Uuid, Path, description = "Component id")),
     responses(
-        (status = 200, body = Component, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = Component, headers(("ETag" = String))),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_component(State(service): State<Service>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -121,7 +125,7 @@ pub async fn get_component(State(service): State<Service>, Path(id): Path<String
     params(ListComponentsParams),
     responses(
         (status = 200, description = "Components in status-page order (group, position, name)", body = ComponentList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_components(
@@ -141,15 +145,17 @@ pub async fn list_components(
     patch, path = "/v1/components/{id}", tag = "components",
     request_body(content = ComponentPatchIn, content_type = "application/merge-patch+json"),
     params(
-        ("id" = String, Path, description = "Component id"),
-        ("If-Match" = Option<String>, Header, description = "Apply only if the ETag still matches"),
+        ("id" = uuid::Uuid, Path, description = "Component id"),
+        ("If-Match" = Option<String>, Header, description = "Apply only if the ETag still matches (e.g. `\"3\"`, a list, or `*`); otherwise 412"),
     ),
     responses(
-        (status = 200, body = Component, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = Component, headers(("ETag" = String))),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict with the current state", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The ETag no longer matches", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (over 1 MiB)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn patch_component(
@@ -194,15 +200,16 @@ pub async fn patch_component(
 #[utoipa::path(
     delete, path = "/v1/components/{id}", tag = "components",
     params(
-        ("id" = String, Path, description = "Component id"),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the ETag still matches"),
+        ("id" = uuid::Uuid, Path, description = "Component id"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the ETag still matches (e.g. `\"3\"`, a list, or `*`); otherwise 412"),
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An open incident affects it", body = Problem,
             content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The ETag no longer matches", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn delete_component(

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 
 use super::problem::{ApiError, problem};
 use crate::domain::validate::Violations;
@@ -39,11 +40,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, BodyRejection> {
         let (headers, bytes) = read_body(req, state).await?;
-        decode(&headers, &bytes).map(JsonBody)
+        decode::<Obj<T>>(&headers, &bytes).map(|Obj(t)| JsonBody(t))
     }
 }
 
-/// An optional JSON body: an empty body is `T::default()`.
+/// An optional JSON body: an empty body (or `null`) is `T::default()`.
 pub struct OptionalJsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
@@ -54,7 +55,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJsonBody(T::default()));
         }
-        decode(&headers, &bytes).map(OptionalJsonBody)
+        decode::<Option<Obj<T>>>(&headers, &bytes).map(|t| OptionalJsonBody(t.map(|Obj(t)| t).unwrap_or_default()))
     }
 }
 
@@ -138,6 +139,47 @@ fn backticked<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
     message.strip_prefix(prefix)?.split('`').next()
 }
 
+/// A JSON object deserialized as `T`. serde would also build a struct from a JSON array
+/// (positionally); request bodies and nested objects go through this to refuse that.
+/// Field paths for errors are kept (the map is read through the caller's deserializer).
+#[derive(Debug, Default)]
+pub struct Obj<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(ObjectVisitor(std::marker::PhantomData)).map(Obj)
+    }
+}
+
+/// Deserializes a field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
+pub fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// An optional integer that also accepts integral JSON numbers written with a fraction
+/// (`12.0`), as JSON Schema's `integer` does.
+pub fn integer<'de, T: TryFrom<i64>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+    let whole = n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64));
+    let value = whole.ok_or_else(|| serde::de::Error::custom(format!("expected an integer, got {n}")))?;
+    T::try_from(value).map(Some).map_err(|_| serde::de::Error::custom(format!("{value} is out of range")))
+}
+
+/// [`integer`] for a merge-patch field that may also be `null`.
+pub fn nullable_integer<'de, T: TryFrom<i64>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    integer(d).map(Some)
+}
+
 /// Parses the incident named in the path (id or reference).
 pub fn incident_key(raw: &str) -> Result<IncidentKey, ApiError> {
     IncidentKey::parse("id", raw).map_err(ApiError)
@@ -190,25 +232,20 @@ impl QueryParams {
         Ok(Self { pairs })
     }
 
-    /// Every value of a repeatable parameter (comma-separated values are split too).
-    pub fn all(&self, name: &str) -> Vec<&str> {
-        self.pairs
-            .iter()
-            .filter(|(k, _)| k == name)
-            .flat_map(|(_, v)| v.split(','))
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect()
-    }
-
     /// The value of a single-valued parameter (the last one if repeated).
     pub fn one(&self, name: &str) -> Option<&str> {
         self.pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
-    /// Parses every value of `name` with `FromStr`, recording a violation per bad value.
+    /// Parses every value of a repeatable parameter (comma-separated values are split too)
+    /// with `FromStr`, recording a violation per bad or empty value.
     pub fn parse_all<T: std::str::FromStr<Err = String>>(&self, v: &mut Violations, name: &str) -> Vec<T> {
-        self.all(name).into_iter().filter_map(|s| s.parse().map_err(|e: String| v.add(name, e)).ok()).collect()
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .flat_map(|(_, value)| value.split(','))
+            .filter_map(|s| s.trim().parse().map_err(|e: String| v.add(name, e)).ok())
+            .collect()
     }
 
     pub fn bool(&self, v: &mut Violations, name: &str) -> Option<bool> {

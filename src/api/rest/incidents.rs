@@ -7,10 +7,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{JsonBody, OptionalJsonBody, QueryParams, idempotency_key, if_match, incident_key};
+use super::extract::{JsonBody, Obj, OptionalJsonBody, QueryParams, idempotency_key, if_match, incident_key, nullable};
 use super::problem::{ApiError, Problem};
 use crate::domain::validate::Violations;
 use crate::domain::{
@@ -19,11 +19,6 @@ use crate::domain::{
 };
 use crate::service::{Created, Service};
 use crate::store::IncidentFilter;
-
-/// Deserializes a field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
-fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
 
 /// A response with an `ETag` header.
 pub(super) fn tagged(status: StatusCode, etag: &str, body: impl Serialize) -> Response {
@@ -69,26 +64,32 @@ pub struct CauseIn {
 #[serde(deny_unknown_fields)]
 pub struct IncidentIn {
     /// 1-200 characters, trimmed.
-    #[schema(required = true)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 200)]
     pub title: Option<String>,
     /// Up to 10,000 characters.
+    #[schema(max_length = 10000)]
     pub summary: Option<String>,
-    #[schema(required = true)]
+    #[schema(value_type = Severity, required = true)]
     pub severity: Option<Severity>,
     /// An open status; defaults to `investigating`.
     pub status: Option<Status>,
     /// Defaults to `none`.
     pub impact: Option<Impact>,
     #[serde(default)]
-    pub affected_components: Vec<AffectedComponent>,
+    #[schema(value_type = Vec<AffectedComponent>)]
+    pub affected_components: Vec<Obj<AffectedComponent>>,
     /// Estimated number of affected customers (>= 0).
+    #[serde(default, deserialize_with = "super::extract::integer")]
+    #[schema(minimum = 0)]
     pub affected_customers: Option<i64>,
     /// Expected resolution time.
     pub eta: Option<DateTime<Utc>>,
-    pub workaround: Option<WorkaroundIn>,
-    pub cause: Option<CauseIn>,
+    #[schema(value_type = Option<WorkaroundIn>)]
+    pub workaround: Option<Obj<WorkaroundIn>>,
+    #[schema(value_type = Option<CauseIn>)]
+    pub cause: Option<Obj<CauseIn>>,
     pub commander: Option<String>,
-    /// Up to 32 entries.
+    /// Up to 32 entries; keys 1-63 characters of `A-Z a-z 0-9 . _ / -`, values up to 255.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Ids or references (`INC-7`) of related incidents.
@@ -111,14 +112,14 @@ impl From<IncidentIn> for NewIncident {
             severity: i.severity,
             status: i.status,
             impact: i.impact,
-            affected_components: i.affected_components,
+            affected_components: i.affected_components.into_iter().map(|Obj(c)| c).collect(),
             affected_customers: i.affected_customers,
             eta: i.eta,
-            workaround: i.workaround.map(|w| Workaround {
+            workaround: i.workaround.map(|Obj(w)| Workaround {
                 availability: w.availability.unwrap_or(WorkaroundAvailability::Unknown),
                 text: w.text,
             }),
-            cause: i.cause.map(|c| Cause {
+            cause: i.cause.map(|Obj(c)| Cause {
                 kind: c.kind.unwrap_or(CauseKind::Unknown),
                 provider: c.provider,
                 external_reference: c.external_reference,
@@ -166,32 +167,32 @@ pub struct CausePatchIn {
 #[serde(deny_unknown_fields)]
 pub struct IncidentPatchIn {
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 200)]
     pub title: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub summary: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Severity>)]
+    #[schema(value_type = Severity, required = false)]
     pub severity: Option<Option<Severity>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Impact>)]
+    #[schema(value_type = Impact, required = false)]
     pub impact: Option<Option<Impact>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Vec<AffectedComponent>>)]
-    pub affected_components: Option<Option<Vec<AffectedComponent>>>,
-    #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<i64>)]
+    pub affected_components: Option<Option<Vec<Obj<AffectedComponent>>>>,
+    #[serde(default, deserialize_with = "super::extract::nullable_integer")]
+    #[schema(value_type = Option<i64>, minimum = 0)]
     pub affected_customers: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub eta: Option<Option<DateTime<Utc>>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<WorkaroundPatchIn>)]
-    pub workaround: Option<Option<WorkaroundPatchIn>>,
+    pub workaround: Option<Option<Obj<WorkaroundPatchIn>>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<CausePatchIn>)]
-    pub cause: Option<Option<CausePatchIn>>,
+    pub cause: Option<Option<Obj<CausePatchIn>>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub commander: Option<Option<String>>,
@@ -208,10 +209,10 @@ pub struct IncidentPatchIn {
     #[schema(value_type = Option<String>)]
     pub resolution_summary: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<DateTime<Utc>>)]
+    #[schema(value_type = DateTime<Utc>, required = false)]
     pub started_at: Option<Option<DateTime<Utc>>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<DateTime<Utc>>)]
+    #[schema(value_type = DateTime<Utc>, required = false)]
     pub detected_at: Option<Option<DateTime<Utc>>>,
 }
 
@@ -235,7 +236,9 @@ impl IncidentPatchIn {
             summary: self.summary.map(Option::unwrap_or_default),
             severity: not_null(&mut v, "severity", self.severity),
             impact: not_null(&mut v, "impact", self.impact),
-            affected_components: self.affected_components.map(Option::unwrap_or_default),
+            affected_components: self
+                .affected_components
+                .map(|list| list.unwrap_or_default().into_iter().map(|Obj(c)| c).collect()),
             affected_customers: self.affected_customers,
             eta: self.eta,
             commander: self.commander,
@@ -255,7 +258,7 @@ impl IncidentPatchIn {
                 patch.workaround_availability = Some(WorkaroundAvailability::Unknown);
                 patch.workaround_text = Some(None);
             }
-            Some(Some(w)) => {
+            Some(Some(Obj(w))) => {
                 patch.workaround_availability = w.availability.map(|a| a.unwrap_or(WorkaroundAvailability::Unknown));
                 patch.workaround_text = w.text;
             }
@@ -267,7 +270,7 @@ impl IncidentPatchIn {
                 patch.cause_provider = Some(None);
                 patch.cause_external_reference = Some(None);
             }
-            Some(Some(c)) => {
+            Some(Some(Obj(c))) => {
                 patch.cause_kind = c.kind.map(|k| k.unwrap_or(CauseKind::Unknown));
                 patch.cause_provider = c.provider;
                 patch.cause_external_reference = c.external_reference;
@@ -283,7 +286,7 @@ impl IncidentPatchIn {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransitionIn {
-    #[schema(required = true)]
+    #[schema(value_type = Status, required = true)]
     pub to: Option<Status>,
     /// Recorded on the timeline entry.
     pub message: Option<String>,
@@ -306,7 +309,7 @@ pub struct AcknowledgeIn {
 #[serde(deny_unknown_fields)]
 pub struct UpdateIn {
     /// 1-10,000 characters.
-    #[schema(required = true)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 10000)]
     pub body: Option<String>,
     /// Defaults to `internal`: say `public` for customer-facing updates.
     pub visibility: Option<Visibility>,
@@ -382,14 +385,16 @@ fn location(i: &Incident) -> String {
 #[utoipa::path(
     post, path = "/v1/incidents", tag = "incidents",
     request_body = IncidentIn,
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
         description = "Makes the create idempotent for 24 h: a repeat with the same body returns the first response")),
     responses(
         (status = 201, description = "Declared (or replayed)", body = Incident,
             headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Idempotency key reused with a different body", body = Problem,
             content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (over 1 MiB)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create_incident(
@@ -405,11 +410,11 @@ pub async fn create_incident(
 
 #[utoipa::path(
     get, path = "/v1/incidents/{id}", tag = "incidents",
-    params(("id" = String, Path, description = "Incident id or reference (INC-42)")),
+    params(("id" = String, Path, description = "Incident id or reference (INC-42)", pattern = r"^([Ii][Nn][Cc]-[1-9][0-9]{0,17}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$")),
     responses(
-        (status = 200, body = Incident, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = Incident, headers(("ETag" = String))),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_incident(State(service): State<Service>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -421,8 +426,8 @@ pub async fn get_incident(State(service): State<Service>, Path(id): Path<String>
     get, path = "/v1/incidents", tag = "incidents",
     params(ListIncidentsParams),
     responses(
-        (status = 200, body = IncidentList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = IncidentList),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_incidents(
@@ -457,15 +462,17 @@ pub async fn list_incidents(
     patch, path = "/v1/incidents/{id}", tag = "incidents",
     request_body(content = IncidentPatchIn, content_type = "application/merge-patch+json"),
     params(
-        ("id" = String, Path, description = "Incident id or reference"),
-        ("If-Match" = Option<String>, Header, description = "Apply only if the ETag still matches"),
+        ("id" = String, Path, description = "Incident id or reference (INC-42)", pattern = r"^([Ii][Nn][Cc]-[1-9][0-9]{0,17}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"),
+        ("If-Match" = Option<String>, Header, description = "Apply only if the ETag still matches (e.g. `\"3\"`, a list, or `*`); otherwise 412"),
     ),
     responses(
-        (status = 200, body = Incident, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = Incident, headers(("ETag" = String))),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag no longer matches", body = Problem,
             content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (over 1 MiB)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn patch_incident(
@@ -484,13 +491,14 @@ pub async fn patch_incident(
 #[utoipa::path(
     delete, path = "/v1/incidents/{id}", tag = "incidents",
     params(
-        ("id" = String, Path, description = "Incident id or reference"),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the ETag still matches"),
+        ("id" = String, Path, description = "Incident id or reference (INC-42)", pattern = r"^([Ii][Nn][Cc]-[1-9][0-9]{0,17}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"),
+        ("If-Match" = Option<String>, Header, description = "Delete only if the ETag still matches (e.g. `\"3\"`, a list, or `*`); otherwise 412"),
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The ETag no longer matches", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn delete_incident(
@@ -506,13 +514,15 @@ pub async fn delete_incident(
 #[utoipa::path(
     post, path = "/v1/incidents/{id}/transitions", tag = "incidents",
     request_body = TransitionIn,
-    params(("id" = String, Path, description = "Incident id or reference")),
+    params(("id" = String, Path, description = "Incident id or reference (INC-42)", pattern = r"^([Ii][Nn][Cc]-[1-9][0-9]{0,17}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$")),
     responses(
-        (status = 200, body = Incident, headers(("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "OK", body = Incident, headers(("ETag" = String))),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Move not allowed; `allowed_transitions` lists the targets", body = Problem,
             content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (over 1 MiB)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn transition_incident(
@@ -528,14 +538,17 @@ pub async fn transition_incident(
 
 #[utoipa::path(
     post, path = "/v1/incidents/{id}/acknowledge", tag = "incidents",
-    request_body = AcknowledgeIn,
-    params(("id" = String, Path, description = "Incident id or reference")),
+    request_body(content = Option<AcknowledgeIn>, description = "Optional"),
+    params(("id" = String, Path, description = "Incident id or reference (INC-42)", pattern = r"^([Ii][Nn][Cc]-[1-9][0-9]{0,17}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$")),
     responses(
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Acknowledged (or already acknowledged: unchanged)", body = Incident,
             headers(("ETag" = String))),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Resolved or closed and never acknowledged", body = Problem,
             content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (over 1 MiB)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn acknowledge_incident(
@@ -552,14 +565,18 @@ pub async fn acknowledge_incident(
     post, path = "/v1/incidents/{id}/updates", tag = "incidents",
     request_body = UpdateIn,
     params(
-        ("id" = String, Path, description = "Incident id or reference"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the post idempotent for 24 h"),
+        ("id" = String, Path, description = "Incident id or reference (INC-42)", pattern = r"^([Ii][Nn][Cc]-[1-9][0-9]{0,17}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes the post idempotent for 24 h"),
     ),
     responses(
-        (status = 201, body = UpdateCreated, headers(("Location" = String), ("ETag" = String, description = "The incident's ETag"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created", body = UpdateCreated, headers(("Location" = String), ("ETag" = String, description = "The incident's ETag"))),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflict with the current state", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large (over 1 MiB)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency key reused with a different request", body = Problem,
+            content_type = "application/problem+json"),
     )
 )]
 pub async fn create_update(
@@ -579,11 +596,11 @@ pub async fn create_update(
 
 #[utoipa::path(
     get, path = "/v1/incidents/{id}/updates", tag = "incidents",
-    params(("id" = String, Path, description = "Incident id or reference"), ListUpdatesParams),
+    params(("id" = String, Path, description = "Incident id or reference (INC-42)", pattern = r"^([Ii][Nn][Cc]-[1-9][0-9]{0,17}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"), ListUpdatesParams),
     responses(
         (status = 200, description = "The timeline, oldest first", body = UpdateList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list_updates(
