@@ -8,6 +8,10 @@ async fn main() -> anyhow::Result<()> {
     let (command, config) = Config::from_cli();
     incidentd::telemetry::init(config.log_format, &config.log);
     match command.unwrap_or(Command::Serve) {
+        Command::Openapi => {
+            println!("{}", incidentd::api::rest::openapi().to_pretty_json()?);
+            Ok(())
+        }
         Command::Migrate => {
             incidentd::app::migrate(config.database_url.expose_secret(), 1).await?;
             tracing::info!("migrations applied");
