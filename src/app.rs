@@ -57,10 +57,6 @@ impl Application {
         self.grpc.local_addr().expect("bound listener has an address")
     }
 
-    pub fn service(&self) -> &Service {
-        &self.service
-    }
-
     /// Serves until `shutdown` is cancelled, then stops accepting, reports NOT_SERVING and
     /// waits up to the shutdown timeout for in-flight requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {

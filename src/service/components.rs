@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Created, Service, claim, save_response};
+use super::{Created, Service, claim, fingerprint, save_response};
 use crate::domain::incident::check_etag;
 use crate::domain::page::{Page, PageToken};
 use crate::domain::validate::Violations;
@@ -20,9 +20,10 @@ impl Service {
         input: NewComponent,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Created<Component>> {
-        let component = input.clone().validate(Uuid::now_v7(), now())?;
+        let fingerprint = fingerprint(idempotency_key, &input)?;
+        let component = input.validate(Uuid::now_v7(), now())?;
         let mut tx = self.store.begin().await?;
-        if let Some(replay) = claim(tx.as_mut(), CREATE_SCOPE, idempotency_key, &input).await? {
+        if let Some(replay) = claim(tx.as_mut(), CREATE_SCOPE, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
         tx.insert_component(&component).await?;

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use uuid::Uuid;
 
-use super::{Created, Service, claim, save_response};
+use super::{Created, Service, claim, fingerprint, save_response};
 use crate::domain::incident::{IncidentDraft, check_etag, related_keys};
 use crate::domain::page::{Page, PageToken};
 use crate::domain::timeline::actor;
@@ -40,10 +40,10 @@ impl Service {
         actor_name: &str,
     ) -> Result<Created<Incident>> {
         let now = now();
-        let request = input.clone();
+        let fingerprint = fingerprint(idempotency_key, &input)?;
         let IncidentDraft { mut incident, related } = input.validate(Uuid::now_v7(), now)?;
         let mut tx = self.store.begin().await?;
-        if let Some(replay) = claim(tx.as_mut(), CREATE_SCOPE, idempotency_key, &request).await? {
+        if let Some(replay) = claim(tx.as_mut(), CREATE_SCOPE, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
         let mut v = Violations::new();
@@ -163,11 +163,11 @@ impl Service {
         input: NewUpdate,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Created<(TimelineEntry, Incident)>> {
-        let request = UpdateRequest { incident: key, update: &input };
-        let update = input.clone().validate()?;
+        let fingerprint = fingerprint(idempotency_key, &UpdateRequest { incident: key, update: &input })?;
+        let update = input.validate()?;
         let now = now();
         let mut tx = self.store.begin().await?;
-        if let Some(replay) = claim(tx.as_mut(), UPDATE_SCOPE, idempotency_key, &request).await? {
+        if let Some(replay) = claim(tx.as_mut(), UPDATE_SCOPE, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
         let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;

@@ -33,10 +33,6 @@ impl Service {
         Self { store }
     }
 
-    pub fn store(&self) -> &DynStore {
-        &self.store
-    }
-
     /// Whether the database answers (readiness).
     pub async fn ready(&self) -> Result<()> {
         self.store.ping().await
@@ -48,18 +44,26 @@ impl Service {
     }
 }
 
+/// The fingerprint of a request made with an idempotency key: SHA-256 of its canonical JSON
+/// (taken from the transport-neutral input, so REST and gRPC agree). `None` without a key.
+fn fingerprint(key: Option<&IdempotencyKey>, request: &impl Serialize) -> Result<Option<[u8; 32]>> {
+    if key.is_none() {
+        return Ok(None);
+    }
+    let body = serde_json::to_vec(request).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Some(Sha256::digest(&body).into()))
+}
+
 /// Claims an idempotency key inside `tx`. Returns the stored response when the key was used
-/// before with the same request, refuses it when used with a different one, and returns
-/// `None` when the caller should go ahead (and then call [`save_response`]).
+/// before with the same request (same fingerprint), refuses it when used with a different one,
+/// and returns `None` when the caller should go ahead (and then call [`save_response`]).
 async fn claim<T: DeserializeOwned>(
     tx: &mut dyn Transaction,
     scope: &str,
     key: Option<&IdempotencyKey>,
-    request: &impl Serialize,
+    fingerprint: Option<[u8; 32]>,
 ) -> Result<Option<T>> {
-    let Some(key) = key else { return Ok(None) };
-    let body = serde_json::to_vec(request).map_err(|e| Error::Internal(e.to_string()))?;
-    let hash = Sha256::digest(&body);
+    let (Some(key), Some(hash)) = (key, fingerprint) else { return Ok(None) };
     let now = crate::domain::now();
     match tx.claim_idempotency_key(scope, key.as_str(), &hash, now, now - IDEMPOTENCY_TTL).await? {
         IdempotencyClaim::Claimed => Ok(None),

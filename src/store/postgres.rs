@@ -44,10 +44,6 @@ impl PgStore {
             .await?;
         Ok(Self { pool })
     }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 /// Maps a driver error: connection trouble is `Unavailable`, everything else `Internal`.

@@ -122,9 +122,7 @@ async fn concurrent_duplicate_creates_with_one_idempotency_key_create_one_incide
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (app, body) = (app.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            app.send(app.client.post(app.url("/v1/incidents")).header("Idempotency-Key", "alert-123").json(&body)).await
-        }));
+        tasks.push(tokio::spawn(async move { app.post_idempotent("/v1/incidents", "alert-123", &body).await }));
     }
     let mut ids = HashSet::new();
     let mut replays = 0;
@@ -144,21 +142,14 @@ async fn concurrent_duplicate_creates_with_one_idempotency_key_create_one_incide
     // The replay is the first response, even after the incident changed.
     let id = ids.into_iter().next().unwrap();
     app.transition(&id, "identified").await;
-    let replay =
-        app.send(app.client.post(app.url("/v1/incidents")).header("Idempotency-Key", "alert-123").json(&body)).await;
+    let replay = app.post_idempotent("/v1/incidents", "alert-123", &body).await;
     assert_eq!(replay.status, StatusCode::CREATED);
     assert_eq!(replay.body["status"], "investigating");
     assert_eq!(replay.header("location"), Some(format!("/v1/incidents/{id}").as_str()));
 
     // The same key with a different body is refused.
-    let other = app
-        .send(
-            app.client
-                .post(app.url("/v1/incidents"))
-                .header("Idempotency-Key", "alert-123")
-                .json(&json!({"title": "Different", "severity": "sev1"})),
-        )
-        .await;
+    let other =
+        app.post_idempotent("/v1/incidents", "alert-123", &json!({"title": "Different", "severity": "sev1"})).await;
     other.problem(422);
     assert_eq!(other.body["code"], "idempotency_key_reused");
 
@@ -168,14 +159,8 @@ async fn concurrent_duplicate_creates_with_one_idempotency_key_create_one_incide
         .execute(&db)
         .await
         .unwrap();
-    let fresh = app
-        .send(
-            app.client
-                .post(app.url("/v1/incidents"))
-                .header("Idempotency-Key", "alert-123")
-                .json(&json!({"title": "Different", "severity": "sev1"})),
-        )
-        .await;
+    let fresh =
+        app.post_idempotent("/v1/incidents", "alert-123", &json!({"title": "Different", "severity": "sev1"})).await;
     assert_eq!(fresh.status, StatusCode::CREATED, "{}", fresh.body);
     assert_ne!(fresh.body["id"].as_str().unwrap(), id, "an expired key creates anew");
     assert!(fresh.header("idempotent-replayed").is_none());
@@ -221,11 +206,10 @@ async fn grpc_request_id_is_idempotent_under_concurrency() {
     let id = ids.into_iter().next().unwrap();
     for _ in 0..3 {
         let res = app
-            .send(
-                app.client
-                    .post(app.url(&format!("/v1/incidents/{id}/updates")))
-                    .header("Idempotency-Key", "upd-1")
-                    .json(&json!({"body": "We are on it", "visibility": "public"})),
+            .post_idempotent(
+                &format!("/v1/incidents/{id}/updates"),
+                "upd-1",
+                &json!({"body": "We are on it", "visibility": "public"}),
             )
             .await;
         assert_eq!(res.status, StatusCode::CREATED);

@@ -149,6 +149,11 @@ impl TestApp {
         self.request(Method::POST, path, Some(body)).await
     }
 
+    /// POSTs with an `Idempotency-Key` header.
+    pub async fn post_idempotent(&self, path: &str, key: &str, body: &Value) -> Res {
+        self.send(self.client.post(self.url(path)).header("Idempotency-Key", key).json(body)).await
+    }
+
     pub async fn patch(&self, path: &str, body: Value) -> Res {
         self.request(Method::PATCH, path, Some(body)).await
     }
