@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, Parser)]
-#[command(name = "incidentd", version, about = "Incident management service: REST and gRPC on Postgres")]
+#[command(
+    name = "incidentd",
+    version,
+    about = "Incident management service: REST and gRPC, on Postgres or embedded SQLite"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -41,8 +45,9 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_GRPC_ADDR", default_value = "0.0.0.0:50051", global = true)]
     pub grpc_addr: SocketAddr,
 
-    /// Database URL (`postgres://…`); the database is created if missing. `DATABASE_URL` is
-    /// read when this is unset. Default: postgres://postgres@127.0.0.1:5432/incidentd
+    /// Database URL: `sqlite:<path>` (embedded, one replica) or `postgres://…` (production,
+    /// several replicas). The database is created if missing. `DATABASE_URL` is read when this
+    /// is unset. Default: sqlite:incidentd.db (in the working directory).
     #[arg(
         long,
         env = "INCIDENTD_DATABASE_URL",
@@ -75,8 +80,9 @@ fn parse_secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
     Ok(SecretString::from(s.to_string()))
 }
 
-/// The default database: the local Postgres, database `incidentd` (created on first start).
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/incidentd";
+/// The default database: an embedded SQLite file in the working directory, created on
+/// first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:incidentd.db";
 
 impl Config {
     /// Reads flags and environment; `DATABASE_URL` fills in when `INCIDENTD_DATABASE_URL`

@@ -1,5 +1,8 @@
 -- Core schema: incidents, their affected components and timeline, components, and
 -- idempotency records. Enumerations are stored as their wire names and checked.
+-- Case-insensitive keys (search_text, name_key, group_key) are case-folded by the service
+-- and compared bytewise (COLLATE "C"), so every backend matches and orders alike.
+-- migrations/sqlite/ holds the same schema for SQLite.
 
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 
@@ -7,7 +10,9 @@ CREATE TABLE components (
     id          uuid PRIMARY KEY,
     name        text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 100),
     description text NOT NULL DEFAULT '',
+    name_key    text COLLATE "C" NOT NULL,
     group_name  text,
+    group_key   text COLLATE "C" NOT NULL DEFAULT '',
     position    integer NOT NULL DEFAULT 0,
     status      text NOT NULL CHECK (status IN ('operational', 'degraded_performance', 'partial_outage',
                                                 'major_outage', 'under_maintenance')),
@@ -15,8 +20,8 @@ CREATE TABLE components (
     updated_at  timestamptz NOT NULL,
     version     bigint NOT NULL DEFAULT 1
 );
-CREATE UNIQUE INDEX components_name_key ON components (lower(name));
-CREATE INDEX components_order_idx ON components (coalesce(group_name, ''), position, name, id);
+CREATE UNIQUE INDEX components_name_key ON components (name_key);
+CREATE INDEX components_order_idx ON components (group_key, position, name_key, id);
 
 CREATE SEQUENCE incident_reference_seq;
 
@@ -25,6 +30,7 @@ CREATE TABLE incidents (
     reference_number         bigint NOT NULL UNIQUE DEFAULT nextval('incident_reference_seq'),
     title                    text NOT NULL CHECK (char_length(title) BETWEEN 1 AND 200),
     summary                  text NOT NULL DEFAULT '',
+    search_text              text NOT NULL,
     severity                 text NOT NULL CHECK (severity IN ('sev1', 'sev2', 'sev3', 'sev4')),
     status                   text NOT NULL CHECK (status IN ('investigating', 'identified', 'monitoring',
                                                              'resolved', 'closed')),
@@ -63,7 +69,7 @@ CREATE INDEX incidents_status_idx ON incidents (status, created_at DESC, id DESC
 CREATE INDEX incidents_severity_idx ON incidents (severity, created_at DESC, id DESC);
 CREATE INDEX incidents_open_idx ON incidents (created_at DESC, id DESC)
     WHERE status IN ('investigating', 'identified', 'monitoring');
-CREATE INDEX incidents_text_idx ON incidents USING gin ((title || ' ' || summary) gin_trgm_ops);
+CREATE INDEX incidents_text_idx ON incidents USING gin (search_text gin_trgm_ops);
 
 -- Which components each incident affects: drives the `component` filter and the effective
 -- component status. Component ids are not foreign keys: resolved incidents keep naming a

@@ -64,6 +64,16 @@ impl Component {
         etag(self.version)
     }
 
+    /// The case-folded name: unique among components, and the name's sort key.
+    pub fn name_key(&self) -> String {
+        super::fold_case(&self.name)
+    }
+
+    /// The case-folded group (empty without one): the group's sort key.
+    pub fn group_key(&self) -> String {
+        super::fold_case(self.group.as_deref().unwrap_or(""))
+    }
+
     fn normalize(&mut self, v: &mut Violations) {
         self.name = v.required_text("name", Some(&self.name), validate::COMPONENT_NAME_MAX);
         v.text("description", &self.description, validate::COMPONENT_DESCRIPTION_MAX);

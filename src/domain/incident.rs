@@ -268,6 +268,11 @@ impl Incident {
         self.status.is_open()
     }
 
+    /// What text search looks in: title and summary, case-folded.
+    pub fn search_text(&self) -> String {
+        super::fold_case(&format!("{}\n{}", self.title, self.summary))
+    }
+
     /// The entity tag derived from [`Incident::version`].
     pub fn etag(&self) -> String {
         etag(self.version)
@@ -404,6 +409,12 @@ impl Incident {
             f("detected_at", j(self.detected_at)),
         ]
     }
+}
+
+/// Splits a search query into case-folded words; every word must occur in
+/// [`Incident::search_text`].
+pub fn search_terms(query: &str) -> Vec<String> {
+    query.split_whitespace().map(super::fold_case).collect()
 }
 
 /// The entity tag of a version: a quoted string, as HTTP wants it.

@@ -35,6 +35,13 @@ pub fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)
 }
 
+/// Case-folds text for case-insensitive comparison. Stores compare the folded text bytewise,
+/// so every backend matches and orders identically (SQL `lower()`/`ILIKE` differ between
+/// databases and locales).
+pub fn fold_case(s: &str) -> String {
+    s.to_lowercase()
+}
+
 /// The actor recorded when a caller does not name one.
 pub const ANONYMOUS: &str = "anonymous";
 

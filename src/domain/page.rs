@@ -11,20 +11,20 @@ pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 500;
 
 /// The position after which the next page starts: the sort key of the last row returned.
-/// Every list in incidentd sorts by a timestamp and then the id, or (components) by a
-/// text key and then the id.
+/// Every list in incidentd sorts by a timestamp and then the id, or (components) by the
+/// case-folded group, position, case-folded name and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageToken {
     Time { at: DateTime<Utc>, id: Uuid },
-    Ordered { group: String, position: i32, name: String, id: Uuid },
+    Ordered { group_key: String, position: i32, name_key: String, id: Uuid },
 }
 
 impl PageToken {
     pub fn encode(&self) -> String {
         let raw = match self {
             PageToken::Time { at, id } => format!("t1\n{}\n{id}", at.timestamp_micros()),
-            PageToken::Ordered { group, position, name, id } => {
-                format!("o1\n{id}\n{position}\n{}\n{}", group.len(), [group.as_str(), name.as_str()].concat())
+            PageToken::Ordered { group_key, position, name_key, id } => {
+                format!("o1\n{id}\n{position}\n{}\n{group_key}{name_key}", group_key.len())
             }
         };
         URL_SAFE_NO_PAD.encode(raw)
@@ -51,7 +51,7 @@ impl PageToken {
                 if rest.contains('\0') {
                     return Err(bad());
                 }
-                Ok(PageToken::Ordered { group: group.into(), position, name: name.into(), id })
+                Ok(PageToken::Ordered { group_key: group.into(), position, name_key: name.into(), id })
             }
             _ => Err(bad()),
         }

@@ -42,9 +42,9 @@ impl Service {
         v.finish()?;
         let rows = self.store.list_components(group, page.after.as_ref(), page.size + 1).await?;
         Ok(Page::from_rows(rows, page.size, |c| PageToken::Ordered {
-            group: c.group.clone().unwrap_or_default(),
+            group_key: c.group_key(),
             position: c.position,
-            name: c.name.clone(),
+            name_key: c.name_key(),
             id: c.id,
         }))
     }

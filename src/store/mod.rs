@@ -3,6 +3,8 @@
 //! [`Transaction`] operations, and commits. Dropping a transaction rolls it back.
 
 pub mod postgres;
+pub mod rows;
+pub mod sqlite;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,7 +25,8 @@ pub struct IncidentFilter {
     pub severities: Vec<Severity>,
     pub component_id: Option<Uuid>,
     pub open: Option<bool>,
-    /// Words that must all occur (case-insensitive substrings) in the title or summary.
+    /// Case-folded words that must all occur in [`Incident::search_text`] (see
+    /// [`crate::domain::incident::search_terms`]).
     pub terms: Vec<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
@@ -121,12 +124,35 @@ pub trait Transaction: Send {
 /// A shareable store.
 pub type DynStore = Arc<dyn Store>;
 
-/// Connects to the store the URL names: `postgres://` / `postgresql://`.
+/// Connects to the store the URL's scheme names: `postgres://` / `postgresql://` or
+/// `sqlite:`.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DynStore> {
     match url.split_once(':').map(|(scheme, _)| scheme) {
         Some("postgres" | "postgresql") => Ok(Arc::new(postgres::PgStore::connect(url, max_connections).await?)),
-        _ => anyhow::bail!("unsupported database URL (expected postgres://…): {}", redact_url(url)),
+        Some("sqlite") => Ok(Arc::new(sqlite::SqliteStore::connect(url, max_connections).await?)),
+        _ => anyhow::bail!("unsupported database URL (expected postgres://… or sqlite:…): {}", redact_url(url)),
     }
+}
+
+/// A duplicate component name is `AlreadyExists`; other errors map with `db_err`.
+fn component_name_err(
+    e: sqlx::Error,
+    name: &str,
+    db_err: fn(sqlx::Error) -> crate::domain::Error,
+) -> crate::domain::Error {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            crate::domain::Error::AlreadyExists { resource: "component", field: "name", value: name.to_string() }
+        }
+        _ => db_err(e),
+    }
+}
+
+/// Deleting a component an open incident affects is refused.
+fn component_in_use(id: Uuid, open: i64) -> crate::domain::Error {
+    crate::domain::Error::Conflict(format!(
+        "component {id} is affected by {open} open incident(s); resolve them or remove the component from them first"
+    ))
 }
 
 /// The URL with any password replaced, for logs and errors.

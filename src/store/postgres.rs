@@ -1,24 +1,21 @@
 //! The Postgres store (sqlx, runtime-checked queries: building needs no database).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::query::Query;
-use sqlx::types::Json;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::rows::{self, ComponentRow, INCIDENT_COLUMNS, IncidentRow, TIMELINE_COLUMNS, TimelineRow, like_pattern};
 use super::{IdempotencyClaim, IncidentFilter, Store, Transaction};
-use crate::domain::component::effective_status;
 use crate::domain::page::PageToken;
 use crate::domain::{
-    AffectedComponent, Cause, Component, ComponentStatus, Error, FieldChange, Incident, IncidentKey, IncidentRef,
-    Result, Status, TimelineEntry, Visibility, Workaround,
+    Component, ComponentStatus, Error, Incident, IncidentKey, IncidentRef, Result, Status, TimelineEntry, Visibility,
 };
 
 /// Migrations, embedded at build time.
@@ -65,21 +62,11 @@ fn db_err(e: sqlx::Error) -> Error {
     }
 }
 
-fn parse<T: std::str::FromStr<Err = String>>(column: &str, value: &str) -> Result<T> {
-    value.parse().map_err(|e| Error::Internal(format!("column {column}: {e}")))
-}
-
 /// `('investigating', 'identified', 'monitoring')`, from the domain's list of open statuses.
 static OPEN_STATUSES: LazyLock<String> = LazyLock::new(|| {
     let list: Vec<String> = Status::OPEN.iter().map(|s| format!("'{s}'")).collect();
     format!("({})", list.join(", "))
 });
-
-const INCIDENT_COLUMNS: &str = "id, reference_number, title, summary, severity, status, impact, \
-    affected_components, affected_customers, eta, workaround_availability, workaround_text, cause_kind, \
-    cause_provider, cause_external_reference, commander, labels, related_incident_ids, root_cause, \
-    resolution_summary, reopen_count, started_at, detected_at, acknowledged_at, acknowledged_by, identified_at, \
-    mitigated_at, resolved_at, closed_at, created_at, updated_at, version";
 
 static SELECT_INCIDENT_BY_ID: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1"));
@@ -87,236 +74,13 @@ static SELECT_INCIDENT_BY_REF: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE reference_number = $1"));
 static LOCK_INCIDENT_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{} FOR UPDATE", *SELECT_INCIDENT_BY_ID));
 static LOCK_INCIDENT_BY_REF: LazyLock<String> = LazyLock::new(|| format!("{} FOR UPDATE", *SELECT_INCIDENT_BY_REF));
-
-/// The columns written by insert and update, in bind order after the id ($1).
-const INCIDENT_WRITE_COLUMNS: [&str; 30] = [
-    "title",
-    "summary",
-    "severity",
-    "status",
-    "impact",
-    "affected_components",
-    "affected_customers",
-    "eta",
-    "workaround_availability",
-    "workaround_text",
-    "cause_kind",
-    "cause_provider",
-    "cause_external_reference",
-    "commander",
-    "labels",
-    "related_incident_ids",
-    "root_cause",
-    "resolution_summary",
-    "reopen_count",
-    "started_at",
-    "detected_at",
-    "acknowledged_at",
-    "acknowledged_by",
-    "identified_at",
-    "mitigated_at",
-    "resolved_at",
-    "closed_at",
-    "created_at",
-    "updated_at",
-    "version",
-];
-
-static INSERT_INCIDENT: LazyLock<String> = LazyLock::new(|| {
-    let params: Vec<String> = (2..=INCIDENT_WRITE_COLUMNS.len() + 1).map(|i| format!("${i}")).collect();
-    format!(
-        "INSERT INTO incidents (id, {}) VALUES ($1, {}) RETURNING reference_number",
-        INCIDENT_WRITE_COLUMNS.join(", "),
-        params.join(", ")
-    )
-});
-
-static UPDATE_INCIDENT: LazyLock<String> = LazyLock::new(|| {
-    let sets: Vec<String> =
-        INCIDENT_WRITE_COLUMNS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 2)).collect();
-    format!("UPDATE incidents SET {} WHERE id = $1", sets.join(", "))
-});
-
-/// Binds the id and then every column of [`INCIDENT_WRITE_COLUMNS`], in that order.
-fn bind_incident<'q>(q: Query<'q, Postgres, PgArguments>, i: &'q Incident) -> Query<'q, Postgres, PgArguments> {
-    q.bind(i.id)
-        .bind(&i.title)
-        .bind(&i.summary)
-        .bind(i.severity.as_str())
-        .bind(i.status.as_str())
-        .bind(i.impact.as_str())
-        .bind(Json(&i.affected_components))
-        .bind(i.affected_customers)
-        .bind(i.eta)
-        .bind(i.workaround.availability.as_str())
-        .bind(&i.workaround.text)
-        .bind(i.cause.kind.as_str())
-        .bind(&i.cause.provider)
-        .bind(&i.cause.external_reference)
-        .bind(&i.commander)
-        .bind(Json(&i.labels))
-        .bind(Json(&i.related_incident_ids))
-        .bind(&i.root_cause)
-        .bind(&i.resolution_summary)
-        .bind(i.reopen_count)
-        .bind(i.started_at)
-        .bind(i.detected_at)
-        .bind(i.acknowledged_at)
-        .bind(&i.acknowledged_by)
-        .bind(i.identified_at)
-        .bind(i.mitigated_at)
-        .bind(i.resolved_at)
-        .bind(i.closed_at)
-        .bind(i.created_at)
-        .bind(i.updated_at)
-        .bind(i.version)
-}
-
-#[derive(sqlx::FromRow)]
-struct IncidentRow {
-    id: Uuid,
-    reference_number: i64,
-    title: String,
-    summary: String,
-    severity: String,
-    status: String,
-    impact: String,
-    affected_components: Json<Vec<AffectedComponent>>,
-    affected_customers: Option<i64>,
-    eta: Option<DateTime<Utc>>,
-    workaround_availability: String,
-    workaround_text: Option<String>,
-    cause_kind: String,
-    cause_provider: Option<String>,
-    cause_external_reference: Option<String>,
-    commander: Option<String>,
-    labels: Json<BTreeMap<String, String>>,
-    related_incident_ids: Json<Vec<Uuid>>,
-    root_cause: Option<String>,
-    resolution_summary: Option<String>,
-    reopen_count: i32,
-    started_at: DateTime<Utc>,
-    detected_at: DateTime<Utc>,
-    acknowledged_at: Option<DateTime<Utc>>,
-    acknowledged_by: Option<String>,
-    identified_at: Option<DateTime<Utc>>,
-    mitigated_at: Option<DateTime<Utc>>,
-    resolved_at: Option<DateTime<Utc>>,
-    closed_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    version: i64,
-}
-
-impl TryFrom<IncidentRow> for Incident {
-    type Error = Error;
-    fn try_from(r: IncidentRow) -> Result<Incident> {
-        Ok(Incident {
-            id: r.id,
-            reference: IncidentRef(r.reference_number),
-            title: r.title,
-            summary: r.summary,
-            severity: parse("severity", &r.severity)?,
-            status: parse("status", &r.status)?,
-            impact: parse("impact", &r.impact)?,
-            affected_components: r.affected_components.0,
-            affected_customers: r.affected_customers,
-            eta: r.eta,
-            workaround: Workaround {
-                availability: parse("workaround_availability", &r.workaround_availability)?,
-                text: r.workaround_text,
-            },
-            cause: Cause {
-                kind: parse("cause_kind", &r.cause_kind)?,
-                provider: r.cause_provider,
-                external_reference: r.cause_external_reference,
-            },
-            commander: r.commander,
-            labels: r.labels.0,
-            related_incident_ids: r.related_incident_ids.0,
-            root_cause: r.root_cause,
-            resolution_summary: r.resolution_summary,
-            reopen_count: r.reopen_count,
-            started_at: r.started_at,
-            detected_at: r.detected_at,
-            acknowledged_at: r.acknowledged_at,
-            acknowledged_by: r.acknowledged_by,
-            identified_at: r.identified_at,
-            mitigated_at: r.mitigated_at,
-            resolved_at: r.resolved_at,
-            closed_at: r.closed_at,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            version: r.version,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct TimelineRow {
-    id: Uuid,
-    incident_id: Uuid,
-    kind: String,
-    body: String,
-    visibility: String,
-    status_from: Option<String>,
-    status_to: Option<String>,
-    changes: Json<Vec<FieldChange>>,
-    author: String,
-    created_at: DateTime<Utc>,
-}
-
-impl TryFrom<TimelineRow> for TimelineEntry {
-    type Error = Error;
-    fn try_from(r: TimelineRow) -> Result<TimelineEntry> {
-        Ok(TimelineEntry {
-            id: r.id,
-            incident_id: r.incident_id,
-            kind: parse("kind", &r.kind)?,
-            body: r.body,
-            visibility: parse("visibility", &r.visibility)?,
-            status_from: r.status_from.as_deref().map(|s| parse("status_from", s)).transpose()?,
-            status_to: r.status_to.as_deref().map(|s| parse("status_to", s)).transpose()?,
-            changes: r.changes.0,
-            author: r.author,
-            created_at: r.created_at,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct ComponentRow {
-    id: Uuid,
-    name: String,
-    description: String,
-    group_name: Option<String>,
-    position: i32,
-    status: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    version: i64,
-    imposed: Vec<String>,
-}
-
-impl ComponentRow {
-    fn into_parts(self) -> Result<(Component, Vec<ComponentStatus>)> {
-        let status: ComponentStatus = parse("status", &self.status)?;
-        let imposed = self.imposed.iter().map(|s| parse("status", s)).collect::<Result<Vec<ComponentStatus>>>()?;
-        let component = Component {
-            id: self.id,
-            name: self.name,
-            description: self.description,
-            group: self.group_name,
-            position: self.position,
-            status,
-            effective_status: effective_status(status, imposed.iter().copied()),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            version: self.version,
-        };
-        Ok((component, imposed))
-    }
-}
+/// The reference comes from the column default (a sequence).
+static INSERT_INCIDENT: LazyLock<String> =
+    LazyLock::new(|| format!("{} RETURNING reference_number", rows::insert_incident_sql('$', &[])));
+static UPDATE_INCIDENT: LazyLock<String> = LazyLock::new(|| rows::update_incident_sql('$'));
+static INSERT_TIMELINE: LazyLock<String> = LazyLock::new(|| rows::insert_timeline_sql('$'));
+static INSERT_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::insert_component_sql('$'));
+static UPDATE_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::update_component_sql('$'));
 
 /// Components with the statuses open incidents impose on each (`imposed`).
 static SELECT_COMPONENTS: LazyLock<String> = LazyLock::new(|| {
@@ -337,20 +101,6 @@ static COUNT_OPEN_INCIDENTS_FOR_COMPONENT: LazyLock<String> = LazyLock::new(|| {
         *OPEN_STATUSES
     )
 });
-
-/// Escapes `%`, `_` and `\` for a LIKE pattern.
-fn like_escape(term: &str) -> String {
-    let mut out = String::with_capacity(term.len() + 2);
-    out.push('%');
-    for c in term.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
 
 #[async_trait]
 impl Store for PgStore {
@@ -414,7 +164,7 @@ impl Store for PgStore {
                 .push(")");
         }
         for term in &filter.terms {
-            q.push(" AND (title || ' ' || summary) ILIKE ").push_bind(like_escape(term));
+            q.push(" AND search_text LIKE ").push_bind(like_pattern(term)).push(r" ESCAPE '\'");
         }
         if let Some(t) = filter.created_after {
             q.push(" AND created_at > ").push_bind(t);
@@ -441,10 +191,9 @@ impl Store for PgStore {
         after: Option<&PageToken>,
         limit: u32,
     ) -> Result<Vec<TimelineEntry>> {
-        let mut q = QueryBuilder::<Postgres>::new(
-            "SELECT id, incident_id, kind, body, visibility, status_from, status_to, changes, author, created_at \
-             FROM incident_updates WHERE incident_id = ",
-        );
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {TIMELINE_COLUMNS} FROM incident_updates WHERE incident_id = "
+        ));
         q.push_bind(incident_id);
         if let Some(v) = visibility {
             q.push(" AND visibility = ").push_bind(v.as_str());
@@ -467,7 +216,7 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        row.map(|r| r.into_parts().map(|(c, _)| c)).transpose()
+        row.map(ComponentRow::into_component).transpose()
     }
 
     async fn list_components(
@@ -481,13 +230,13 @@ impl Store for PgStore {
             q.push(" AND coalesce(c.group_name, '') = ").push_bind(g.to_string());
         }
         match after {
-            Some(PageToken::Ordered { group, position, name, id }) => {
-                q.push(" AND (coalesce(c.group_name, ''), c.position, c.name, c.id) > (")
-                    .push_bind(group.clone())
+            Some(PageToken::Ordered { group_key, position, name_key, id }) => {
+                q.push(" AND (c.group_key, c.position, c.name_key, c.id) > (")
+                    .push_bind(group_key.clone())
                     .push(", ")
                     .push_bind(*position)
                     .push(", ")
-                    .push_bind(name.clone())
+                    .push_bind(name_key.clone())
                     .push(", ")
                     .push_bind(*id)
                     .push(")");
@@ -495,9 +244,9 @@ impl Store for PgStore {
             Some(_) => return Err(Error::invalid("page_token", "is not a page token returned by this list")),
             None => {}
         }
-        q.push(" ORDER BY coalesce(c.group_name, ''), c.position, c.name, c.id LIMIT ").push_bind(i64::from(limit));
+        q.push(" ORDER BY c.group_key, c.position, c.name_key, c.id LIMIT ").push_bind(i64::from(limit));
         let rows: Vec<ComponentRow> = q.build_query_as().fetch_all(&self.pool).await.map_err(db_err)?;
-        rows.into_iter().map(|r| r.into_parts().map(|(c, _)| c)).collect()
+        rows.into_iter().map(ComponentRow::into_component).collect()
     }
 
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64> {
@@ -565,7 +314,7 @@ impl Transaction for PgTx {
     }
 
     async fn insert_incident(&mut self, incident: &Incident) -> Result<IncidentRef> {
-        let (n,): (i64,) = bind_incident(sqlx::query(AssertSqlSafe(INSERT_INCIDENT.as_str())), incident)
+        let (n,): (i64,) = rows::bind_incident(sqlx::query(AssertSqlSafe(INSERT_INCIDENT.as_str())), incident)
             .try_map(|row: sqlx::postgres::PgRow| sqlx::FromRow::from_row(&row))
             .fetch_one(&mut *self.tx)
             .await
@@ -591,7 +340,7 @@ impl Transaction for PgTx {
     }
 
     async fn update_incident(&mut self, incident: &Incident, components_changed: bool) -> Result<()> {
-        bind_incident(sqlx::query(AssertSqlSafe(UPDATE_INCIDENT.as_str())), incident)
+        rows::bind_incident(sqlx::query(AssertSqlSafe(UPDATE_INCIDENT.as_str())), incident)
             .execute(&mut *self.tx)
             .await
             .map_err(db_err)?;
@@ -637,23 +386,10 @@ impl Transaction for PgTx {
     }
 
     async fn insert_timeline_entry(&mut self, e: &TimelineEntry) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO incident_updates (id, incident_id, kind, body, visibility, status_from, status_to, changes, \
-             author, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(e.id)
-        .bind(e.incident_id)
-        .bind(e.kind.as_str())
-        .bind(&e.body)
-        .bind(e.visibility.as_str())
-        .bind(e.status_from.map(|s| s.as_str()))
-        .bind(e.status_to.map(|s| s.as_str()))
-        .bind(Json(&e.changes))
-        .bind(&e.author)
-        .bind(e.created_at)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db_err)?;
+        rows::bind_timeline_entry(sqlx::query(AssertSqlSafe(INSERT_TIMELINE.as_str())), e)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
@@ -670,22 +406,10 @@ impl Transaction for PgTx {
     }
 
     async fn insert_component(&mut self, c: &Component) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO components (id, name, description, group_name, position, status, created_at, updated_at, \
-             version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(c.id)
-        .bind(&c.name)
-        .bind(&c.description)
-        .bind(&c.group)
-        .bind(c.position)
-        .bind(c.status.as_str())
-        .bind(c.created_at)
-        .bind(c.updated_at)
-        .bind(c.version)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(|e| component_name_err(e, &c.name))?;
+        rows::bind_component(sqlx::query(AssertSqlSafe(INSERT_COMPONENT.as_str())), c)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| super::component_name_err(e, &c.name, db_err))?;
         Ok(())
     }
 
@@ -699,21 +423,10 @@ impl Transaction for PgTx {
     }
 
     async fn update_component(&mut self, c: &Component) -> Result<()> {
-        sqlx::query(
-            "UPDATE components SET name = $2, description = $3, group_name = $4, position = $5, status = $6, \
-             updated_at = $7, version = $8 WHERE id = $1",
-        )
-        .bind(c.id)
-        .bind(&c.name)
-        .bind(&c.description)
-        .bind(&c.group)
-        .bind(c.position)
-        .bind(c.status.as_str())
-        .bind(c.updated_at)
-        .bind(c.version)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(|e| component_name_err(e, &c.name))?;
+        rows::bind_component(sqlx::query(AssertSqlSafe(UPDATE_COMPONENT.as_str())), c)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| super::component_name_err(e, &c.name, db_err))?;
         Ok(())
     }
 
@@ -724,9 +437,7 @@ impl Transaction for PgTx {
             .await
             .map_err(db_err)?;
         if open > 0 {
-            return Err(Error::Conflict(format!(
-                "component {id} is affected by {open} open incident(s); resolve them or remove the component from them first"
-            )));
+            return Err(super::component_in_use(id, open));
         }
         sqlx::query("DELETE FROM components WHERE id = $1").bind(id).execute(&mut *self.tx).await.map_err(db_err)?;
         Ok(())
@@ -734,15 +445,6 @@ impl Transaction for PgTx {
 
     async fn commit(self: Box<Self>) -> Result<()> {
         self.tx.commit().await.map_err(db_err)
-    }
-}
-
-fn component_name_err(e: sqlx::Error, name: &str) -> Error {
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            Error::AlreadyExists { resource: "component", field: "name", value: name.to_string() }
-        }
-        _ => db_err(e),
     }
 }
 

@@ -154,11 +154,8 @@ async fn concurrent_duplicate_creates_with_one_idempotency_key_create_one_incide
     assert_eq!(other.body["code"], "idempotency_key_reused");
 
     // After 24 hours the key is free again: backdate the record and reuse the key.
-    let db = sqlx::PgPool::connect(&app.database_url).await.unwrap();
-    sqlx::query("UPDATE idempotency_keys SET created_at = created_at - interval '24 hours 1 second'")
-        .execute(&db)
-        .await
-        .unwrap();
+    let db = app.db().await;
+    db.age_idempotency_keys(24 * 3600 + 1).await;
     let fresh =
         app.post_idempotent("/v1/incidents", "alert-123", &json!({"title": "Different", "severity": "sev1"})).await;
     assert_eq!(fresh.status, StatusCode::CREATED, "{}", fresh.body);

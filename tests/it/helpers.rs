@@ -11,6 +11,22 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+/// The storage backend under test: `INCIDENTD_TEST_BACKEND=postgres|sqlite` (default
+/// sqlite). `scripts/test` runs the whole suite once per backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("INCIDENTD_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("INCIDENTD_TEST_BACKEND={other}: expected postgres or sqlite"),
+    }
+}
+
 /// The Postgres server tests create their databases on. `INCIDENTD_TEST_DATABASE_URL` names
 /// a server (any database on it); the default is the local one.
 pub fn server_url() -> String {
@@ -18,15 +34,83 @@ pub fn server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
-/// The URL of a new, not yet existing database on the test server.
+/// The URL of a new, not yet existing database of the backend under test.
 pub fn fresh_database_url() -> String {
-    let server = server_url();
-    let (base, query) = match server.split_once('?') {
-        Some((b, q)) => (b.to_string(), format!("?{q}")),
-        None => (server.clone(), String::new()),
-    };
-    let base = base.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(base);
-    format!("{base}/incidentd_it_{}{query}", uuid::Uuid::new_v4().simple())
+    let name = format!("incidentd_it_{}", uuid::Uuid::new_v4().simple());
+    match backend() {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(&name);
+            format!("sqlite:{}", dir.join("incidentd.db").display())
+        }
+        Backend::Postgres => {
+            let server = server_url();
+            let (base, query) = match server.split_once('?') {
+                Some((b, q)) => (b.to_string(), format!("?{q}")),
+                None => (server.clone(), String::new()),
+            };
+            let base = base.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(base);
+            format!("{base}/{name}{query}")
+        }
+    }
+}
+
+/// Direct access to a test database, for what the API cannot show (rows left behind) or do
+/// (age a record).
+pub enum Db {
+    Pg(sqlx::PgPool),
+    Lite(sqlx::SqlitePool),
+}
+
+impl Db {
+    pub async fn open(url: &str) -> Db {
+        if url.starts_with("sqlite:") {
+            Db::Lite(sqlx::SqlitePool::connect(url).await.expect("open SQLite"))
+        } else {
+            Db::Pg(sqlx::PgPool::connect(url).await.expect("connect Postgres"))
+        }
+    }
+
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self {
+            Db::Pg(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+            Db::Lite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+        }
+        .expect("statement runs");
+    }
+
+    /// The single integer a query returns.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self {
+            Db::Pg(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            Db::Lite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        }
+        .expect("query runs")
+    }
+
+    /// Ages every idempotency record by `seconds`.
+    pub async fn age_idempotency_keys(&self, seconds: i64) {
+        match self {
+            Db::Pg(_) => {
+                self.execute(&format!(
+                    "UPDATE idempotency_keys SET created_at = created_at - interval '{seconds} seconds'"
+                ))
+                .await
+            }
+            Db::Lite(_) => {
+                self.execute(&format!("UPDATE idempotency_keys SET created_at = created_at - {seconds} * 1000000"))
+                    .await
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        match self {
+            Db::Pg(p) => p.close().await,
+            Db::Lite(p) => p.close().await,
+        }
+    }
 }
 
 pub struct TestApp {
@@ -34,6 +118,8 @@ pub struct TestApp {
     pub grpc: SocketAddr,
     pub client: reqwest::Client,
     pub database_url: String,
+    /// Whether dropping this app drops its database (false for a second app on it).
+    owns_database: bool,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -41,13 +127,22 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
-        drop_database(&self.database_url);
+        if self.owns_database {
+            drop_database(&self.database_url);
+        }
     }
 }
 
-/// Drops a test database (forcing its connections closed), on a thread of its own so it
-/// can run from `Drop` inside an async test.
+/// Drops a test database: removes a SQLite file's directory, or drops a Postgres database
+/// (forcing its connections closed, on a thread of its own so it can run from `Drop` inside
+/// an async test).
 pub fn drop_database(url: &str) {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        return;
+    }
     let url = url.to_string();
     let result = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -99,21 +194,37 @@ impl Res {
 }
 
 impl TestApp {
+    /// The application on a fresh database of the backend under test.
     pub async fn spawn() -> TestApp {
-        let database_url = fresh_database_url();
+        Self::start(fresh_database_url(), true).await
+    }
+
+    /// Another application on the same database (a second replica, or a restart); it leaves
+    /// the database to its first owner.
+    pub async fn spawn_on(database_url: &str) -> TestApp {
+        Self::start(database_url.to_string(), false).await
+    }
+
+    async fn start(database_url: String, owns_database: bool) -> TestApp {
         let app = Application::build(&Config::for_tests(&database_url)).await.expect("application builds");
         let (http, grpc) = (app.http_addr(), app.grpc_addr());
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(stop.clone()));
-        TestApp { http, grpc, client: reqwest::Client::new(), database_url, stop, task: Some(task) }
+        TestApp { http, grpc, client: reqwest::Client::new(), database_url, owns_database, stop, task: Some(task) }
     }
 
-    /// Stops the application and waits until it has.
-    pub async fn stop(mut self) {
+    /// Stops the application and waits until it has; the database stays. Returns its URL.
+    pub async fn stop(mut self) -> String {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
             task.await.expect("app task").expect("app stops cleanly");
         }
+        self.owns_database = false;
+        self.database_url.clone()
+    }
+
+    pub async fn db(&self) -> Db {
+        Db::open(&self.database_url).await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -9,4 +9,5 @@ mod helpers;
 mod incidents;
 mod lifecycle;
 mod parity;
+mod storage;
 mod validation;

@@ -8,6 +8,7 @@ use super::convert::{
 };
 use super::mark_replayed;
 use super::status::to_status;
+use crate::domain::incident::search_terms;
 use crate::domain::validate::Violations;
 use crate::domain::{Error, IdempotencyKey, IncidentKey, NewUpdate, PageRequest, TransitionInput};
 use crate::proto as pb;
@@ -87,7 +88,7 @@ impl IncidentService for GrpcIncidentService {
             severities,
             component_id,
             open: req.open,
-            terms: req.query.split_whitespace().map(str::to_string).collect(),
+            terms: search_terms(&req.query),
             created_after: opt_ts(&mut v, "created_after", &req.created_after),
             created_before: opt_ts(&mut v, "created_before", &req.created_before),
         };

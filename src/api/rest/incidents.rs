@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{JsonBody, Obj, OptionalJsonBody, QueryParams, idempotency_key, if_match, incident_key, nullable};
 use super::problem::{ApiError, Problem};
+use crate::domain::incident::search_terms;
 use crate::domain::validate::Violations;
 use crate::domain::{
     AffectedComponent, Cause, CauseKind, Impact, Incident, IncidentPatch, LabelsPatch, NewIncident, NewUpdate,
@@ -447,7 +448,7 @@ pub async fn list_incidents(
         severities: q.parse_all(&mut v, "severity"),
         component_id,
         open: q.bool(&mut v, "open"),
-        terms: q.one("q").map(|s| s.split_whitespace().map(str::to_string).collect()).unwrap_or_default(),
+        terms: q.one("q").map(search_terms).unwrap_or_default(),
         created_after: q.time(&mut v, "created_after"),
         created_before: q.time(&mut v, "created_before"),
     };

@@ -1,0 +1,501 @@
+//! What both SQL stores share: column lists, row types and their conversion to domain types,
+//! and the bind order of an incident. Small newtypes give one Rust type per column that each
+//! backend encodes its own way: ids are `uuid` in Postgres and hyphenated text in SQLite,
+//! timestamps `timestamptz` in Postgres and integer microseconds in SQLite.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo, SqliteValueRef};
+use sqlx::types::Json;
+use sqlx::{Database, Decode, Encode, Postgres, Sqlite, Type};
+use uuid::Uuid;
+
+use crate::domain::component::effective_status;
+use crate::domain::{
+    AffectedComponent, Cause, Component, ComponentStatus, Error, FieldChange, Incident, IncidentRef, Result,
+    TimelineEntry, Workaround,
+};
+
+/// An id column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbId(pub Uuid);
+
+/// A timestamp column (microsecond precision on every backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbTime(pub DateTime<Utc>);
+
+/// A list of texts: `text[]` in Postgres, a JSON array in SQLite.
+#[derive(Debug, Clone, Default)]
+pub struct DbTexts(pub Vec<String>);
+
+impl Type<Postgres> for DbId {
+    fn type_info() -> PgTypeInfo {
+        <Uuid as Type<Postgres>>::type_info()
+    }
+}
+impl Encode<'_, Postgres> for DbId {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> std::result::Result<IsNull, BoxDynError> {
+        <Uuid as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+impl<'r> Decode<'r, Postgres> for DbId {
+    fn decode(value: PgValueRef<'r>) -> std::result::Result<Self, BoxDynError> {
+        <Uuid as Decode<Postgres>>::decode(value).map(DbId)
+    }
+}
+impl Type<Sqlite> for DbId {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+impl Encode<'_, Sqlite> for DbId {
+    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> std::result::Result<IsNull, BoxDynError> {
+        <String as Encode<Sqlite>>::encode(self.0.hyphenated().to_string(), buf)
+    }
+}
+impl<'r> Decode<'r, Sqlite> for DbId {
+    fn decode(value: SqliteValueRef<'r>) -> std::result::Result<Self, BoxDynError> {
+        let text = <&str as Decode<Sqlite>>::decode(value)?;
+        Ok(DbId(Uuid::parse_str(text)?))
+    }
+}
+
+impl Type<Postgres> for DbTime {
+    fn type_info() -> PgTypeInfo {
+        <DateTime<Utc> as Type<Postgres>>::type_info()
+    }
+}
+impl Encode<'_, Postgres> for DbTime {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> std::result::Result<IsNull, BoxDynError> {
+        <DateTime<Utc> as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+impl<'r> Decode<'r, Postgres> for DbTime {
+    fn decode(value: PgValueRef<'r>) -> std::result::Result<Self, BoxDynError> {
+        <DateTime<Utc> as Decode<Postgres>>::decode(value).map(DbTime)
+    }
+}
+impl Type<Sqlite> for DbTime {
+    fn type_info() -> SqliteTypeInfo {
+        <i64 as Type<Sqlite>>::type_info()
+    }
+}
+impl Encode<'_, Sqlite> for DbTime {
+    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> std::result::Result<IsNull, BoxDynError> {
+        <i64 as Encode<Sqlite>>::encode(self.0.timestamp_micros(), buf)
+    }
+}
+impl<'r> Decode<'r, Sqlite> for DbTime {
+    fn decode(value: SqliteValueRef<'r>) -> std::result::Result<Self, BoxDynError> {
+        let micros = <i64 as Decode<Sqlite>>::decode(value)?;
+        DateTime::from_timestamp_micros(micros)
+            .map(DbTime)
+            .ok_or_else(|| format!("timestamp {micros} out of range").into())
+    }
+}
+
+impl Type<Postgres> for DbTexts {
+    fn type_info() -> PgTypeInfo {
+        <Vec<String> as Type<Postgres>>::type_info()
+    }
+}
+impl<'r> Decode<'r, Postgres> for DbTexts {
+    fn decode(value: PgValueRef<'r>) -> std::result::Result<Self, BoxDynError> {
+        <Vec<String> as Decode<Postgres>>::decode(value).map(DbTexts)
+    }
+}
+impl Type<Sqlite> for DbTexts {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+impl<'r> Decode<'r, Sqlite> for DbTexts {
+    fn decode(value: SqliteValueRef<'r>) -> std::result::Result<Self, BoxDynError> {
+        let text = <&str as Decode<Sqlite>>::decode(value)?;
+        Ok(DbTexts(serde_json::from_str(text)?))
+    }
+}
+
+fn time(t: DateTime<Utc>) -> DbTime {
+    DbTime(t)
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(column: &str, value: &str) -> Result<T> {
+    value.parse().map_err(|e| Error::Internal(format!("column {column}: {e}")))
+}
+
+/// Every incident column, in the order of [`IncidentRow`].
+pub const INCIDENT_COLUMNS: &str = "id, reference_number, title, summary, severity, status, impact, \
+    affected_components, affected_customers, eta, workaround_availability, workaround_text, cause_kind, \
+    cause_provider, cause_external_reference, commander, labels, related_incident_ids, root_cause, \
+    resolution_summary, reopen_count, started_at, detected_at, acknowledged_at, acknowledged_by, identified_at, \
+    mitigated_at, resolved_at, closed_at, created_at, updated_at, version";
+
+/// The columns written by insert and update, in bind order after the id (see
+/// [`bind_incident`]).
+pub const INCIDENT_WRITE_COLUMNS: [&str; 31] = [
+    "title",
+    "summary",
+    "search_text",
+    "severity",
+    "status",
+    "impact",
+    "affected_components",
+    "affected_customers",
+    "eta",
+    "workaround_availability",
+    "workaround_text",
+    "cause_kind",
+    "cause_provider",
+    "cause_external_reference",
+    "commander",
+    "labels",
+    "related_incident_ids",
+    "root_cause",
+    "resolution_summary",
+    "reopen_count",
+    "started_at",
+    "detected_at",
+    "acknowledged_at",
+    "acknowledged_by",
+    "identified_at",
+    "mitigated_at",
+    "resolved_at",
+    "closed_at",
+    "created_at",
+    "updated_at",
+    "version",
+];
+
+/// `INSERT INTO incidents (id, <write columns>, <extra>) VALUES (...)` with numbered
+/// parameters written `<sigil><n>` (`$` for Postgres, `?` for SQLite).
+pub fn insert_incident_sql(sigil: char, extra: &[&str]) -> String {
+    let columns: Vec<&str> = std::iter::once("id").chain(INCIDENT_WRITE_COLUMNS).chain(extra.iter().copied()).collect();
+    let params: Vec<String> = (1..=columns.len()).map(|i| format!("{sigil}{i}")).collect();
+    format!("INSERT INTO incidents ({}) VALUES ({})", columns.join(", "), params.join(", "))
+}
+
+/// `UPDATE incidents SET <write columns> WHERE id = <sigil>1`.
+pub fn update_incident_sql(sigil: char) -> String {
+    let sets: Vec<String> =
+        INCIDENT_WRITE_COLUMNS.iter().enumerate().map(|(i, c)| format!("{c} = {sigil}{}", i + 2)).collect();
+    format!("UPDATE incidents SET {} WHERE id = {sigil}1", sets.join(", "))
+}
+
+/// Binds the id and then every column of [`INCIDENT_WRITE_COLUMNS`], in that order.
+pub fn bind_incident<'q, 'a, DB>(
+    q: Query<'q, DB, <DB as Database>::Arguments>,
+    i: &'a Incident,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    DbId: Encode<'a, DB> + Type<DB>,
+    DbTime: Encode<'a, DB> + Type<DB>,
+    Option<DbTime>: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    i32: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Option<i64>: Encode<'a, DB> + Type<DB>,
+    Json<&'a Vec<AffectedComponent>>: Encode<'a, DB> + Type<DB>,
+    Json<&'a BTreeMap<String, String>>: Encode<'a, DB> + Type<DB>,
+    Json<&'a Vec<Uuid>>: Encode<'a, DB> + Type<DB>,
+{
+    q.bind(DbId(i.id))
+        .bind(i.title.as_str())
+        .bind(i.summary.as_str())
+        .bind(i.search_text())
+        .bind(i.severity.as_str())
+        .bind(i.status.as_str())
+        .bind(i.impact.as_str())
+        .bind(Json(&i.affected_components))
+        .bind(i.affected_customers)
+        .bind(i.eta.map(time))
+        .bind(i.workaround.availability.as_str())
+        .bind(i.workaround.text.as_deref())
+        .bind(i.cause.kind.as_str())
+        .bind(i.cause.provider.as_deref())
+        .bind(i.cause.external_reference.as_deref())
+        .bind(i.commander.as_deref())
+        .bind(Json(&i.labels))
+        .bind(Json(&i.related_incident_ids))
+        .bind(i.root_cause.as_deref())
+        .bind(i.resolution_summary.as_deref())
+        .bind(i.reopen_count)
+        .bind(DbTime(i.started_at))
+        .bind(DbTime(i.detected_at))
+        .bind(i.acknowledged_at.map(time))
+        .bind(i.acknowledged_by.as_deref())
+        .bind(i.identified_at.map(time))
+        .bind(i.mitigated_at.map(time))
+        .bind(i.resolved_at.map(time))
+        .bind(i.closed_at.map(time))
+        .bind(DbTime(i.created_at))
+        .bind(DbTime(i.updated_at))
+        .bind(i.version)
+}
+
+#[derive(sqlx::FromRow)]
+pub struct IncidentRow {
+    id: DbId,
+    reference_number: i64,
+    title: String,
+    summary: String,
+    severity: String,
+    status: String,
+    impact: String,
+    affected_components: Json<Vec<AffectedComponent>>,
+    affected_customers: Option<i64>,
+    eta: Option<DbTime>,
+    workaround_availability: String,
+    workaround_text: Option<String>,
+    cause_kind: String,
+    cause_provider: Option<String>,
+    cause_external_reference: Option<String>,
+    commander: Option<String>,
+    labels: Json<BTreeMap<String, String>>,
+    related_incident_ids: Json<Vec<Uuid>>,
+    root_cause: Option<String>,
+    resolution_summary: Option<String>,
+    reopen_count: i32,
+    started_at: DbTime,
+    detected_at: DbTime,
+    acknowledged_at: Option<DbTime>,
+    acknowledged_by: Option<String>,
+    identified_at: Option<DbTime>,
+    mitigated_at: Option<DbTime>,
+    resolved_at: Option<DbTime>,
+    closed_at: Option<DbTime>,
+    created_at: DbTime,
+    updated_at: DbTime,
+    version: i64,
+}
+
+impl TryFrom<IncidentRow> for Incident {
+    type Error = Error;
+    fn try_from(r: IncidentRow) -> Result<Incident> {
+        let t = |t: Option<DbTime>| t.map(|t| t.0);
+        Ok(Incident {
+            id: r.id.0,
+            reference: IncidentRef(r.reference_number),
+            title: r.title,
+            summary: r.summary,
+            severity: parse("severity", &r.severity)?,
+            status: parse("status", &r.status)?,
+            impact: parse("impact", &r.impact)?,
+            affected_components: r.affected_components.0,
+            affected_customers: r.affected_customers,
+            eta: t(r.eta),
+            workaround: Workaround {
+                availability: parse("workaround_availability", &r.workaround_availability)?,
+                text: r.workaround_text,
+            },
+            cause: Cause {
+                kind: parse("cause_kind", &r.cause_kind)?,
+                provider: r.cause_provider,
+                external_reference: r.cause_external_reference,
+            },
+            commander: r.commander,
+            labels: r.labels.0,
+            related_incident_ids: r.related_incident_ids.0,
+            root_cause: r.root_cause,
+            resolution_summary: r.resolution_summary,
+            reopen_count: r.reopen_count,
+            started_at: r.started_at.0,
+            detected_at: r.detected_at.0,
+            acknowledged_at: t(r.acknowledged_at),
+            acknowledged_by: r.acknowledged_by,
+            identified_at: t(r.identified_at),
+            mitigated_at: t(r.mitigated_at),
+            resolved_at: t(r.resolved_at),
+            closed_at: t(r.closed_at),
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+            version: r.version,
+        })
+    }
+}
+
+/// Every timeline column, in the order of [`TimelineRow`] and of the insert's parameters.
+pub const TIMELINE_COLUMNS: &str =
+    "id, incident_id, kind, body, visibility, status_from, status_to, changes, author, created_at";
+
+/// Binds a timeline entry in the order of [`TIMELINE_COLUMNS`].
+pub fn bind_timeline_entry<'q, 'a, DB>(
+    q: Query<'q, DB, <DB as Database>::Arguments>,
+    e: &'a TimelineEntry,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    DbId: Encode<'a, DB> + Type<DB>,
+    DbTime: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    Json<&'a Vec<FieldChange>>: Encode<'a, DB> + Type<DB>,
+{
+    q.bind(DbId(e.id))
+        .bind(DbId(e.incident_id))
+        .bind(e.kind.as_str())
+        .bind(e.body.as_str())
+        .bind(e.visibility.as_str())
+        .bind(e.status_from.map(|s| s.as_str()))
+        .bind(e.status_to.map(|s| s.as_str()))
+        .bind(Json(&e.changes))
+        .bind(e.author.as_str())
+        .bind(DbTime(e.created_at))
+}
+
+#[derive(sqlx::FromRow)]
+pub struct TimelineRow {
+    id: DbId,
+    incident_id: DbId,
+    kind: String,
+    body: String,
+    visibility: String,
+    status_from: Option<String>,
+    status_to: Option<String>,
+    changes: Json<Vec<FieldChange>>,
+    author: String,
+    created_at: DbTime,
+}
+
+impl TryFrom<TimelineRow> for TimelineEntry {
+    type Error = Error;
+    fn try_from(r: TimelineRow) -> Result<TimelineEntry> {
+        Ok(TimelineEntry {
+            id: r.id.0,
+            incident_id: r.incident_id.0,
+            kind: parse("kind", &r.kind)?,
+            body: r.body,
+            visibility: parse("visibility", &r.visibility)?,
+            status_from: r.status_from.as_deref().map(|s| parse("status_from", s)).transpose()?,
+            status_to: r.status_to.as_deref().map(|s| parse("status_to", s)).transpose()?,
+            changes: r.changes.0,
+            author: r.author,
+            created_at: r.created_at.0,
+        })
+    }
+}
+
+/// A component with `imposed`: the statuses open incidents impose on it.
+#[derive(sqlx::FromRow)]
+pub struct ComponentRow {
+    id: DbId,
+    name: String,
+    description: String,
+    group_name: Option<String>,
+    position: i32,
+    status: String,
+    created_at: DbTime,
+    updated_at: DbTime,
+    version: i64,
+    imposed: DbTexts,
+}
+
+impl ComponentRow {
+    pub fn into_parts(self) -> Result<(Component, Vec<ComponentStatus>)> {
+        let status: ComponentStatus = parse("status", &self.status)?;
+        let imposed = self.imposed.0.iter().map(|s| parse("status", s)).collect::<Result<Vec<ComponentStatus>>>()?;
+        let component = Component {
+            id: self.id.0,
+            name: self.name,
+            description: self.description,
+            group: self.group_name,
+            position: self.position,
+            status,
+            effective_status: effective_status(status, imposed.iter().copied()),
+            created_at: self.created_at.0,
+            updated_at: self.updated_at.0,
+            version: self.version,
+        };
+        Ok((component, imposed))
+    }
+
+    pub fn into_component(self) -> Result<Component> {
+        self.into_parts().map(|(c, _)| c)
+    }
+}
+
+/// Every component column written, in the order of [`bind_component`].
+pub const COMPONENT_WRITE_COLUMNS: [&str; 10] = [
+    "name",
+    "name_key",
+    "description",
+    "group_name",
+    "group_key",
+    "position",
+    "status",
+    "created_at",
+    "updated_at",
+    "version",
+];
+
+/// Binds the id and then every column of [`COMPONENT_WRITE_COLUMNS`].
+pub fn bind_component<'q, 'a, DB>(
+    q: Query<'q, DB, <DB as Database>::Arguments>,
+    c: &'a Component,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    DbId: Encode<'a, DB> + Type<DB>,
+    DbTime: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    i32: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    q.bind(DbId(c.id))
+        .bind(c.name.as_str())
+        .bind(c.name_key())
+        .bind(c.description.as_str())
+        .bind(c.group.as_deref())
+        .bind(c.group_key())
+        .bind(c.position)
+        .bind(c.status.as_str())
+        .bind(DbTime(c.created_at))
+        .bind(DbTime(c.updated_at))
+        .bind(c.version)
+}
+
+/// `INSERT INTO components (id, <write columns>) VALUES (...)`.
+pub fn insert_component_sql(sigil: char) -> String {
+    let columns: Vec<&str> = std::iter::once("id").chain(COMPONENT_WRITE_COLUMNS).collect();
+    let params: Vec<String> = (1..=columns.len()).map(|i| format!("{sigil}{i}")).collect();
+    format!("INSERT INTO components ({}) VALUES ({})", columns.join(", "), params.join(", "))
+}
+
+/// `UPDATE components SET <write columns> WHERE id = <sigil>1`.
+pub fn update_component_sql(sigil: char) -> String {
+    let sets: Vec<String> =
+        COMPONENT_WRITE_COLUMNS.iter().enumerate().map(|(i, c)| format!("{c} = {sigil}{}", i + 2)).collect();
+    format!("UPDATE components SET {} WHERE id = {sigil}1", sets.join(", "))
+}
+
+/// `INSERT INTO incident_updates (<timeline columns>) VALUES (...)`.
+pub fn insert_timeline_sql(sigil: char) -> String {
+    let n = TIMELINE_COLUMNS.split(',').count();
+    let params: Vec<String> = (1..=n).map(|i| format!("{sigil}{i}")).collect();
+    format!("INSERT INTO incident_updates ({TIMELINE_COLUMNS}) VALUES ({})", params.join(", "))
+}
+
+/// A LIKE pattern matching `term` anywhere, with `%`, `_` and `\` escaped (use
+/// `ESCAPE '\'`).
+pub fn like_pattern(term: &str) -> String {
+    let mut out = String::with_capacity(term.len() + 2);
+    out.push('%');
+    for c in term.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}

@@ -1,0 +1,516 @@
+//! The embedded SQLite store: zero setup, one file, one replica.
+//!
+//! SQLite allows one writer at a time. Every write transaction goes through a single writer
+//! connection and starts with `BEGIN IMMEDIATE`, so writers queue in the pool instead of
+//! failing with "database is locked"; reads use a separate pool of connections that WAL
+//! lets run alongside the writer. The busy timeout covers other processes (such as
+//! `incidentd migrate`) touching the same file.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, ConnectOptions, QueryBuilder, Sqlite};
+use uuid::Uuid;
+
+use super::rows::{
+    self, ComponentRow, DbId, DbTime, INCIDENT_COLUMNS, IncidentRow, TIMELINE_COLUMNS, TimelineRow, like_pattern,
+};
+use super::{IdempotencyClaim, IncidentFilter, Store, Transaction};
+use crate::domain::page::PageToken;
+use crate::domain::{
+    Component, ComponentStatus, Error, Incident, IncidentKey, IncidentRef, Result, Status, TimelineEntry, Visibility,
+};
+
+/// Migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a write waits for the file lock held by another process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file the URL names, e.g. `sqlite:incidentd.db`
+    /// or `sqlite:///var/lib/incidentd/incidentd.db`.
+    pub async fn connect(url: &str, max_readers: u32) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+        let path = options.get_filename().to_path_buf();
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !in_memory && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(BUSY_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        let readers = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(max_readers.max(1))
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options.pragma("query_only", "true"))
+                .await?
+        };
+        tracing::info!(path = %path.display(), "using SQLite");
+        Ok(Self { writer, readers })
+    }
+}
+
+/// Maps a driver error: a locked database or a lost connection is `Unavailable`, everything
+/// else `Internal`.
+fn db_err(e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Error::Unavailable(e.to_string()),
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+        sqlx::Error::Database(d)
+            if d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6)) =>
+        {
+            Error::Unavailable(e.to_string())
+        }
+        _ => Error::Internal(e.to_string()),
+    }
+}
+
+/// `('investigating', 'identified', 'monitoring')`, from the domain's list of open statuses.
+static OPEN_STATUSES: LazyLock<String> = LazyLock::new(|| {
+    let list: Vec<String> = Status::OPEN.iter().map(|s| format!("'{s}'")).collect();
+    format!("({})", list.join(", "))
+});
+
+static SELECT_INCIDENT_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1"));
+static SELECT_INCIDENT_BY_REF: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE reference_number = ?1"));
+/// The reference is bound last, after the written columns.
+static INSERT_INCIDENT: LazyLock<String> = LazyLock::new(|| rows::insert_incident_sql('?', &["reference_number"]));
+static UPDATE_INCIDENT: LazyLock<String> = LazyLock::new(|| rows::update_incident_sql('?'));
+static INSERT_TIMELINE: LazyLock<String> = LazyLock::new(|| rows::insert_timeline_sql('?'));
+static INSERT_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::insert_component_sql('?'));
+static UPDATE_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::update_component_sql('?'));
+
+/// Components with the statuses open incidents impose on each (`imposed`, a JSON array).
+static SELECT_COMPONENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT c.id, c.name, c.description, c.group_name, c.position, c.status, c.created_at, c.updated_at, \
+         c.version, (SELECT json_group_array(ic.status) FROM incident_components ic \
+         JOIN incidents i ON i.id = ic.incident_id WHERE ic.component_id = c.id AND i.status IN {}) AS imposed \
+         FROM components c",
+        *OPEN_STATUSES
+    )
+});
+static SELECT_COMPONENT_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{} WHERE c.id = ?1", *SELECT_COMPONENTS));
+static COUNT_OPEN_INCIDENTS_FOR_COMPONENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT count(*) FROM incident_components ic JOIN incidents i ON i.id = ic.incident_id \
+         WHERE ic.component_id = ?1 AND i.status IN {}",
+        *OPEN_STATUSES
+    )
+});
+
+/// A JSON array of strings, for `IN (SELECT value FROM json_each(?))`.
+fn json_list<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
+    serde_json::Value::from(items.into_iter().map(|i| i.to_string()).collect::<Vec<_>>()).to_string()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<Box<dyn Transaction>> {
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        Ok(Box::new(SqliteTx { tx }))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.readers).await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_incident(&self, key: IncidentKey) -> Result<Option<Incident>> {
+        select_incident(&self.readers, key).await
+    }
+
+    async fn list_incidents(
+        &self,
+        filter: &IncidentFilter,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<Incident>> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE 1"));
+        if !filter.statuses.is_empty() {
+            q.push(" AND status IN (SELECT value FROM json_each(")
+                .push_bind(json_list(filter.statuses.iter().map(|s| s.as_str())))
+                .push("))");
+        }
+        if !filter.severities.is_empty() {
+            q.push(" AND severity IN (SELECT value FROM json_each(")
+                .push_bind(json_list(filter.severities.iter().map(|s| s.as_str())))
+                .push("))");
+        }
+        match filter.open {
+            Some(true) => q.push(format!(" AND status IN {}", *OPEN_STATUSES)),
+            Some(false) => q.push(format!(" AND status NOT IN {}", *OPEN_STATUSES)),
+            None => &mut q,
+        };
+        if let Some(c) = filter.component_id {
+            q.push(" AND EXISTS (SELECT 1 FROM incident_components ic WHERE ic.incident_id = incidents.id AND ic.component_id = ")
+                .push_bind(DbId(c))
+                .push(")");
+        }
+        for term in &filter.terms {
+            // The trigram index serves LIKE patterns; one with an ESCAPE clause is evaluated
+            // row by row, with the same result.
+            let pattern = like_pattern(term);
+            let escape = if pattern.contains('\\') { r" ESCAPE '\'" } else { "" };
+            q.push(" AND reference_number IN (SELECT rowid FROM incidents_fts WHERE search_text LIKE ")
+                .push_bind(pattern)
+                .push(escape)
+                .push(")");
+        }
+        if let Some(t) = filter.created_after {
+            q.push(" AND created_at > ").push_bind(DbTime(t));
+        }
+        if let Some(t) = filter.created_before {
+            q.push(" AND created_at < ").push_bind(DbTime(t));
+        }
+        match after {
+            Some(PageToken::Time { at, id }) => {
+                q.push(" AND (created_at, id) < (").push_bind(DbTime(*at)).push(", ").push_bind(DbId(*id)).push(")");
+            }
+            Some(_) => return Err(Error::invalid("page_token", "is not a page token returned by this list")),
+            None => {}
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(limit));
+        let rows: Vec<IncidentRow> = q.build_query_as().fetch_all(&self.readers).await.map_err(db_err)?;
+        rows.into_iter().map(Incident::try_from).collect()
+    }
+
+    async fn list_timeline(
+        &self,
+        incident_id: Uuid,
+        visibility: Option<Visibility>,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<TimelineEntry>> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {TIMELINE_COLUMNS} FROM incident_updates WHERE incident_id = "
+        ));
+        q.push_bind(DbId(incident_id));
+        if let Some(v) = visibility {
+            q.push(" AND visibility = ").push_bind(v.as_str());
+        }
+        match after {
+            Some(PageToken::Time { at, id }) => {
+                q.push(" AND (created_at, id) > (").push_bind(DbTime(*at)).push(", ").push_bind(DbId(*id)).push(")");
+            }
+            Some(_) => return Err(Error::invalid("page_token", "is not a page token returned by this list")),
+            None => {}
+        }
+        q.push(" ORDER BY created_at, id LIMIT ").push_bind(i64::from(limit));
+        let rows: Vec<TimelineRow> = q.build_query_as().fetch_all(&self.readers).await.map_err(db_err)?;
+        rows.into_iter().map(TimelineEntry::try_from).collect()
+    }
+
+    async fn get_component(&self, id: Uuid) -> Result<Option<Component>> {
+        select_component(&self.readers, id).await.map(|c| c.map(|(c, _)| c))
+    }
+
+    async fn list_components(
+        &self,
+        group: Option<&str>,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<Component>> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!("{} WHERE 1", *SELECT_COMPONENTS));
+        if let Some(g) = group {
+            q.push(" AND coalesce(c.group_name, '') = ").push_bind(g.to_string());
+        }
+        match after {
+            Some(PageToken::Ordered { group_key, position, name_key, id }) => {
+                q.push(" AND (c.group_key, c.position, c.name_key, c.id) > (")
+                    .push_bind(group_key.clone())
+                    .push(", ")
+                    .push_bind(*position)
+                    .push(", ")
+                    .push_bind(name_key.clone())
+                    .push(", ")
+                    .push_bind(DbId(*id))
+                    .push(")");
+            }
+            Some(_) => return Err(Error::invalid("page_token", "is not a page token returned by this list")),
+            None => {}
+        }
+        q.push(" ORDER BY c.group_key, c.position, c.name_key, c.id LIMIT ").push_bind(i64::from(limit));
+        let rows: Vec<ComponentRow> = q.build_query_as().fetch_all(&self.readers).await.map_err(db_err)?;
+        rows.into_iter().map(ComponentRow::into_component).collect()
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?1")
+            .bind(DbTime(before))
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+}
+
+async fn select_incident<'e, E: sqlx::SqliteExecutor<'e>>(db: E, key: IncidentKey) -> Result<Option<Incident>> {
+    let row: Option<IncidentRow> = match key {
+        IncidentKey::Id(id) => {
+            sqlx::query_as(AssertSqlSafe(SELECT_INCIDENT_BY_ID.as_str())).bind(DbId(id)).fetch_optional(db).await
+        }
+        IncidentKey::Ref(r) => {
+            sqlx::query_as(AssertSqlSafe(SELECT_INCIDENT_BY_REF.as_str())).bind(r.0).fetch_optional(db).await
+        }
+    }
+    .map_err(db_err)?;
+    row.map(Incident::try_from).transpose()
+}
+
+async fn select_component<'e, E: sqlx::SqliteExecutor<'e>>(
+    db: E,
+    id: Uuid,
+) -> Result<Option<(Component, Vec<ComponentStatus>)>> {
+    let row: Option<ComponentRow> = sqlx::query_as(AssertSqlSafe(SELECT_COMPONENT_BY_ID.as_str()))
+        .bind(DbId(id))
+        .fetch_optional(db)
+        .await
+        .map_err(db_err)?;
+    row.map(ComponentRow::into_parts).transpose()
+}
+
+/// A write transaction. It holds the database's write lock from `BEGIN IMMEDIATE`, so its
+/// reads are already serialized with every other writer: no row locks are needed.
+struct SqliteTx {
+    tx: sqlx::Transaction<'static, Sqlite>,
+}
+
+#[async_trait]
+impl Transaction for SqliteTx {
+    async fn claim_idempotency_key(
+        &mut self,
+        scope: &str,
+        key: &str,
+        request_hash: &[u8],
+        now: DateTime<Utc>,
+        expired_before: DateTime<Utc>,
+    ) -> Result<IdempotencyClaim> {
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (scope, key) DO UPDATE SET request_hash = excluded.request_hash, response = NULL, \
+             created_at = excluded.created_at WHERE idempotency_keys.created_at < ?5",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(request_hash)
+        .bind(DbTime(now))
+        .bind(DbTime(expired_before))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        if claimed.rows_affected() == 1 {
+            return Ok(IdempotencyClaim::Claimed);
+        }
+        let (request_hash, response): (Vec<u8>, Option<Json<serde_json::Value>>) =
+            sqlx::query_as("SELECT request_hash, response FROM idempotency_keys WHERE scope = ?1 AND key = ?2")
+                .bind(scope)
+                .bind(key)
+                .fetch_one(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        let Json(response) =
+            response.ok_or_else(|| Error::Internal(format!("idempotency record {scope}/{key} has no response")))?;
+        Ok(IdempotencyClaim::Existing { request_hash, response })
+    }
+
+    async fn save_idempotent_response(&mut self, scope: &str, key: &str, response: &serde_json::Value) -> Result<()> {
+        sqlx::query("UPDATE idempotency_keys SET response = ?3 WHERE scope = ?1 AND key = ?2")
+            .bind(scope)
+            .bind(key)
+            .bind(Json(response))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn insert_incident(&mut self, incident: &Incident) -> Result<IncidentRef> {
+        let (n,): (i64,) =
+            sqlx::query_as("UPDATE counters SET value = value + 1 WHERE name = 'incident_reference' RETURNING value")
+                .fetch_one(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        rows::bind_incident(sqlx::query(AssertSqlSafe(INSERT_INCIDENT.as_str())), incident)
+            .bind(n)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        sync_components(&mut self.tx, incident, false).await?;
+        Ok(IncidentRef(n))
+    }
+
+    async fn lock_incident(&mut self, key: IncidentKey) -> Result<Option<Incident>> {
+        select_incident(&mut *self.tx, key).await
+    }
+
+    async fn update_incident(&mut self, incident: &Incident, components_changed: bool) -> Result<()> {
+        rows::bind_incident(sqlx::query(AssertSqlSafe(UPDATE_INCIDENT.as_str())), incident)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        if components_changed {
+            sync_components(&mut self.tx, incident, true).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_incident(&mut self, id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM incidents WHERE id = ?1")
+            .bind(DbId(id))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn resolve_incident_ids(&mut self, keys: &[IncidentKey]) -> Result<Vec<Option<Uuid>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = json_list(keys.iter().filter_map(|k| if let IncidentKey::Id(id) = k { Some(*id) } else { None }));
+        let refs = json_list(keys.iter().filter_map(|k| if let IncidentKey::Ref(r) = k { Some(r.0) } else { None }));
+        let found: Vec<(DbId, i64)> = sqlx::query_as(
+            "SELECT id, reference_number FROM incidents WHERE id IN (SELECT value FROM json_each(?1)) \
+             OR reference_number IN (SELECT CAST(value AS INTEGER) FROM json_each(?2))",
+        )
+        .bind(ids)
+        .bind(refs)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(keys
+            .iter()
+            .map(|k| {
+                found
+                    .iter()
+                    .find(|(id, n)| match k {
+                        IncidentKey::Id(want) => id.0 == *want,
+                        IncidentKey::Ref(r) => *n == r.0,
+                    })
+                    .map(|(id, _)| id.0)
+            })
+            .collect())
+    }
+
+    async fn insert_timeline_entry(&mut self, e: &TimelineEntry) -> Result<()> {
+        rows::bind_timeline_entry(sqlx::query(AssertSqlSafe(INSERT_TIMELINE.as_str())), e)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn existing_component_ids(&mut self, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found: Vec<(DbId,)> =
+            sqlx::query_as("SELECT id FROM components WHERE id IN (SELECT value FROM json_each(?1))")
+                .bind(json_list(ids))
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        Ok(found.into_iter().map(|(id,)| id.0).collect())
+    }
+
+    async fn insert_component(&mut self, c: &Component) -> Result<()> {
+        rows::bind_component(sqlx::query(AssertSqlSafe(INSERT_COMPONENT.as_str())), c)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| super::component_name_err(e, &c.name, db_err))?;
+        Ok(())
+    }
+
+    async fn lock_component(&mut self, id: Uuid) -> Result<Option<(Component, Vec<ComponentStatus>)>> {
+        select_component(&mut *self.tx, id).await
+    }
+
+    async fn update_component(&mut self, c: &Component) -> Result<()> {
+        rows::bind_component(sqlx::query(AssertSqlSafe(UPDATE_COMPONENT.as_str())), c)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| super::component_name_err(e, &c.name, db_err))?;
+        Ok(())
+    }
+
+    async fn delete_component(&mut self, id: Uuid) -> Result<()> {
+        let (open,): (i64,) = sqlx::query_as(AssertSqlSafe(COUNT_OPEN_INCIDENTS_FOR_COMPONENT.as_str()))
+            .bind(DbId(id))
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        if open > 0 {
+            return Err(super::component_in_use(id, open));
+        }
+        sqlx::query("DELETE FROM components WHERE id = ?1")
+            .bind(DbId(id))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit().await.map_err(db_err)
+    }
+}
+
+/// Rewrites the incident's rows in `incident_components`.
+async fn sync_components(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    incident: &Incident,
+    clear_first: bool,
+) -> Result<()> {
+    if clear_first {
+        sqlx::query("DELETE FROM incident_components WHERE incident_id = ?1")
+            .bind(DbId(incident.id))
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+    }
+    if incident.affected_components.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO incident_components (incident_id, component_id, status) \
+         SELECT ?1, json_extract(value, '$.component_id'), json_extract(value, '$.status') FROM json_each(?2)",
+    )
+    .bind(DbId(incident.id))
+    .bind(Json(&incident.affected_components))
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
