@@ -1,7 +1,9 @@
 //! Wiring: connect the store, bind both listeners (port 0 allowed), serve REST and gRPC
 //! until the cancellation token fires, then drain.
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,6 +22,8 @@ pub struct Application {
     http: TcpListener,
     grpc: TcpListener,
     service: Service,
+    rest: rest::RestSettings,
+    max_message_bytes: usize,
     shutdown_timeout: Duration,
 }
 
@@ -32,9 +36,47 @@ pub async fn migrate(database_url: &str, max_connections: u32) -> anyhow::Result
     Ok(store)
 }
 
+/// Writes the generated admin key to `path`, readable by its owner only.
+fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(format!("{secret}\n").as_bytes())
+}
+
+/// On a database without any API key (and no admin token configured), creates an admin key,
+/// prints it once on standard output and writes it to the bootstrap key file.
+async fn bootstrap(config: &Config, service: &Service) -> anyhow::Result<()> {
+    if config.admin_token.is_some() {
+        return Ok(());
+    }
+    let Some(issued) = service.bootstrap_admin_key().await? else { return Ok(()) };
+    let path = config.bootstrap_key_path();
+    let written = write_secret_file(&path, &issued.secret);
+    println!(
+        "\n  No API key existed, so incidentd created an admin key. It is shown this once:\n\n    {}\n",
+        issued.secret
+    );
+    match written {
+        Ok(()) => {
+            println!("  It was also written to {} (mode 0600).\n", path.display());
+            tracing::warn!(key = %issued.key.prefix, file = %path.display(), "created the bootstrap admin key");
+        }
+        Err(e) => tracing::warn!(key = %issued.key.prefix, file = %path.display(), error = %e,
+            "created the bootstrap admin key (printed above) but could not write it to a file"),
+    }
+    Ok(())
+}
+
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let store = migrate(config.database_url.expose_secret(), config.database_max_connections).await?;
+        let service = Service::new(store, config.auth_settings());
+        bootstrap(config, &service).await?;
         let http = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
@@ -44,7 +86,12 @@ impl Application {
         Ok(Self {
             http,
             grpc,
-            service: Service::new(store),
+            service,
+            rest: rest::RestSettings {
+                max_body_bytes: config.max_request_bytes,
+                cors_allowed_origins: config.cors_allowed_origins.clone(),
+            },
+            max_message_bytes: config.max_request_bytes,
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
         })
     }
@@ -73,12 +120,13 @@ impl Application {
         tokio::spawn(watch_readiness(self.service.clone(), health.clone(), background.clone()));
         tokio::spawn(purge_idempotency_keys(self.service.clone(), background.clone()));
 
-        let rest_server = axum::serve(self.http, rest::router(self.service.clone()))
+        let rest_server = axum::serve(self.http, rest::router(self.service.clone(), &self.rest)?)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let grpc_server = grpc::server(self.service.clone(), health_service)?.serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
-            shutdown.clone().cancelled_owned(),
-        );
+        let grpc_server = grpc::server(self.service.clone(), health_service, self.max_message_bytes)?
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
+                shutdown.clone().cancelled_owned(),
+            );
         tracing::info!(%http_addr, %grpc_addr, "incidentd listening");
 
         let rest_task = tokio::spawn(async move { rest_server.await.context("REST server") });
@@ -108,7 +156,13 @@ impl Application {
 }
 
 /// The names gRPC health reports on: the server as a whole and each service.
-const HEALTH_SERVICES: [&str; 3] = ["", grpc::INCIDENT_SERVICE_NAME, grpc::COMPONENT_SERVICE_NAME];
+const HEALTH_SERVICES: [&str; 5] = [
+    "",
+    grpc::INCIDENT_SERVICE_NAME,
+    grpc::COMPONENT_SERVICE_NAME,
+    grpc::API_KEY_SERVICE_NAME,
+    grpc::AUDIT_SERVICE_NAME,
+];
 
 /// Keeps the gRPC health status in step with the database: NOT_SERVING while it is
 /// unreachable.
@@ -171,4 +225,60 @@ pub async fn cancel_on_signal(token: CancellationToken) {
         _ = terminate => tracing::info!("received SIGTERM"),
     }
     token.cancel();
+}
+
+/// `incidentd api-key …`: manage keys directly in the configured database (as the system).
+pub async fn api_key_command(config: &Config, command: crate::config::ApiKeyCommand) -> anyhow::Result<()> {
+    use crate::config::ApiKeyCommand;
+    use crate::domain::auth::NewApiKey;
+    use crate::domain::{Caller, PageRequest, Scope};
+
+    let store = migrate(config.database_url.expose_secret(), 1).await?;
+    let service = Service::new(store, config.auth_settings());
+    let system = Caller::system();
+    match command {
+        ApiKeyCommand::Create { name, scopes, expires_in_days } => {
+            let scopes = scopes
+                .iter()
+                .map(|s| s.trim().parse::<Scope>().map_err(|e| anyhow::anyhow!("--scope {s}: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let expires_at = expires_in_days.map(|d| crate::domain::now() + chrono::Duration::days(i64::from(d)));
+            let issued = service
+                .create_api_key(&system, NewApiKey { name: Some(name), scopes, expires_at })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "created API key {} ({}), scopes {}; its secret follows, shown this once:",
+                issued.key.id,
+                issued.key.name,
+                issued.key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            println!("{}", issued.secret);
+        }
+        ApiKeyCommand::List => {
+            let mut token: Option<String> = None;
+            println!("{:<36}  {:<16}  {:<24}  {:<40}  status", "id", "prefix", "name", "scopes");
+            loop {
+                let page = PageRequest::new(Some(500), token.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let page = service.list_api_keys(&system, page).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                for k in &page.items {
+                    let status = match k.unusable(crate::domain::now()) {
+                        Some(why) => why.trim_start_matches("the API key has ").to_string(),
+                        None => "active".to_string(),
+                    };
+                    let scopes = k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+                    println!("{:<36}  {:<16}  {:<24}  {:<40}  {status}", k.id, k.prefix, k.name, scopes);
+                }
+                match page.next_page_token {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            let key = service.revoke_api_key(&system, id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("revoked API key {} ({})", key.id, key.name);
+        }
+    }
+    Ok(())
 }

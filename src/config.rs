@@ -2,6 +2,7 @@
 //! default that works on a laptop. Secrets are wrapped so they never print.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
@@ -27,6 +28,33 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI 3.1 document of the REST API and exit.
     Openapi,
+    /// Manage API keys directly in the configured database.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print its secret (shown this once).
+    Create {
+        /// A name for the key: who or what uses it.
+        #[arg(long)]
+        name: String,
+        /// A scope (repeat, or separate with commas): incidents:read, incidents:write,
+        /// components:write, subscriptions:manage, admin.
+        #[arg(long = "scope", required = true, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Days until the key expires (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke {
+        /// The key's id.
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,6 +99,34 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_LOG", default_value = "info", global = true)]
     pub log: String,
 
+    /// A static credential with the admin scope (`Authorization: Bearer <token>`). When set, no
+    /// bootstrap key is generated.
+    #[arg(long, env = "INCIDENTD_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret, global = true)]
+    pub admin_token: Option<SecretString>,
+
+    /// Requests per second each API key may make on average (token bucket refill); 0 turns
+    /// rate limiting off.
+    #[arg(long, env = "INCIDENTD_RATE_LIMIT_PER_SECOND", default_value_t = 100, global = true)]
+    pub rate_limit_per_second: u32,
+
+    /// Requests each API key may make in a burst (token bucket size).
+    #[arg(long, env = "INCIDENTD_RATE_LIMIT_BURST", default_value_t = 200, global = true)]
+    pub rate_limit_burst: u32,
+
+    /// Largest accepted request: REST body or gRPC message, in bytes.
+    #[arg(long, env = "INCIDENTD_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_request_bytes: usize,
+
+    /// Origins browsers may call the REST API from (comma-separated, or `*`); empty turns CORS
+    /// off.
+    #[arg(long, env = "INCIDENTD_CORS_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Where the first start writes the generated admin key (mode 0600). Default: beside the
+    /// SQLite file, or `./incidentd-admin.key` with Postgres.
+    #[arg(long, env = "INCIDENTD_BOOTSTRAP_KEY_FILE", global = true)]
+    pub bootstrap_key_file: Option<PathBuf>,
+
     /// Seconds to wait for in-flight requests after a stop signal.
     #[arg(long, env = "INCIDENTD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub shutdown_timeout_secs: u64,
@@ -98,7 +154,33 @@ impl Config {
         (cli.command, cli.config)
     }
 
-    /// Settings for tests: loopback, OS-chosen ports, the given database.
+    /// How callers are authenticated and rate-limited.
+    pub fn auth_settings(&self) -> crate::service::AuthSettings {
+        use std::num::NonZeroU32;
+        let rate_limit = NonZeroU32::new(self.rate_limit_per_second).map(|per_second| crate::service::RateLimit {
+            per_second,
+            burst: NonZeroU32::new(self.rate_limit_burst).unwrap_or(per_second),
+        });
+        crate::service::AuthSettings { admin_token: self.admin_token.clone(), rate_limit }
+    }
+
+    /// Where the generated bootstrap admin key goes: the configured file, else beside the
+    /// SQLite database, else the working directory.
+    pub fn bootstrap_key_path(&self) -> PathBuf {
+        if let Some(p) = &self.bootstrap_key_file {
+            return p.clone();
+        }
+        let url = self.database_url.expose_secret();
+        let dir = url
+            .strip_prefix("sqlite:")
+            .map(|p| p.trim_start_matches("//").split('?').next().unwrap_or_default())
+            .filter(|p| !p.contains(":memory:"))
+            .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
+            .unwrap_or_default();
+        dir.join("incidentd-admin.key")
+    }
+
+    /// Settings for tests: loopback, OS-chosen ports, the given database, no rate limit.
     pub fn for_tests(database_url: &str) -> Self {
         Config {
             http_addr: "127.0.0.1:0".parse().expect("valid address"),
@@ -107,6 +189,12 @@ impl Config {
             database_max_connections: 8,
             log_format: LogFormat::Text,
             log: "warn".into(),
+            admin_token: None,
+            rate_limit_per_second: 0,
+            rate_limit_burst: 1,
+            max_request_bytes: 1024 * 1024,
+            cors_allowed_origins: Vec::new(),
+            bootstrap_key_file: None,
             shutdown_timeout_secs: 5,
         }
     }

@@ -8,6 +8,7 @@ async fn main() -> anyhow::Result<()> {
     let (command, config) = Config::from_cli();
     incidentd::telemetry::init(config.log_format, &config.log);
     match command.unwrap_or(Command::Serve) {
+        Command::ApiKey(command) => incidentd::app::api_key_command(&config, command).await,
         Command::Openapi => {
             println!("{}", incidentd::api::rest::openapi().to_pretty_json()?);
             Ok(())

@@ -37,6 +37,12 @@ pub enum Error {
     IdempotencyKeyReused { key: String },
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("rate limit exceeded; retry in {} s", retry_after_secs(*.retry_after))]
+    RateLimited { retry_after: std::time::Duration },
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -53,6 +59,9 @@ pub enum ErrorCode {
     AlreadyExists,
     IdempotencyKeyReused,
     Conflict,
+    Unauthenticated,
+    PermissionDenied,
+    RateLimited,
     Unavailable,
     Internal,
 }
@@ -68,6 +77,9 @@ impl ErrorCode {
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -83,6 +95,9 @@ impl ErrorCode {
             ErrorCode::AlreadyExists => "Already exists",
             ErrorCode::IdempotencyKeyReused => "Idempotency key reused",
             ErrorCode::Conflict => "Conflict",
+            ErrorCode::Unauthenticated => "Unauthenticated",
+            ErrorCode::PermissionDenied => "Permission denied",
+            ErrorCode::RateLimited => "Too many requests",
             ErrorCode::Unavailable => "Service unavailable",
             ErrorCode::Internal => "Internal error",
         }
@@ -99,6 +114,9 @@ impl Error {
             Error::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             Error::IdempotencyKeyReused { .. } => ErrorCode::IdempotencyKeyReused,
             Error::Conflict(_) => ErrorCode::Conflict,
+            Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::Unavailable(_) => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
         }
@@ -140,6 +158,11 @@ impl Error {
     pub fn prefix_fields(self, prefix: &str) -> Self {
         self.prefix_fields_except(prefix, &[])
     }
+}
+
+/// Whole seconds to wait before retrying, rounded up and at least 1 (`Retry-After`).
+pub fn retry_after_secs(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000_000)).unwrap_or(u64::MAX).max(1)
 }
 
 fn describe_violations(v: &[FieldViolation]) -> String {

@@ -1,6 +1,7 @@
 //! Pure domain types and rules. Imports no transport or storage crate (axum, tonic, sqlx):
 //! both API adapters and every store backend speak these types.
 
+pub mod auth;
 pub mod component;
 pub mod error;
 pub mod ids;
@@ -10,6 +11,7 @@ pub mod patch;
 pub mod timeline;
 pub mod validate;
 
+pub use auth::{ApiKey, AuditEvent, Caller, Permission, Scope};
 pub use component::{Component, ComponentPatch, ComponentStatus, NewComponent};
 pub use error::{Error, ErrorCode, FieldViolation, Result};
 pub use ids::{IncidentKey, IncidentRef};
@@ -42,13 +44,10 @@ pub fn fold_case(s: &str) -> String {
     s.to_lowercase()
 }
 
-/// The actor recorded when a caller does not name one.
-pub const ANONYMOUS: &str = "anonymous";
-
 /// Declares a string-valued enum with its wire names (lower snake case), `as_str`, `FromStr`,
 /// `Display`, serde and OpenAPI schema, all from one list.
 macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $wire:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $wire:tt),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
                  serde::Serialize, serde::Deserialize, utoipa::ToSchema)]

@@ -141,10 +141,11 @@ pub struct ValidUpdate {
 }
 
 impl NewUpdate {
-    pub fn validate(self) -> Result<ValidUpdate> {
+    /// Validates; `default_author` (the caller's name) stands in for a missing author.
+    pub fn validate(self, default_author: &str) -> Result<ValidUpdate> {
         let mut v = Violations::new();
         let body = v.required_text("body", self.body.as_deref(), validate::BODY_MAX);
-        let author = actor(&mut v, "author", self.author.as_deref());
+        let author = actor(&mut v, "author", self.author.as_deref(), default_author);
         v.finish()?;
         Ok(ValidUpdate {
             body,
@@ -155,10 +156,10 @@ impl NewUpdate {
     }
 }
 
-/// Validates an actor name (who did something): trimmed, at most 200 characters,
-/// [`super::ANONYMOUS`] when absent.
-pub fn actor(v: &mut Violations, field: &str, name: Option<&str>) -> String {
-    v.optional_text(field, name, validate::SHORT_TEXT_MAX).unwrap_or_else(|| super::ANONYMOUS.to_string())
+/// Validates an actor name (who did something): trimmed, at most 200 characters, `default`
+/// (the caller's name) when absent.
+pub fn actor(v: &mut Violations, field: &str, name: Option<&str>, default: &str) -> String {
+    v.optional_text(field, name, validate::SHORT_TEXT_MAX).unwrap_or_else(|| default.to_string())
 }
 
 /// The input to move an incident through its lifecycle, before validation.
@@ -180,14 +181,15 @@ pub struct ValidTransition {
 }
 
 impl TransitionInput {
-    pub fn validate(self) -> Result<ValidTransition> {
+    /// Validates; `default_actor` (the caller's name) stands in for a missing actor.
+    pub fn validate(self, default_actor: &str) -> Result<ValidTransition> {
         let mut v = Violations::new();
         let to = self.to.unwrap_or_else(|| {
             v.add("to", format!("is required; one of: {}", Status::expected()));
             Status::Investigating
         });
         let message = v.optional_text("message", self.message.as_deref(), validate::BODY_MAX);
-        let actor = actor(&mut v, "actor", self.actor.as_deref());
+        let actor = actor(&mut v, "actor", self.actor.as_deref(), default_actor);
         v.finish()?;
         Ok(ValidTransition { to, message, visibility: self.visibility.unwrap_or(Visibility::Internal), actor })
     }

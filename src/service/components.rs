@@ -1,12 +1,16 @@
 //! Component use cases.
 
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{Created, Service, claim, fingerprint, save_response};
 use crate::domain::incident::check_etag;
 use crate::domain::page::{Page, PageToken};
 use crate::domain::validate::Violations;
-use crate::domain::{Component, ComponentPatch, Error, IdempotencyKey, NewComponent, PageRequest, Result, now};
+use crate::domain::{
+    AuditEvent, Caller, Component, ComponentPatch, Error, IdempotencyKey, NewComponent, PageRequest, Permission,
+    Result, now,
+};
 
 const CREATE_SCOPE: &str = "components.create";
 
@@ -17,26 +21,39 @@ fn not_found(id: Uuid) -> Error {
 impl Service {
     pub async fn create_component(
         &self,
+        caller: &Caller,
         input: NewComponent,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Created<Component>> {
+        caller.require(Permission::WriteComponents)?;
+        let scope = format!("{CREATE_SCOPE}:{}", caller.label());
         let fingerprint = fingerprint(idempotency_key, &input)?;
         let component = input.validate(Uuid::now_v7(), now())?;
         let mut tx = self.store.begin().await?;
-        if let Some(replay) = claim(tx.as_mut(), CREATE_SCOPE, idempotency_key, fingerprint).await? {
+        if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
         tx.insert_component(&component).await?;
-        save_response(tx.as_mut(), CREATE_SCOPE, idempotency_key, &component).await?;
+        let details = json!({"name": component.name, "status": component.status});
+        tx.insert_audit_event(&AuditEvent::new(caller, "component.create", "component", component.id, details, now()))
+            .await?;
+        save_response(tx.as_mut(), &scope, idempotency_key, &component).await?;
         tx.commit().await?;
         Ok(Created { value: component, replayed: false })
     }
 
-    pub async fn get_component(&self, id: Uuid) -> Result<Component> {
+    pub async fn get_component(&self, caller: &Caller, id: Uuid) -> Result<Component> {
+        caller.require(Permission::ReadComponents)?;
         self.store.get_component(id).await?.ok_or_else(|| not_found(id))
     }
 
-    pub async fn list_components(&self, group: Option<&str>, page: PageRequest) -> Result<Page<Component>> {
+    pub async fn list_components(
+        &self,
+        caller: &Caller,
+        group: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<Component>> {
+        caller.require(Permission::ReadComponents)?;
         let mut v = Violations::new();
         v.search_text("group", group.unwrap_or_default());
         v.finish()?;
@@ -49,23 +66,47 @@ impl Service {
         }))
     }
 
-    pub async fn update_component(&self, id: Uuid, patch: ComponentPatch, if_match: Option<&str>) -> Result<Component> {
+    pub async fn update_component(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        patch: ComponentPatch,
+        if_match: Option<&str>,
+    ) -> Result<Component> {
+        caller.require(Permission::WriteComponents)?;
         let mut tx = self.store.begin().await?;
         let (mut component, imposed) = tx.lock_component(id).await?.ok_or_else(|| not_found(id))?;
         check_etag("component", if_match, component.version)?;
+        let before = component.clone();
         if component.apply_patch(patch, &imposed, now())? {
+            let fields: Vec<&str> = [
+                ("name", before.name != component.name),
+                ("description", before.description != component.description),
+                ("group", before.group != component.group),
+                ("position", before.position != component.position),
+                ("status", before.status != component.status),
+            ]
+            .into_iter()
+            .filter_map(|(f, changed)| changed.then_some(f))
+            .collect();
             tx.update_component(&component).await?;
+            let details = json!({"fields": fields});
+            tx.insert_audit_event(&AuditEvent::new(caller, "component.update", "component", id, details, now()))
+                .await?;
             tx.commit().await?;
         }
         Ok(component)
     }
 
     /// Deletes a component; refused while an open incident affects it.
-    pub async fn delete_component(&self, id: Uuid, if_match: Option<&str>) -> Result<()> {
+    pub async fn delete_component(&self, caller: &Caller, id: Uuid, if_match: Option<&str>) -> Result<()> {
+        caller.require(Permission::WriteComponents)?;
         let mut tx = self.store.begin().await?;
         let (component, _) = tx.lock_component(id).await?.ok_or_else(|| not_found(id))?;
         check_etag("component", if_match, component.version)?;
         tx.delete_component(id).await?;
+        let details = json!({"name": component.name});
+        tx.insert_audit_event(&AuditEvent::new(caller, "component.delete", "component", id, details, now())).await?;
         tx.commit().await
     }
 }

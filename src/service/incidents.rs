@@ -1,8 +1,10 @@
 //! Incident use cases: declare, read, list, edit, delete, transition, acknowledge, and the
-//! timeline.
+//! timeline. Each checks the caller's permission first and records an audit event in the
+//! transaction of its change.
 
 use std::collections::HashSet;
 
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{Created, Service, claim, fingerprint, save_response};
@@ -11,8 +13,8 @@ use crate::domain::page::{Page, PageToken};
 use crate::domain::timeline::actor;
 use crate::domain::validate::Violations;
 use crate::domain::{
-    AffectedComponent, Error, IdempotencyKey, Incident, IncidentKey, IncidentPatch, NewIncident, NewUpdate,
-    PageRequest, Result, TimelineEntry, TransitionInput, Visibility, now,
+    AffectedComponent, AuditEvent, Caller, Error, IdempotencyKey, Incident, IncidentKey, IncidentPatch, NewIncident,
+    NewUpdate, PageRequest, Permission, Result, TimelineEntry, TransitionInput, Visibility, now,
 };
 use crate::store::{IncidentFilter, Transaction};
 
@@ -30,20 +32,27 @@ struct UpdateRequest<'a> {
     update: &'a NewUpdate,
 }
 
+/// Idempotency keys belong to the caller that used them.
+fn idempotency_scope(scope: &str, caller: &Caller) -> String {
+    format!("{scope}:{}", caller.label())
+}
+
 impl Service {
     /// Declares an incident. With an idempotency key, a repeat of the same request returns
     /// the first response; concurrent repeats wait for the first and get its response.
     pub async fn create_incident(
         &self,
+        caller: &Caller,
         input: NewIncident,
         idempotency_key: Option<&IdempotencyKey>,
-        actor_name: &str,
     ) -> Result<Created<Incident>> {
+        caller.require(Permission::WriteIncidents)?;
         let now = now();
+        let scope = idempotency_scope(CREATE_SCOPE, caller);
         let fingerprint = fingerprint(idempotency_key, &input)?;
         let IncidentDraft { mut incident, related } = input.validate(Uuid::now_v7(), now)?;
         let mut tx = self.store.begin().await?;
-        if let Some(replay) = claim(tx.as_mut(), CREATE_SCOPE, idempotency_key, fingerprint).await? {
+        if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
         let mut v = Violations::new();
@@ -51,18 +60,29 @@ impl Service {
         check_components(tx.as_mut(), &mut v, &incident.affected_components, &[]).await?;
         v.finish()?;
         incident.reference = tx.insert_incident(&incident).await?;
-        tx.insert_timeline_entry(&TimelineEntry::created(&incident, actor_name, now)).await?;
-        save_response(tx.as_mut(), CREATE_SCOPE, idempotency_key, &incident).await?;
+        tx.insert_timeline_entry(&TimelineEntry::created(&incident, &caller.name, now)).await?;
+        let details =
+            json!({"reference": incident.reference, "severity": incident.severity, "status": incident.status});
+        tx.insert_audit_event(&AuditEvent::new(caller, "incident.create", "incident", incident.id, details, now))
+            .await?;
+        save_response(tx.as_mut(), &scope, idempotency_key, &incident).await?;
         tx.commit().await?;
         tracing::info!(incident = %incident.reference, severity = %incident.severity, "incident declared");
         Ok(Created { value: incident, replayed: false })
     }
 
-    pub async fn get_incident(&self, key: IncidentKey) -> Result<Incident> {
+    pub async fn get_incident(&self, caller: &Caller, key: IncidentKey) -> Result<Incident> {
+        caller.require(Permission::ReadIncidents)?;
         self.store.get_incident(key).await?.ok_or_else(|| not_found(key))
     }
 
-    pub async fn list_incidents(&self, filter: IncidentFilter, page: PageRequest) -> Result<Page<Incident>> {
+    pub async fn list_incidents(
+        &self,
+        caller: &Caller,
+        filter: IncidentFilter,
+        page: PageRequest,
+    ) -> Result<Page<Incident>> {
+        caller.require(Permission::ReadIncidents)?;
         let mut v = Violations::new();
         for term in &filter.terms {
             v.search_text("q", term);
@@ -82,11 +102,12 @@ impl Service {
     /// nothing changes nothing (not even the version).
     pub async fn update_incident(
         &self,
+        caller: &Caller,
         key: IncidentKey,
         mut patch: IncidentPatch,
         if_match: Option<&str>,
-        actor_name: &str,
     ) -> Result<Incident> {
+        caller.require(Permission::WriteIncidents)?;
         let now = now();
         let mut tx = self.store.begin().await?;
         let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
@@ -109,25 +130,38 @@ impl Service {
         if changes.is_empty() {
             return Ok(incident);
         }
+        let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
+        let audit = AuditEvent::new(caller, "incident.update", "incident", incident.id, json!({"fields": fields}), now);
         tx.update_incident(&incident, incident.affected_components != components_before).await?;
-        tx.insert_timeline_entry(&TimelineEntry::field_change(&incident, changes, actor_name, now)).await?;
+        tx.insert_timeline_entry(&TimelineEntry::field_change(&incident, changes, &caller.name, now)).await?;
+        tx.insert_audit_event(&audit).await?;
         tx.commit().await?;
         Ok(incident)
     }
 
-    pub async fn delete_incident(&self, key: IncidentKey, if_match: Option<&str>) -> Result<()> {
+    pub async fn delete_incident(&self, caller: &Caller, key: IncidentKey, if_match: Option<&str>) -> Result<()> {
+        caller.require(Permission::WriteIncidents)?;
         let mut tx = self.store.begin().await?;
         let incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
         check_etag("incident", if_match, incident.version)?;
         tx.delete_incident(incident.id).await?;
+        let details = json!({"reference": incident.reference, "title": incident.title});
+        tx.insert_audit_event(&AuditEvent::new(caller, "incident.delete", "incident", incident.id, details, now()))
+            .await?;
         tx.commit().await?;
         tracing::info!(incident = %incident.reference, "incident deleted");
         Ok(())
     }
 
     /// Moves the incident through its lifecycle and records the move on the timeline.
-    pub async fn transition_incident(&self, key: IncidentKey, input: TransitionInput) -> Result<Incident> {
-        let input = input.validate()?;
+    pub async fn transition_incident(
+        &self,
+        caller: &Caller,
+        key: IncidentKey,
+        input: TransitionInput,
+    ) -> Result<Incident> {
+        caller.require(Permission::WriteIncidents)?;
+        let input = input.validate(&caller.name)?;
         let now = now();
         let mut tx = self.store.begin().await?;
         let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
@@ -135,15 +169,19 @@ impl Service {
         let entry = TimelineEntry::status_change(&incident, t, input.message, input.visibility, &input.actor, now);
         tx.update_incident(&incident, false).await?;
         tx.insert_timeline_entry(&entry).await?;
+        let details = json!({"from": t.from, "to": t.to, "reopened": t.reopened});
+        tx.insert_audit_event(&AuditEvent::new(caller, "incident.transition", "incident", incident.id, details, now))
+            .await?;
         tx.commit().await?;
         tracing::info!(incident = %incident.reference, from = %t.from, to = %t.to, "incident status changed");
         Ok(incident)
     }
 
     /// Records the first acknowledgement; later ones return the incident unchanged.
-    pub async fn acknowledge_incident(&self, key: IncidentKey, by: Option<&str>) -> Result<Incident> {
+    pub async fn acknowledge_incident(&self, caller: &Caller, key: IncidentKey, by: Option<&str>) -> Result<Incident> {
+        caller.require(Permission::WriteIncidents)?;
         let mut v = Violations::new();
-        let by = actor(&mut v, "by", by);
+        let by = actor(&mut v, "by", by, &caller.name);
         v.finish()?;
         let now = now();
         let mut tx = self.store.begin().await?;
@@ -151,6 +189,16 @@ impl Service {
         if incident.acknowledge(&by, now)? {
             tx.update_incident(&incident, false).await?;
             tx.insert_timeline_entry(&TimelineEntry::acknowledgement(&incident, &by, now)).await?;
+            let details = json!({"by": by});
+            tx.insert_audit_event(&AuditEvent::new(
+                caller,
+                "incident.acknowledge",
+                "incident",
+                incident.id,
+                details,
+                now,
+            ))
+            .await?;
             tx.commit().await?;
         }
         Ok(incident)
@@ -159,15 +207,18 @@ impl Service {
     /// Posts an update to the timeline, applying the status change it carries, if any.
     pub async fn post_update(
         &self,
+        caller: &Caller,
         key: IncidentKey,
         input: NewUpdate,
         idempotency_key: Option<&IdempotencyKey>,
     ) -> Result<Created<(TimelineEntry, Incident)>> {
+        caller.require(Permission::WriteIncidents)?;
+        let scope = idempotency_scope(UPDATE_SCOPE, caller);
         let fingerprint = fingerprint(idempotency_key, &UpdateRequest { incident: key, update: &input })?;
-        let update = input.validate()?;
+        let update = input.validate(&caller.name)?;
         let now = now();
         let mut tx = self.store.begin().await?;
-        if let Some(replay) = claim(tx.as_mut(), UPDATE_SCOPE, idempotency_key, fingerprint).await? {
+        if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
         let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
@@ -180,19 +231,30 @@ impl Service {
             tx.update_incident(&incident, false).await?;
         }
         tx.insert_timeline_entry(&entry).await?;
+        let details = json!({"update_id": entry.id, "visibility": entry.visibility, "status_to": entry.status_to});
+        tx.insert_audit_event(&AuditEvent::new(
+            caller,
+            "incident.update_posted",
+            "incident",
+            incident.id,
+            details,
+            now,
+        ))
+        .await?;
         let value = (entry, incident);
-        save_response(tx.as_mut(), UPDATE_SCOPE, idempotency_key, &value).await?;
+        save_response(tx.as_mut(), &scope, idempotency_key, &value).await?;
         tx.commit().await?;
         Ok(Created { value, replayed: false })
     }
 
     pub async fn list_updates(
         &self,
+        caller: &Caller,
         key: IncidentKey,
         visibility: Option<Visibility>,
         page: PageRequest,
     ) -> Result<Page<TimelineEntry>> {
-        let incident = self.get_incident(key).await?;
+        let incident = self.get_incident(caller, key).await?;
         let rows = self.store.list_timeline(incident.id, visibility, page.after.as_ref(), page.size + 1).await?;
         Ok(Page::from_rows(rows, page.size, |e| PageToken::Time { at: e.created_at, id: e.id }))
     }

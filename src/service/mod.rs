@@ -1,8 +1,11 @@
 //! The use cases. Both transports call these and nothing else; each use case runs in one
 //! store transaction, so a change and everything it records commit together.
 
+mod auth;
 mod components;
 mod incidents;
+
+pub use auth::{AuthSettings, KEY_CACHE_TTL, RateLimit};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,6 +21,7 @@ pub const IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::hours(24);
 #[derive(Clone)]
 pub struct Service {
     store: DynStore,
+    auth: std::sync::Arc<auth::Authenticator>,
 }
 
 /// The result of a create: the resource, and whether it is a replay of an earlier request
@@ -29,8 +33,8 @@ pub struct Created<T> {
 }
 
 impl Service {
-    pub fn new(store: DynStore) -> Self {
-        Self { store }
+    pub fn new(store: DynStore, auth: AuthSettings) -> Self {
+        Self { store, auth: std::sync::Arc::new(auth::Authenticator::new(auth)) }
     }
 
     /// Whether the database answers (readiness).

@@ -13,9 +13,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::domain::auth::{AuditFilter, IssuedKey};
 use crate::domain::page::PageToken;
 use crate::domain::{
-    Component, ComponentStatus, Incident, IncidentKey, IncidentRef, Result, Severity, Status, TimelineEntry, Visibility,
+    ApiKey, AuditEvent, Component, ComponentStatus, Incident, IncidentKey, IncidentRef, Result, Severity, Status,
+    TimelineEntry, Visibility,
 };
 
 /// Filters for listing incidents; every field narrows the result.
@@ -78,6 +80,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes idempotency records created before `before`; returns how many.
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// The key with this lookup id, with the hash of its secret.
+    async fn find_api_key(&self, lookup: &str) -> Result<Option<(ApiKey, Vec<u8>)>>;
+    async fn get_api_key(&self, id: Uuid) -> Result<Option<ApiKey>>;
+    /// Keys newest first (created_at, then id, descending).
+    async fn list_api_keys(&self, after: Option<&PageToken>, limit: u32) -> Result<Vec<ApiKey>>;
+    /// Records when a key was last used.
+    async fn touch_api_key(&self, id: Uuid, at: DateTime<Utc>) -> Result<()>;
+    /// Audit events newest first (occurred_at, then id, descending).
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>>;
 }
 
 /// The operations of one use case, inside one database transaction.
@@ -117,6 +134,14 @@ pub trait Transaction: Send {
     async fn lock_component(&mut self, id: Uuid) -> Result<Option<(Component, Vec<ComponentStatus>)>>;
     async fn update_component(&mut self, component: &Component) -> Result<()>;
     async fn delete_component(&mut self, id: Uuid) -> Result<()>;
+
+    async fn insert_api_key(&mut self, key: &IssuedKey) -> Result<()>;
+    /// Marks a key revoked (once) and returns it; `None` if there is no such key.
+    async fn revoke_api_key(&mut self, id: Uuid, at: DateTime<Utc>) -> Result<Option<ApiKey>>;
+    /// How many keys exist, holding a lock that keeps others from adding one until the
+    /// transaction ends (for the one-time bootstrap key).
+    async fn count_api_keys_exclusively(&mut self) -> Result<i64>;
+    async fn insert_audit_event(&mut self, event: &AuditEvent) -> Result<()>;
 
     async fn commit(self: Box<Self>) -> Result<()>;
 }

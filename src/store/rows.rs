@@ -12,13 +12,15 @@ use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArgumentsBuffer, SqliteTypeInfo, SqliteValueRef};
 use sqlx::types::Json;
-use sqlx::{Database, Decode, Encode, Postgres, Sqlite, Type};
+use sqlx::{Database, Decode, Encode, Postgres, QueryBuilder, Sqlite, Type};
 use uuid::Uuid;
 
+use crate::domain::auth::{AuditFilter, IssuedKey};
 use crate::domain::component::effective_status;
+use crate::domain::page::PageToken;
 use crate::domain::{
-    AffectedComponent, Cause, Component, ComponentStatus, Error, FieldChange, Incident, IncidentRef, Result,
-    TimelineEntry, Workaround,
+    AffectedComponent, ApiKey, AuditEvent, Cause, Component, ComponentStatus, Error, FieldChange, Incident,
+    IncidentRef, Result, Scope, TimelineEntry, Workaround,
 };
 
 /// An id column.
@@ -498,4 +500,188 @@ pub fn like_pattern(term: &str) -> String {
     }
     out.push('%');
     out
+}
+
+/// Every API key column but the secret hash, in the order of [`ApiKeyRow`].
+pub const API_KEY_COLUMNS: &str =
+    "id, name, prefix, scopes, created_at, expires_at, last_used_at, revoked_at, created_by";
+
+#[derive(sqlx::FromRow)]
+pub struct ApiKeyRow {
+    id: DbId,
+    name: String,
+    prefix: String,
+    scopes: Json<Vec<String>>,
+    created_at: DbTime,
+    expires_at: Option<DbTime>,
+    last_used_at: Option<DbTime>,
+    revoked_at: Option<DbTime>,
+    created_by: Option<String>,
+}
+
+impl TryFrom<ApiKeyRow> for ApiKey {
+    type Error = Error;
+    fn try_from(r: ApiKeyRow) -> Result<ApiKey> {
+        Ok(ApiKey {
+            id: r.id.0,
+            name: r.name,
+            prefix: r.prefix,
+            scopes: r.scopes.0.iter().map(|s| parse("scopes", s)).collect::<Result<Vec<Scope>>>()?,
+            created_at: r.created_at.0,
+            expires_at: r.expires_at.map(|t| t.0),
+            last_used_at: r.last_used_at.map(|t| t.0),
+            revoked_at: r.revoked_at.map(|t| t.0),
+            created_by: r.created_by,
+        })
+    }
+}
+
+/// `INSERT INTO api_keys` for an issued key, bound by [`bind_api_key`].
+pub fn insert_api_key_sql(sigil: char) -> String {
+    let params: Vec<String> = (1..=11).map(|i| format!("{sigil}{i}")).collect();
+    format!("INSERT INTO api_keys (lookup, secret_hash, {API_KEY_COLUMNS}) VALUES ({})", params.join(", "))
+}
+
+pub fn bind_api_key<'q, 'a, DB>(
+    q: Query<'q, DB, <DB as Database>::Arguments>,
+    k: &'a IssuedKey,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    DbId: Encode<'a, DB> + Type<DB>,
+    DbTime: Encode<'a, DB> + Type<DB>,
+    Option<DbTime>: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    &'a [u8]: Encode<'a, DB> + Type<DB>,
+    Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    Json<Vec<&'static str>>: Encode<'a, DB> + Type<DB>,
+{
+    q.bind(k.lookup.as_str())
+        .bind(k.secret_hash.as_slice())
+        .bind(DbId(k.key.id))
+        .bind(k.key.name.as_str())
+        .bind(k.key.prefix.as_str())
+        .bind(Json(k.key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
+        .bind(DbTime(k.key.created_at))
+        .bind(k.key.expires_at.map(time))
+        .bind(k.key.last_used_at.map(time))
+        .bind(k.key.revoked_at.map(time))
+        .bind(k.key.created_by.as_deref())
+}
+
+/// Every audit column, in the order of [`AuditRow`] and of the insert's parameters.
+pub const AUDIT_COLUMNS: &str =
+    "id, occurred_at, actor_key_id, actor_name, action, resource_type, resource_id, details";
+
+pub fn insert_audit_sql(sigil: char) -> String {
+    let params: Vec<String> = (1..=8).map(|i| format!("{sigil}{i}")).collect();
+    format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ({})", params.join(", "))
+}
+
+pub fn bind_audit_event<'q, 'a, DB>(
+    q: Query<'q, DB, <DB as Database>::Arguments>,
+    e: &'a AuditEvent,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    DbId: Encode<'a, DB> + Type<DB>,
+    Option<DbId>: Encode<'a, DB> + Type<DB>,
+    DbTime: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    Json<&'a serde_json::Value>: Encode<'a, DB> + Type<DB>,
+{
+    q.bind(DbId(e.id))
+        .bind(DbTime(e.occurred_at))
+        .bind(e.actor_key_id.map(DbId))
+        .bind(e.actor_name.as_str())
+        .bind(e.action.as_str())
+        .bind(e.resource_type.as_str())
+        .bind(e.resource_id.as_str())
+        .bind(Json(&e.details))
+}
+
+#[derive(sqlx::FromRow)]
+pub struct AuditRow {
+    id: DbId,
+    occurred_at: DbTime,
+    actor_key_id: Option<DbId>,
+    actor_name: String,
+    action: String,
+    resource_type: String,
+    resource_id: String,
+    details: Json<serde_json::Value>,
+}
+
+impl From<AuditRow> for AuditEvent {
+    fn from(r: AuditRow) -> AuditEvent {
+        AuditEvent {
+            id: r.id.0,
+            occurred_at: r.occurred_at.0,
+            actor_key_id: r.actor_key_id.map(|k| k.0),
+            actor_name: r.actor_name,
+            action: r.action,
+            resource_type: r.resource_type,
+            resource_id: r.resource_id,
+            details: r.details.0,
+        }
+    }
+}
+
+/// `SELECT <audit columns> FROM audit_events WHERE <filters> ORDER BY occurred_at DESC, id DESC`
+/// after the page token, for either backend.
+pub fn audit_events_query<DB>(filter: &AuditFilter, after: Option<&PageToken>, limit: u32) -> Result<QueryBuilder<DB>>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'t> DbId: Encode<'t, DB> + Type<DB>,
+    for<'t> DbTime: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_events WHERE 1 = 1"));
+    if let Some(k) = filter.actor_key_id {
+        q.push(" AND actor_key_id = ").push_bind(DbId(k));
+    }
+    for (column, value) in
+        [("resource_type", &filter.resource_type), ("resource_id", &filter.resource_id), ("action", &filter.action)]
+    {
+        if let Some(v) = value {
+            q.push(format!(" AND {column} = ")).push_bind(v.clone());
+        }
+    }
+    push_newest_first(&mut q, "occurred_at", after, limit)?;
+    Ok(q)
+}
+
+/// `SELECT <api key columns> FROM api_keys` newest first, after the page token.
+pub fn api_keys_query<DB>(after: Option<&PageToken>, limit: u32) -> Result<QueryBuilder<DB>>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'t> DbId: Encode<'t, DB> + Type<DB>,
+    for<'t> DbTime: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE 1 = 1"));
+    push_newest_first(&mut q, "created_at", after, limit)?;
+    Ok(q)
+}
+
+/// Appends the keyset condition and order for a list sorted newest first by `(time, id)`.
+fn push_newest_first<DB>(q: &mut QueryBuilder<DB>, time: &str, after: Option<&PageToken>, limit: u32) -> Result<()>
+where
+    DB: Database,
+    for<'t> DbId: Encode<'t, DB> + Type<DB>,
+    for<'t> DbTime: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    match after {
+        Some(PageToken::Time { at, id }) => {
+            q.push(format!(" AND ({time}, id) < (")).push_bind(DbTime(*at)).push(", ").push_bind(DbId(*id)).push(")");
+        }
+        Some(_) => return Err(Error::invalid("page_token", "is not a page token returned by this list")),
+        None => {}
+    }
+    q.push(format!(" ORDER BY {time} DESC, id DESC LIMIT ")).push_bind(i64::from(limit));
+    Ok(())
 }

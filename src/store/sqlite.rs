@@ -19,12 +19,15 @@ use sqlx::{AssertSqlSafe, ConnectOptions, QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::rows::{
-    self, ComponentRow, DbId, DbTime, INCIDENT_COLUMNS, IncidentRow, TIMELINE_COLUMNS, TimelineRow, like_pattern,
+    self, API_KEY_COLUMNS, ApiKeyRow, AuditRow, ComponentRow, DbId, DbTime, INCIDENT_COLUMNS, IncidentRow,
+    TIMELINE_COLUMNS, TimelineRow, like_pattern,
 };
 use super::{IdempotencyClaim, IncidentFilter, Store, Transaction};
+use crate::domain::auth::{AuditFilter, IssuedKey};
 use crate::domain::page::PageToken;
 use crate::domain::{
-    Component, ComponentStatus, Error, Incident, IncidentKey, IncidentRef, Result, Status, TimelineEntry, Visibility,
+    ApiKey, AuditEvent, Component, ComponentStatus, Error, Incident, IncidentKey, IncidentRef, Result, Status,
+    TimelineEntry, Visibility,
 };
 
 /// Migrations, embedded at build time.
@@ -105,6 +108,13 @@ static UPDATE_INCIDENT: LazyLock<String> = LazyLock::new(|| rows::update_inciden
 static INSERT_TIMELINE: LazyLock<String> = LazyLock::new(|| rows::insert_timeline_sql('?'));
 static INSERT_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::insert_component_sql('?'));
 static UPDATE_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::update_component_sql('?'));
+static INSERT_API_KEY: LazyLock<String> = LazyLock::new(|| rows::insert_api_key_sql('?'));
+static INSERT_AUDIT: LazyLock<String> = LazyLock::new(|| rows::insert_audit_sql('?'));
+static SELECT_API_KEY_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = ?1"));
+static REVOKE_API_KEY: LazyLock<String> = LazyLock::new(|| {
+    format!("UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1 RETURNING {API_KEY_COLUMNS}")
+});
 
 /// Components with the statuses open incidents impose on each (`imposed`, a JSON array).
 static SELECT_COMPONENTS: LazyLock<String> = LazyLock::new(|| {
@@ -273,6 +283,58 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         Ok(done.rows_affected())
+    }
+
+    async fn find_api_key(&self, lookup: &str) -> Result<Option<(ApiKey, Vec<u8>)>> {
+        let row: Option<(Vec<u8>, DbId)> = sqlx::query_as("SELECT secret_hash, id FROM api_keys WHERE lookup = ?1")
+            .bind(lookup)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(db_err)?;
+        let Some((hash, id)) = row else { return Ok(None) };
+        Ok(self.get_api_key(id.0).await?.map(|k| (k, hash)))
+    }
+
+    async fn get_api_key(&self, id: Uuid) -> Result<Option<ApiKey>> {
+        let row: Option<ApiKeyRow> = sqlx::query_as(AssertSqlSafe(SELECT_API_KEY_BY_ID.as_str()))
+            .bind(DbId(id))
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(db_err)?;
+        row.map(ApiKey::try_from).transpose()
+    }
+
+    async fn list_api_keys(&self, after: Option<&PageToken>, limit: u32) -> Result<Vec<ApiKey>> {
+        let rows: Vec<ApiKeyRow> = rows::api_keys_query::<Sqlite>(after, limit)?
+            .build_query_as()
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(ApiKey::try_from).collect()
+    }
+
+    async fn touch_api_key(&self, id: Uuid, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1")
+            .bind(DbId(id))
+            .bind(DbTime(at))
+            .execute(&self.writer)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>> {
+        let rows: Vec<AuditRow> = rows::audit_events_query::<Sqlite>(filter, after, limit)?
+            .build_query_as()
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(AuditEvent::from).collect())
     }
 }
 
@@ -476,6 +538,39 @@ impl Transaction for SqliteTx {
         }
         sqlx::query("DELETE FROM components WHERE id = ?1")
             .bind(DbId(id))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn insert_api_key(&mut self, key: &IssuedKey) -> Result<()> {
+        rows::bind_api_key(sqlx::query(AssertSqlSafe(INSERT_API_KEY.as_str())), key)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn revoke_api_key(&mut self, id: Uuid, at: DateTime<Utc>) -> Result<Option<ApiKey>> {
+        let row: Option<ApiKeyRow> = sqlx::query_as(AssertSqlSafe(REVOKE_API_KEY.as_str()))
+            .bind(DbId(id))
+            .bind(DbTime(at))
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        row.map(ApiKey::try_from).transpose()
+    }
+
+    async fn count_api_keys_exclusively(&mut self) -> Result<i64> {
+        // The write transaction already excludes every other writer.
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM api_keys").fetch_one(&mut *self.tx).await.map_err(db_err)?;
+        Ok(n)
+    }
+
+    async fn insert_audit_event(&mut self, event: &AuditEvent) -> Result<()> {
+        rows::bind_audit_event(sqlx::query(AssertSqlSafe(INSERT_AUDIT.as_str())), event)
             .execute(&mut *self.tx)
             .await
             .map_err(db_err)?;

@@ -172,7 +172,8 @@ async fn grpc_request_id_is_idempotent_under_concurrency() {
         proto::Incident { title: "gRPC storm".into(), severity: proto::Severity::Sev2 as i32, ..Default::default() };
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let mut client = proto::incident_service_client::IncidentServiceClient::new(channel.clone());
+        let mut client =
+            proto::incident_service_client::IncidentServiceClient::with_interceptor(channel.clone(), app.bearer());
         let incident = incident.clone();
         tasks.push(tokio::spawn(async move {
             client

@@ -12,7 +12,7 @@ use crate::helpers::TestApp;
 async fn every_incident_method() {
     let app = TestApp::spawn().await;
     let mut client = app.incidents_grpc().await;
-    let mut components = ComponentServiceClient::new(app.channel().await);
+    let mut components = ComponentServiceClient::with_interceptor(app.channel().await, app.bearer());
     let component = components
         .create_component(proto::CreateComponentRequest {
             component: Some(proto::Component { name: "Login".into(), ..Default::default() }),

@@ -9,6 +9,8 @@ use incidentd::proto::incident_service_client::IncidentServiceClient;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// The storage backend under test: `INCIDENTD_TEST_BACKEND=postgres|sqlite` (default
@@ -105,6 +107,49 @@ impl Db {
         }
     }
 
+    /// Makes an API key expired an hour ago.
+    pub async fn expire_api_key(&self, id: &str) {
+        match self {
+            Db::Pg(_) => {
+                self.execute(&format!("UPDATE api_keys SET expires_at = now() - interval '1 hour' WHERE id = '{id}'"))
+                    .await
+            }
+            Db::Lite(_) => {
+                self.execute(&format!(
+                    "UPDATE api_keys SET expires_at = (unixepoch() - 3600) * 1000000 WHERE id = '{id}'"
+                ))
+                .await
+            }
+        }
+    }
+
+    /// Every row of a table, each as one text (for searching what is stored).
+    pub async fn rows_as_text(&self, table: &str) -> Vec<String> {
+        match self {
+            Db::Pg(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT t::text FROM {table} t")))
+                .fetch_all(p)
+                .await
+                .expect("query runs"),
+            Db::Lite(p) => {
+                let columns: Vec<String> =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT name FROM pragma_table_info('{table}')")))
+                        .fetch_all(p)
+                        .await
+                        .expect("columns");
+                let cells: Vec<String> = columns
+                    .iter()
+                    .map(|c| {
+                        format!("CASE typeof({c}) WHEN 'blob' THEN hex({c}) ELSE coalesce(CAST({c} AS TEXT), '') END")
+                    })
+                    .collect();
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {} FROM {table}", cells.join(" || '|' || "))))
+                    .fetch_all(p)
+                    .await
+                    .expect("query runs")
+            }
+        }
+    }
+
     pub async fn close(self) {
         match self {
             Db::Pg(p) => p.close().await,
@@ -113,10 +158,33 @@ impl Db {
     }
 }
 
+/// Adds `authorization: Bearer <secret>` to every gRPC call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    pub fn new(secret: &str) -> Self {
+        Bearer(format!("Bearer {secret}").parse().expect("ASCII secret"))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A gRPC channel that authenticates.
+pub type Authed = InterceptedService<Channel, Bearer>;
+
 pub struct TestApp {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    /// Sends the admin token on every request.
     pub client: reqwest::Client,
+    /// The admin token (`INCIDENTD_ADMIN_TOKEN`) this app runs with.
+    pub admin_token: String,
     pub database_url: String,
     /// Whether dropping this app drops its database (false for a second app on it).
     owns_database: bool,
@@ -196,21 +264,43 @@ impl Res {
 impl TestApp {
     /// The application on a fresh database of the backend under test.
     pub async fn spawn() -> TestApp {
-        Self::start(fresh_database_url(), true).await
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// The same, with settings changed by `configure`.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = Config::for_tests(&fresh_database_url());
+        configure(&mut config);
+        Self::start(config, true).await
     }
 
     /// Another application on the same database (a second replica, or a restart); it leaves
     /// the database to its first owner.
     pub async fn spawn_on(database_url: &str) -> TestApp {
-        Self::start(database_url.to_string(), false).await
+        Self::start(Config::for_tests(database_url), false).await
     }
 
-    async fn start(database_url: String, owns_database: bool) -> TestApp {
-        let app = Application::build(&Config::for_tests(&database_url)).await.expect("application builds");
+    async fn start(mut config: Config, owns_database: bool) -> TestApp {
+        let admin_token = config
+            .admin_token
+            .as_ref()
+            .map(|t| secrecy::ExposeSecret::expose_secret(t).to_string())
+            .unwrap_or_else(|| format!("test-admin-{}", uuid::Uuid::new_v4().simple()));
+        config.admin_token = Some(admin_token.clone().into());
+        let database_url = secrecy::ExposeSecret::expose_secret(&config.database_url).to_string();
+        let app = Application::build(&config).await.expect("application builds");
         let (http, grpc) = (app.http_addr(), app.grpc_addr());
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(stop.clone()));
-        TestApp { http, grpc, client: reqwest::Client::new(), database_url, owns_database, stop, task: Some(task) }
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {admin_token}").parse().expect("header"));
+        let client = reqwest::Client::builder().default_headers(headers).build().expect("client");
+        TestApp { http, grpc, client, admin_token, database_url, owns_database, stop, task: Some(task) }
+    }
+
+    /// Authenticates gRPC calls as the admin token.
+    pub fn bearer(&self) -> Bearer {
+        Bearer::new(&self.admin_token)
     }
 
     /// Stops the application and waits until it has; the database stays. Returns its URL.
@@ -273,6 +363,13 @@ impl TestApp {
         self.request(Method::DELETE, path, None).await
     }
 
+    /// Creates an API key with these scopes (as admin) and returns `(id, secret)`.
+    pub async fn api_key(&self, name: &str, scopes: &[&str]) -> (String, String) {
+        let res = self.post("/v1/api-keys", json!({"name": name, "scopes": scopes})).await;
+        assert_eq!(res.status, StatusCode::CREATED, "create key failed: {}", res.body);
+        (res.body["api_key"]["id"].as_str().unwrap().to_string(), res.body["secret"].as_str().unwrap().to_string())
+    }
+
     /// Declares an incident over REST and returns it.
     pub async fn create_incident(&self, body: Value) -> Value {
         let res = self.post("/v1/incidents", body).await;
@@ -298,12 +395,12 @@ impl TestApp {
         res.body
     }
 
-    pub async fn incidents_grpc(&self) -> IncidentServiceClient<Channel> {
-        IncidentServiceClient::connect(format!("http://{}", self.grpc)).await.expect("gRPC connects")
+    pub async fn incidents_grpc(&self) -> IncidentServiceClient<Authed> {
+        IncidentServiceClient::with_interceptor(self.channel().await, self.bearer())
     }
 
-    pub async fn components_grpc(&self) -> ComponentServiceClient<Channel> {
-        ComponentServiceClient::connect(format!("http://{}", self.grpc)).await.expect("gRPC connects")
+    pub async fn components_grpc(&self) -> ComponentServiceClient<Authed> {
+        ComponentServiceClient::with_interceptor(self.channel().await, self.bearer())
     }
 
     pub async fn channel(&self) -> Channel {

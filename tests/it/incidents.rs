@@ -202,13 +202,13 @@ async fn acknowledge_once_then_no_op() {
     let again = app.post(&path, json!({"by": "dave"})).await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(again.body, first.body, "acknowledging again changes nothing");
-    // An empty body is accepted and records "anonymous".
+    // An empty body is accepted and records the caller (the admin token is "admin").
     let other = app.incident("Other").await;
     let res = app
         .send(app.client.post(app.url(&format!("/v1/incidents/{}/acknowledge", other["id"].as_str().unwrap()))))
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
-    assert_eq!(res.body["acknowledged_by"], "anonymous");
+    assert_eq!(res.body["acknowledged_by"], "admin");
     // A resolved incident that nobody acknowledged cannot be acknowledged any more.
     let resolved = app.incident("Resolved quickly").await;
     let rid = resolved["id"].as_str().unwrap();
@@ -245,7 +245,7 @@ async fn updates_carry_visibility_and_optional_status_change() {
 
     let internal = app.post(&path, json!({"body": "Internal note"})).await;
     assert_eq!(internal.body["update"]["visibility"], "internal", "updates are internal unless said otherwise");
-    assert_eq!(internal.body["update"]["author"], "anonymous");
+    assert_eq!(internal.body["update"]["author"], "admin", "the author defaults to the caller's name");
     assert_eq!(internal.body["incident"]["version"], 2, "an update without a status change leaves the incident");
 
     // A forbidden status change refuses the whole update.

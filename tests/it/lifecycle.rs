@@ -194,7 +194,7 @@ async fn transition_message_visibility_and_actor() {
     assert_eq!(entries[1]["visibility"], "public");
     assert_eq!(entries[1]["author"], "frank");
     assert_eq!(entries[2]["visibility"], "internal", "a transition entry is internal by default");
-    assert_eq!(entries[2]["author"], "anonymous");
+    assert_eq!(entries[2]["author"], "admin");
     assert!(entries[2]["body"].as_str().unwrap().contains("identified"), "a generated body names the move");
 
     let missing = app.post(&format!("/v1/incidents/{id}/transitions"), json!({})).await;

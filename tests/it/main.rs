@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test runs the real application against its own
 //! fresh Postgres database, over real HTTP and gRPC clients.
 
+mod access;
 mod binary;
 mod components;
 mod concurrency;

@@ -3,10 +3,10 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{component_patch_from_pb, component_to_pb, new_component_from_pb};
-use super::mark_replayed;
 use super::status::to_status;
+use super::{authorize, mark_replayed};
 use crate::domain::ids::parse_uuid;
-use crate::domain::{Error, IdempotencyKey, PageRequest};
+use crate::domain::{Error, IdempotencyKey, PageRequest, Permission};
 use crate::proto as pb;
 use crate::proto::component_service_server::ComponentService;
 use crate::service::Service;
@@ -31,13 +31,14 @@ impl ComponentService for GrpcComponentService {
         &self,
         request: Request<pb::CreateComponentRequest>,
     ) -> Result<Response<pb::CreateComponentResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::WriteComponents).await?;
         let req = request.into_inner();
         let idem = IdempotencyKey::parse_optional("request_id", &req.request_id).map_err(to_status)?;
         let input = new_component_from_pb(req.component.unwrap_or_default())
             .map_err(|e| to_status(e.prefix_fields("component")))?;
         let created = self
             .service
-            .create_component(input, idem.as_ref())
+            .create_component(&caller, input, idem.as_ref())
             .await
             .map_err(|e| to_status(e.prefix_fields("component")))?;
         let res = Response::new(pb::CreateComponentResponse { component: Some(component_to_pb(&created.value)) });
@@ -48,8 +49,9 @@ impl ComponentService for GrpcComponentService {
         &self,
         request: Request<pb::GetComponentRequest>,
     ) -> Result<Response<pb::GetComponentResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::ReadComponents).await?;
         let id = parse_uuid("id", &request.into_inner().id).map_err(to_status)?;
-        let c = self.service.get_component(id).await.map_err(to_status)?;
+        let c = self.service.get_component(&caller, id).await.map_err(to_status)?;
         Ok(Response::new(pb::GetComponentResponse { component: Some(component_to_pb(&c)) }))
     }
 
@@ -57,9 +59,10 @@ impl ComponentService for GrpcComponentService {
         &self,
         request: Request<pb::ListComponentsRequest>,
     ) -> Result<Response<pb::ListComponentsResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::ReadComponents).await?;
         let req = request.into_inner();
         let page = PageRequest::new(Some(i64::from(req.page_size)), Some(&req.page_token)).map_err(to_status)?;
-        let page = self.service.list_components(req.group.as_deref(), page).await.map_err(to_status)?;
+        let page = self.service.list_components(&caller, req.group.as_deref(), page).await.map_err(to_status)?;
         Ok(Response::new(pb::ListComponentsResponse {
             components: page.items.iter().map(component_to_pb).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
@@ -70,13 +73,14 @@ impl ComponentService for GrpcComponentService {
         &self,
         request: Request<pb::UpdateComponentRequest>,
     ) -> Result<Response<pb::UpdateComponentResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::WriteComponents).await?;
         let req = request.into_inner();
         let component = req.component.ok_or_else(|| to_status(Error::invalid("component", "is required")))?;
         let id = parse_uuid("component.id", &component.id).map_err(to_status)?;
         let patch = component_patch_from_pb(component, req.update_mask).map_err(to_status)?;
         let c = self
             .service
-            .update_component(id, patch, etag(req.etag).as_deref())
+            .update_component(&caller, id, patch, etag(req.etag).as_deref())
             .await
             .map_err(|e| to_status(e.prefix_fields("component")))?;
         Ok(Response::new(pb::UpdateComponentResponse { component: Some(component_to_pb(&c)) }))
@@ -86,9 +90,10 @@ impl ComponentService for GrpcComponentService {
         &self,
         request: Request<pb::DeleteComponentRequest>,
     ) -> Result<Response<pb::DeleteComponentResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::WriteComponents).await?;
         let req = request.into_inner();
         let id = parse_uuid("id", &req.id).map_err(to_status)?;
-        self.service.delete_component(id, etag(req.etag).as_deref()).await.map_err(to_status)?;
+        self.service.delete_component(&caller, id, etag(req.etag).as_deref()).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteComponentResponse {}))
     }
 }

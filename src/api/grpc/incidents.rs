@@ -6,11 +6,11 @@ use super::convert::{
     entry_to_pb, incident_patch_from_pb, incident_to_pb, new_incident_from_pb, opt_ts, severity_from_pb,
     status_from_pb, visibility_from_pb,
 };
-use super::mark_replayed;
 use super::status::to_status;
+use super::{authorize, mark_replayed};
 use crate::domain::incident::search_terms;
 use crate::domain::validate::Violations;
-use crate::domain::{Error, IdempotencyKey, IncidentKey, NewUpdate, PageRequest, TransitionInput};
+use crate::domain::{Error, IdempotencyKey, IncidentKey, NewUpdate, PageRequest, Permission, TransitionInput};
 use crate::proto as pb;
 use crate::proto::incident_service_server::IncidentService;
 use crate::service::Service;
@@ -40,13 +40,14 @@ impl IncidentService for GrpcIncidentService {
         &self,
         request: Request<pb::CreateIncidentRequest>,
     ) -> Result<Response<pb::CreateIncidentResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::WriteIncidents).await?;
         let req = request.into_inner();
         let idem = IdempotencyKey::parse_optional("request_id", &req.request_id).map_err(to_status)?;
         let input = new_incident_from_pb(req.incident.unwrap_or_default())
             .map_err(|e| to_status(e.prefix_fields("incident")))?;
         let created = self
             .service
-            .create_incident(input, idem.as_ref(), crate::domain::ANONYMOUS)
+            .create_incident(&caller, input, idem.as_ref())
             .await
             .map_err(|e| to_status(e.prefix_fields("incident")))?;
         let res = Response::new(pb::CreateIncidentResponse { incident: Some(incident_to_pb(&created.value)) });
@@ -57,8 +58,9 @@ impl IncidentService for GrpcIncidentService {
         &self,
         request: Request<pb::GetIncidentRequest>,
     ) -> Result<Response<pb::GetIncidentResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::ReadIncidents).await?;
         let key = key("id", &request.into_inner().id)?;
-        let incident = self.service.get_incident(key).await.map_err(to_status)?;
+        let incident = self.service.get_incident(&caller, key).await.map_err(to_status)?;
         Ok(Response::new(pb::GetIncidentResponse { incident: Some(incident_to_pb(&incident)) }))
     }
 
@@ -66,6 +68,7 @@ impl IncidentService for GrpcIncidentService {
         &self,
         request: Request<pb::ListIncidentsRequest>,
     ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::ReadIncidents).await?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let statuses = req
@@ -94,7 +97,7 @@ impl IncidentService for GrpcIncidentService {
         };
         v.finish().map_err(to_status)?;
         let page = PageRequest::new(Some(i64::from(req.page_size)), Some(&req.page_token)).map_err(to_status)?;
-        let page = self.service.list_incidents(filter, page).await.map_err(to_status)?;
+        let page = self.service.list_incidents(&caller, filter, page).await.map_err(to_status)?;
         Ok(Response::new(pb::ListIncidentsResponse {
             incidents: page.items.iter().map(incident_to_pb).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
@@ -105,6 +108,7 @@ impl IncidentService for GrpcIncidentService {
         &self,
         request: Request<pb::UpdateIncidentRequest>,
     ) -> Result<Response<pb::UpdateIncidentResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::WriteIncidents).await?;
         let req = request.into_inner();
         let incident = req.incident.ok_or_else(|| to_status(Error::invalid("incident", "is required")))?;
         let key = key("incident.id", &incident.id)?;
@@ -112,7 +116,7 @@ impl IncidentService for GrpcIncidentService {
         let etag = non_empty(req.etag);
         let updated = self
             .service
-            .update_incident(key, patch, etag.as_deref(), crate::domain::ANONYMOUS)
+            .update_incident(&caller, key, patch, etag.as_deref())
             .await
             .map_err(|e| to_status(e.prefix_fields("incident")))?;
         Ok(Response::new(pb::UpdateIncidentResponse { incident: Some(incident_to_pb(&updated)) }))
@@ -122,9 +126,10 @@ impl IncidentService for GrpcIncidentService {
         &self,
         request: Request<pb::DeleteIncidentRequest>,
     ) -> Result<Response<pb::DeleteIncidentResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::WriteIncidents).await?;
         let req = request.into_inner();
         let key = key("id", &req.id)?;
-        self.service.delete_incident(key, non_empty(req.etag).as_deref()).await.map_err(to_status)?;
+        self.service.delete_incident(&caller, key, non_empty(req.etag).as_deref()).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteIncidentResponse {}))
     }
 
@@ -132,6 +137,7 @@ impl IncidentService for GrpcIncidentService {
         &self,
         request: Request<pb::TransitionIncidentRequest>,
     ) -> Result<Response<pb::TransitionIncidentResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::WriteIncidents).await?;
         let req = request.into_inner();
         let key = key("id", &req.id)?;
         let mut v = Violations::new();
@@ -142,7 +148,7 @@ impl IncidentService for GrpcIncidentService {
             actor: non_empty(req.actor),
         };
         v.finish().map_err(to_status)?;
-        let incident = self.service.transition_incident(key, input).await.map_err(to_status)?;
+        let incident = self.service.transition_incident(&caller, key, input).await.map_err(to_status)?;
         Ok(Response::new(pb::TransitionIncidentResponse { incident: Some(incident_to_pb(&incident)) }))
     }
 
@@ -150,10 +156,11 @@ impl IncidentService for GrpcIncidentService {
         &self,
         request: Request<pb::AcknowledgeIncidentRequest>,
     ) -> Result<Response<pb::AcknowledgeIncidentResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::WriteIncidents).await?;
         let req = request.into_inner();
         let key = key("id", &req.id)?;
         let by = non_empty(req.by);
-        let incident = self.service.acknowledge_incident(key, by.as_deref()).await.map_err(to_status)?;
+        let incident = self.service.acknowledge_incident(&caller, key, by.as_deref()).await.map_err(to_status)?;
         Ok(Response::new(pb::AcknowledgeIncidentResponse { incident: Some(incident_to_pb(&incident)) }))
     }
 
@@ -161,6 +168,7 @@ impl IncidentService for GrpcIncidentService {
         &self,
         request: Request<pb::CreateIncidentUpdateRequest>,
     ) -> Result<Response<pb::CreateIncidentUpdateResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::WriteIncidents).await?;
         let req = request.into_inner();
         let key = key("incident_id", &req.incident_id)?;
         let idem = IdempotencyKey::parse_optional("request_id", &req.request_id).map_err(to_status)?;
@@ -175,7 +183,7 @@ impl IncidentService for GrpcIncidentService {
         v.finish().map_err(|e| to_status(e.prefix_fields("update")))?;
         let created = self
             .service
-            .post_update(key, input, idem.as_ref())
+            .post_update(&caller, key, input, idem.as_ref())
             .await
             .map_err(|e| to_status(e.prefix_fields("update")))?;
         let (entry, incident) = &created.value;
@@ -190,13 +198,14 @@ impl IncidentService for GrpcIncidentService {
         &self,
         request: Request<pb::ListIncidentUpdatesRequest>,
     ) -> Result<Response<pb::ListIncidentUpdatesResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::ReadIncidents).await?;
         let req = request.into_inner();
         let key = key("incident_id", &req.incident_id)?;
         let mut v = Violations::new();
         let visibility = visibility_from_pb(&mut v, "visibility", req.visibility);
         v.finish().map_err(to_status)?;
         let page = PageRequest::new(Some(i64::from(req.page_size)), Some(&req.page_token)).map_err(to_status)?;
-        let page = self.service.list_updates(key, visibility, page).await.map_err(to_status)?;
+        let page = self.service.list_updates(&caller, key, visibility, page).await.map_err(to_status)?;
         Ok(Response::new(pb::ListIncidentUpdatesResponse {
             updates: page.items.iter().map(entry_to_pb).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),

@@ -6,6 +6,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::{Authorized, ReadComponents, WriteComponents};
 use super::extract::{JsonBody, QueryParams, component_id, idempotency_key, if_match, nullable};
 use super::incidents::{created, tagged};
 use super::problem::{ApiError, Problem};
@@ -90,6 +91,7 @@ pub struct ListComponentsParams {
     )
 )]
 pub async fn create_component(
+    Authorized(caller, ..): Authorized<WriteComponents>,
     State(service): State<Service>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ComponentIn>,
@@ -102,7 +104,7 @@ pub async fn create_component(
         position: body.position,
         status: body.status,
     };
-    let Created { value, replayed } = service.create_component(input, key.as_ref()).await?;
+    let Created { value, replayed } = service.create_component(&caller, input, key.as_ref()).await?;
     Ok(created(format!("/v1/components/{}", value.id), &value.etag(), replayed, &value))
 }
 
@@ -115,8 +117,12 @@ pub async fn create_component(
         (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_component(State(service): State<Service>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let component = service.get_component(component_id(&id)?).await?;
+pub async fn get_component(
+    Authorized(caller, ..): Authorized<ReadComponents>,
+    State(service): State<Service>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let component = service.get_component(&caller, component_id(&id)?).await?;
     Ok(tagged(StatusCode::OK, &component.etag(), &component))
 }
 
@@ -129,6 +135,7 @@ pub async fn get_component(State(service): State<Service>, Path(id): Path<String
     )
 )]
 pub async fn list_components(
+    Authorized(caller, ..): Authorized<ReadComponents>,
     State(service): State<Service>,
     RawQuery(query): RawQuery,
 ) -> Result<axum::Json<ComponentList>, ApiError> {
@@ -137,7 +144,7 @@ pub async fn list_components(
     let page_size = q.int(&mut v, "page_size");
     v.finish()?;
     let page = PageRequest::new(page_size, q.one("page_token"))?;
-    let page = service.list_components(q.one("group"), page).await?;
+    let page = service.list_components(&caller, q.one("group"), page).await?;
     Ok(axum::Json(ComponentList { components: page.items, next_page_token: page.next_page_token }))
 }
 
@@ -159,6 +166,7 @@ pub async fn list_components(
     )
 )]
 pub async fn patch_component(
+    Authorized(caller, ..): Authorized<WriteComponents>,
     State(service): State<Service>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -193,7 +201,7 @@ pub async fn patch_component(
         position,
         status,
     };
-    let component = service.update_component(id, patch, if_match(&headers)?.as_deref()).await?;
+    let component = service.update_component(&caller, id, patch, if_match(&headers)?.as_deref()).await?;
     Ok(tagged(StatusCode::OK, &component.etag(), &component))
 }
 
@@ -213,11 +221,12 @@ pub async fn patch_component(
     )
 )]
 pub async fn delete_component(
+    Authorized(caller, ..): Authorized<WriteComponents>,
     State(service): State<Service>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let id = component_id(&id)?;
-    service.delete_component(id, if_match(&headers)?.as_deref()).await?;
+    service.delete_component(&caller, id, if_match(&headers)?.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

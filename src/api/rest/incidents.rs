@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::{Authorized, ReadIncidents, WriteIncidents};
 use super::extract::{JsonBody, Obj, OptionalJsonBody, QueryParams, idempotency_key, if_match, incident_key, nullable};
 use super::problem::{ApiError, Problem};
 use crate::domain::incident::search_terms;
@@ -399,13 +400,13 @@ fn location(i: &Incident) -> String {
     )
 )]
 pub async fn create_incident(
+    Authorized(caller, ..): Authorized<WriteIncidents>,
     State(service): State<Service>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<IncidentIn>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let Created { value, replayed } =
-        service.create_incident(body.into(), key.as_ref(), crate::domain::ANONYMOUS).await?;
+    let Created { value, replayed } = service.create_incident(&caller, body.into(), key.as_ref()).await?;
     Ok(created(location(&value), &value.etag(), replayed, &value))
 }
 
@@ -418,8 +419,12 @@ pub async fn create_incident(
         (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_incident(State(service): State<Service>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let incident = service.get_incident(incident_key(&id)?).await?;
+pub async fn get_incident(
+    Authorized(caller, ..): Authorized<ReadIncidents>,
+    State(service): State<Service>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let incident = service.get_incident(&caller, incident_key(&id)?).await?;
     Ok(tagged(StatusCode::OK, &incident.etag(), &incident))
 }
 
@@ -432,6 +437,7 @@ pub async fn get_incident(State(service): State<Service>, Path(id): Path<String>
     )
 )]
 pub async fn list_incidents(
+    Authorized(caller, ..): Authorized<ReadIncidents>,
     State(service): State<Service>,
     RawQuery(query): RawQuery,
 ) -> Result<axum::Json<IncidentList>, ApiError> {
@@ -455,7 +461,7 @@ pub async fn list_incidents(
     let page_size = q.int(&mut v, "page_size");
     v.finish()?;
     let page = PageRequest::new(page_size, q.one("page_token"))?;
-    let page = service.list_incidents(filter, page).await?;
+    let page = service.list_incidents(&caller, filter, page).await?;
     Ok(axum::Json(IncidentList { incidents: page.items, next_page_token: page.next_page_token }))
 }
 
@@ -477,6 +483,7 @@ pub async fn list_incidents(
     )
 )]
 pub async fn patch_incident(
+    Authorized(caller, ..): Authorized<WriteIncidents>,
     State(service): State<Service>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -485,7 +492,7 @@ pub async fn patch_incident(
     let key = incident_key(&id)?;
     let patch = body.into_patch()?;
     let expected = if_match(&headers)?;
-    let incident = service.update_incident(key, patch, expected.as_deref(), crate::domain::ANONYMOUS).await?;
+    let incident = service.update_incident(&caller, key, patch, expected.as_deref()).await?;
     Ok(tagged(StatusCode::OK, &incident.etag(), &incident))
 }
 
@@ -503,12 +510,13 @@ pub async fn patch_incident(
     )
 )]
 pub async fn delete_incident(
+    Authorized(caller, ..): Authorized<WriteIncidents>,
     State(service): State<Service>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let key = incident_key(&id)?;
-    service.delete_incident(key, if_match(&headers)?.as_deref()).await?;
+    service.delete_incident(&caller, key, if_match(&headers)?.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -527,13 +535,14 @@ pub async fn delete_incident(
     )
 )]
 pub async fn transition_incident(
+    Authorized(caller, ..): Authorized<WriteIncidents>,
     State(service): State<Service>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<TransitionIn>,
 ) -> Result<Response, ApiError> {
     let key = incident_key(&id)?;
     let input = TransitionInput { to: body.to, message: body.message, visibility: body.visibility, actor: body.actor };
-    let incident = service.transition_incident(key, input).await?;
+    let incident = service.transition_incident(&caller, key, input).await?;
     Ok(tagged(StatusCode::OK, &incident.etag(), &incident))
 }
 
@@ -553,12 +562,13 @@ pub async fn transition_incident(
     )
 )]
 pub async fn acknowledge_incident(
+    Authorized(caller, ..): Authorized<WriteIncidents>,
     State(service): State<Service>,
     Path(id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<AcknowledgeIn>,
 ) -> Result<Response, ApiError> {
     let key = incident_key(&id)?;
-    let incident = service.acknowledge_incident(key, body.by.as_deref()).await?;
+    let incident = service.acknowledge_incident(&caller, key, body.by.as_deref()).await?;
     Ok(tagged(StatusCode::OK, &incident.etag(), &incident))
 }
 
@@ -581,6 +591,7 @@ pub async fn acknowledge_incident(
     )
 )]
 pub async fn create_update(
+    Authorized(caller, ..): Authorized<WriteIncidents>,
     State(service): State<Service>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -589,7 +600,8 @@ pub async fn create_update(
     let key = incident_key(&id)?;
     let idem = idempotency_key(&headers)?;
     let input = NewUpdate { body: body.body, visibility: body.visibility, status: body.status, author: body.author };
-    let Created { value: (update, incident), replayed } = service.post_update(key, input, idem.as_ref()).await?;
+    let Created { value: (update, incident), replayed } =
+        service.post_update(&caller, key, input, idem.as_ref()).await?;
     let location = format!("{}/updates", location(&incident));
     let etag = incident.etag();
     Ok(created(location, &etag, replayed, UpdateCreated { update, incident }))
@@ -605,6 +617,7 @@ pub async fn create_update(
     )
 )]
 pub async fn list_updates(
+    Authorized(caller, ..): Authorized<ReadIncidents>,
     State(service): State<Service>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -616,6 +629,6 @@ pub async fn list_updates(
     let page_size = q.int(&mut v, "page_size");
     v.finish()?;
     let page = PageRequest::new(page_size, q.one("page_token"))?;
-    let page = service.list_updates(key, visibility, page).await?;
+    let page = service.list_updates(&caller, key, visibility, page).await?;
     Ok(axum::Json(UpdateList { updates: page.items, next_page_token: page.next_page_token }))
 }

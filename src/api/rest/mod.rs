@@ -1,6 +1,8 @@
 //! The REST API (axum). The OpenAPI document is generated from the same handler
 //! annotations that register the routes, so the two cannot drift.
 
+pub mod access;
+pub mod auth;
 pub mod components;
 pub mod extract;
 pub mod incidents;
@@ -9,10 +11,11 @@ pub mod problem;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -21,8 +24,20 @@ use utoipa_axum::routes;
 use crate::service::Service;
 use problem::problem;
 
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Settings of the REST server.
+#[derive(Debug, Clone)]
+pub struct RestSettings {
+    /// Largest accepted request body (413 above).
+    pub max_body_bytes: usize,
+    /// Origins browsers may call from (`*` for any); empty turns CORS off.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for RestSettings {
+    fn default() -> Self {
+        RestSettings { max_body_bytes: 1024 * 1024, cors_allowed_origins: Vec::new() }
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +50,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
     tags(
         (name = "incidents", description = "Incidents, their lifecycle and timeline"),
         (name = "components", description = "Components and their status"),
+        (name = "access", description = "API keys and the audit trail (scope admin)"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]
@@ -50,6 +66,9 @@ fn api() -> (Router<Service>, utoipa::openapi::OpenApi) {
         .routes(routes!(incidents::create_update, incidents::list_updates))
         .routes(routes!(components::create_component, components::list_components))
         .routes(routes!(components::get_component, components::patch_component, components::delete_component))
+        .routes(routes!(access::create_api_key, access::list_api_keys))
+        .routes(routes!(access::get_api_key, access::revoke_api_key))
+        .routes(routes!(access::list_audit_events))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .split_for_parts()
@@ -57,14 +76,74 @@ fn api() -> (Router<Service>, utoipa::openapi::OpenApi) {
 
 /// The OpenAPI 3.1 document served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().1
+    let mut doc = api().1;
+    secure(&mut doc);
+    doc
+}
+
+/// Declares bearer authentication on every `/v1` operation, with the 401, 403 and 429
+/// responses every one of them can give.
+fn secure(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+    let mut bearer = Http::new(HttpAuthScheme::Bearer);
+    bearer.bearer_format = Some("incidentd API key (ind_…) or the admin token".into());
+    doc.components.get_or_insert_with(Default::default).add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    let problem = |description: &str| -> RefOr<utoipa::openapi::Response> {
+        ResponseBuilder::new()
+            .description(description)
+            .content(problem::PROBLEM_JSON, Content::new(Some(Ref::from_schema_name("Problem"))))
+            .build()
+            .into()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for op in
+            [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put].into_iter().flatten()
+        {
+            op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+            let responses = &mut op.responses.responses;
+            responses.insert("401".into(), problem("Missing, malformed, unknown, revoked or expired credentials"));
+            responses.insert("403".into(), problem("The API key lacks the scope this needs"));
+            responses.insert("429".into(), problem("Rate limit exceeded; see Retry-After"));
+        }
+    }
+}
+
+/// Cross-origin access for browser dashboards, when origins are configured.
+fn cors(settings: &RestSettings) -> anyhow::Result<Option<CorsLayer>> {
+    if settings.cors_allowed_origins.is_empty() {
+        return Ok(None);
+    }
+    let origins = if settings.cors_allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = settings
+            .cors_allowed_origins
+            .iter()
+            .map(|o| HeaderValue::from_str(o.trim()).map_err(|_| anyhow::anyhow!("invalid CORS origin {o:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
+    };
+    let headers = |names: &[&'static str]| names.iter().map(|n| HeaderName::from_static(n)).collect::<Vec<_>>();
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers(headers(&["authorization", "content-type", "if-match", "idempotency-key"]))
+            .expose_headers(headers(&["etag", "location", "retry-after", "idempotent-replayed"]))
+            .max_age(std::time::Duration::from_secs(600)),
+    ))
 }
 
 /// The whole REST router.
-pub fn router(service: Service) -> Router {
-    let (routes, doc) = api();
+pub fn router(service: Service, settings: &RestSettings) -> anyhow::Result<Router> {
+    let (routes, mut doc) = api();
+    secure(&mut doc);
     let doc = Arc::new(doc.to_json().expect("the OpenAPI document serializes"));
-    routes
+    let router = routes
         .route(
             "/openapi.json",
             get(move || {
@@ -76,9 +155,13 @@ pub fn router(service: Service) -> Router {
         .method_not_allowed_fallback(|| async {
             problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
         })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(TraceLayer::new_for_http())
-        .with_state(service)
+        .with_state(service);
+    Ok(match cors(settings)? {
+        Some(cors) => router.layer(cors),
+        None => router,
+    })
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]

@@ -17,6 +17,9 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::InvalidTransition | ErrorCode::AlreadyExists | ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::EtagMismatch => StatusCode::PRECONDITION_FAILED,
         ErrorCode::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -100,8 +103,21 @@ impl IntoResponse for ApiError {
             errors: self.0.violations().to_vec(),
             allowed_transitions,
         });
-        if code == ErrorCode::Unavailable {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        match &self.0 {
+            Error::Unavailable(_) => {
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Error::RateLimited { retry_after } => {
+                res.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(crate::domain::error::retry_after_secs(*retry_after)),
+                );
+            }
+            Error::Unauthenticated(_) => {
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"incidentd\""));
+            }
+            _ => {}
         }
         res
     }

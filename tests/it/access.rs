@@ -1,0 +1,677 @@
+//! Access control: every REST route and gRPC method with no key, a malformed, unknown, revoked
+//! or expired key, and a key of each scope; the secrets; the audit trail; rate, size and CORS
+//! limits.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tonic::metadata::MetadataValue;
+use tonic_types::StatusExt;
+
+use crate::helpers::{Bearer, TestApp};
+use incidentd::proto;
+
+/// What an operation needs, as the README documents it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Need {
+    ReadIncidents,
+    WriteIncidents,
+    ReadComponents,
+    WriteComponents,
+    Admin,
+}
+
+/// The documented scope table, written out independently of the code under test.
+fn allowed(scope: &str, need: Need) -> bool {
+    let granted: &[&str] = match need {
+        Need::ReadIncidents => &["incidents:read", "incidents:write", "admin"],
+        Need::WriteIncidents => &["incidents:write", "admin"],
+        Need::ReadComponents => &["incidents:read", "incidents:write", "components:write", "admin"],
+        Need::WriteComponents => &["components:write", "admin"],
+        Need::Admin => &["admin"],
+    };
+    granted.contains(&scope)
+}
+
+const SCOPES: [&str; 5] = ["incidents:read", "incidents:write", "components:write", "subscriptions:manage", "admin"];
+
+/// The credentials every operation is tried with.
+struct Keys {
+    bad: Vec<(&'static str, Option<String>)>,
+    scoped: Vec<(&'static str, String)>,
+}
+
+async fn keys(app: &TestApp) -> Keys {
+    let (revoked_id, revoked) = app.api_key("revoked", &["admin"]).await;
+    assert_eq!(app.delete(&format!("/v1/api-keys/{revoked_id}")).await.status, StatusCode::OK);
+    let (expired_id, expired) = app.api_key("expired", &["admin"]).await;
+    let db = app.db().await;
+    db.expire_api_key(&expired_id).await;
+    db.close().await;
+    // Well-formed, correctly checksummed, never stored.
+    let unknown = incidentd::domain::auth::NewApiKey {
+        name: Some("nobody".into()),
+        scopes: vec![incidentd::domain::Scope::Admin],
+        expires_at: None,
+    }
+    .issue("test", incidentd::domain::now())
+    .unwrap()
+    .secret;
+    let mut almost = unknown.clone();
+    almost.replace_range(20..21, if &unknown[20..21] == "A" { "B" } else { "A" });
+    let mut scoped = Vec::new();
+    for scope in SCOPES {
+        scoped.push((scope, app.api_key(&format!("key {scope}"), &[scope]).await.1));
+    }
+    Keys {
+        bad: vec![
+            ("no key", None),
+            ("malformed", Some("Bearer not-a-key".into())),
+            ("wrong scheme", Some(format!("Basic {}", scoped[4].1))),
+            ("bad checksum", Some(format!("Bearer {almost}"))),
+            ("unknown", Some(format!("Bearer {unknown}"))),
+            ("revoked", Some(format!("Bearer {revoked}"))),
+            ("expired", Some(format!("Bearer {expired}"))),
+        ],
+        scoped,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rest {
+    CreateIncident,
+    ListIncidents,
+    GetIncident,
+    PatchIncident,
+    DeleteIncident,
+    Transition,
+    Acknowledge,
+    PostUpdate,
+    ListUpdates,
+    CreateComponent,
+    ListComponents,
+    GetComponent,
+    PatchComponent,
+    DeleteComponent,
+    CreateApiKey,
+    ListApiKeys,
+    GetApiKey,
+    RevokeApiKey,
+    ListAuditEvents,
+}
+
+impl Rest {
+    const ALL: [Rest; 19] = [
+        Rest::CreateIncident,
+        Rest::ListIncidents,
+        Rest::GetIncident,
+        Rest::PatchIncident,
+        Rest::DeleteIncident,
+        Rest::Transition,
+        Rest::Acknowledge,
+        Rest::PostUpdate,
+        Rest::ListUpdates,
+        Rest::CreateComponent,
+        Rest::ListComponents,
+        Rest::GetComponent,
+        Rest::PatchComponent,
+        Rest::DeleteComponent,
+        Rest::CreateApiKey,
+        Rest::ListApiKeys,
+        Rest::GetApiKey,
+        Rest::RevokeApiKey,
+        Rest::ListAuditEvents,
+    ];
+
+    fn need(self) -> Need {
+        use Rest::*;
+        match self {
+            ListIncidents | GetIncident | ListUpdates => Need::ReadIncidents,
+            CreateIncident | PatchIncident | DeleteIncident | Transition | Acknowledge | PostUpdate => {
+                Need::WriteIncidents
+            }
+            ListComponents | GetComponent => Need::ReadComponents,
+            CreateComponent | PatchComponent | DeleteComponent => Need::WriteComponents,
+            CreateApiKey | ListApiKeys | GetApiKey | RevokeApiKey | ListAuditEvents => Need::Admin,
+        }
+    }
+
+    /// A request that succeeds for a caller allowed to make it (fresh resources where the
+    /// call consumes them), made with the admin token.
+    async fn request(self, app: &TestApp) -> (Method, String, Option<Value>) {
+        use Rest::*;
+        let incident = || async { app.incident("matrix").await["id"].as_str().unwrap().to_string() };
+        let component = || async {
+            app.create_component(&format!("c-{}", uuid::Uuid::new_v4().simple())).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        match self {
+            CreateIncident => (Method::POST, "/v1/incidents".into(), Some(json!({"title": "m", "severity": "sev3"}))),
+            ListIncidents => (Method::GET, "/v1/incidents".into(), None),
+            GetIncident => (Method::GET, format!("/v1/incidents/{}", incident().await), None),
+            PatchIncident => {
+                (Method::PATCH, format!("/v1/incidents/{}", incident().await), Some(json!({"summary": "s"})))
+            }
+            DeleteIncident => (Method::DELETE, format!("/v1/incidents/{}", incident().await), None),
+            Transition => (
+                Method::POST,
+                format!("/v1/incidents/{}/transitions", incident().await),
+                Some(json!({"to": "identified"})),
+            ),
+            Acknowledge => (Method::POST, format!("/v1/incidents/{}/acknowledge", incident().await), Some(json!({}))),
+            PostUpdate => {
+                (Method::POST, format!("/v1/incidents/{}/updates", incident().await), Some(json!({"body": "b"})))
+            }
+            ListUpdates => (Method::GET, format!("/v1/incidents/{}/updates", incident().await), None),
+            CreateComponent => (
+                Method::POST,
+                "/v1/components".into(),
+                Some(json!({"name": format!("n-{}", uuid::Uuid::new_v4().simple())})),
+            ),
+            ListComponents => (Method::GET, "/v1/components".into(), None),
+            GetComponent => (Method::GET, format!("/v1/components/{}", component().await), None),
+            PatchComponent => {
+                (Method::PATCH, format!("/v1/components/{}", component().await), Some(json!({"position": 3})))
+            }
+            DeleteComponent => (Method::DELETE, format!("/v1/components/{}", component().await), None),
+            CreateApiKey => {
+                (Method::POST, "/v1/api-keys".into(), Some(json!({"name": "k", "scopes": ["incidents:read"]})))
+            }
+            ListApiKeys => (Method::GET, "/v1/api-keys".into(), None),
+            GetApiKey => (Method::GET, format!("/v1/api-keys/{}", app.api_key("g", &["incidents:read"]).await.0), None),
+            RevokeApiKey => {
+                (Method::DELETE, format!("/v1/api-keys/{}", app.api_key("r", &["incidents:read"]).await.0), None)
+            }
+            ListAuditEvents => (Method::GET, "/v1/audit-events".into(), None),
+        }
+    }
+}
+
+async fn call_rest(
+    app: &TestApp,
+    spec: &(Method, String, Option<Value>),
+    authorization: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new().request(spec.0.clone(), app.url(&spec.1));
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    if let Some(b) = &spec.2 {
+        req = req.json(b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    if status.is_client_error() {
+        assert_eq!(headers["content-type"], "application/problem+json");
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        assert_eq!(headers["www-authenticate"], "Bearer realm=\"incidentd\"");
+    }
+    (status, body)
+}
+
+#[tokio::test]
+async fn rest_matrix() {
+    let app = TestApp::spawn().await;
+    let keys = keys(&app).await;
+    for op in Rest::ALL {
+        let spec = op.request(&app).await;
+        for (what, authorization) in &keys.bad {
+            let (status, body) = call_rest(&app, &spec, authorization.as_deref()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{op:?} with {what}: {body}");
+            assert_eq!(body["code"], "unauthenticated");
+        }
+        for (scope, secret) in &keys.scoped {
+            let spec = op.request(&app).await;
+            let (status, body) = call_rest(&app, &spec, Some(&format!("Bearer {secret}"))).await;
+            if allowed(scope, op.need()) {
+                assert!(status.is_success(), "{op:?} with {scope} must succeed: {status} {body}");
+            } else {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{op:?} with {scope}: {body}");
+                assert_eq!(body["code"], "permission_denied");
+                assert!(body["detail"].as_str().unwrap().contains("scope"), "{body}");
+            }
+        }
+    }
+    // Public surfaces stay open.
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        let res = reqwest::get(app.url(path)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+    }
+    // The OpenAPI document declares the bearer scheme on every /v1 operation.
+    let doc = app.get("/openapi.json").await.body;
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let secured = op.get("security").is_some();
+            assert_eq!(secured, path.starts_with("/v1/"), "{method} {path}");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Grpc {
+    CreateIncident,
+    GetIncident,
+    ListIncidents,
+    UpdateIncident,
+    DeleteIncident,
+    TransitionIncident,
+    AcknowledgeIncident,
+    CreateIncidentUpdate,
+    ListIncidentUpdates,
+    CreateComponent,
+    GetComponent,
+    ListComponents,
+    UpdateComponent,
+    DeleteComponent,
+    CreateApiKey,
+    GetApiKey,
+    ListApiKeys,
+    RevokeApiKey,
+    ListAuditEvents,
+}
+
+/// Sends `authorization` metadata when given (even malformed), nothing otherwise.
+#[derive(Clone)]
+struct Creds(Option<String>);
+
+impl tonic::service::Interceptor for Creds {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(a) = &self.0 {
+            req.metadata_mut().insert("authorization", MetadataValue::try_from(a.as_str()).unwrap());
+        }
+        Ok(req)
+    }
+}
+
+impl Grpc {
+    const ALL: [Grpc; 19] = [
+        Grpc::CreateIncident,
+        Grpc::GetIncident,
+        Grpc::ListIncidents,
+        Grpc::UpdateIncident,
+        Grpc::DeleteIncident,
+        Grpc::TransitionIncident,
+        Grpc::AcknowledgeIncident,
+        Grpc::CreateIncidentUpdate,
+        Grpc::ListIncidentUpdates,
+        Grpc::CreateComponent,
+        Grpc::GetComponent,
+        Grpc::ListComponents,
+        Grpc::UpdateComponent,
+        Grpc::DeleteComponent,
+        Grpc::CreateApiKey,
+        Grpc::GetApiKey,
+        Grpc::ListApiKeys,
+        Grpc::RevokeApiKey,
+        Grpc::ListAuditEvents,
+    ];
+
+    fn need(self) -> Need {
+        use Grpc::*;
+        match self {
+            GetIncident | ListIncidents | ListIncidentUpdates => Need::ReadIncidents,
+            CreateIncident | UpdateIncident | DeleteIncident | TransitionIncident | AcknowledgeIncident
+            | CreateIncidentUpdate => Need::WriteIncidents,
+            GetComponent | ListComponents => Need::ReadComponents,
+            CreateComponent | UpdateComponent | DeleteComponent => Need::WriteComponents,
+            CreateApiKey | GetApiKey | ListApiKeys | RevokeApiKey | ListAuditEvents => Need::Admin,
+        }
+    }
+
+    /// Calls the method with `creds`, on fresh resources made with the admin token.
+    async fn call(self, app: &TestApp, creds: Creds) -> Result<(), tonic::Status> {
+        use Grpc::*;
+        let channel = app.channel().await;
+        let mut incidents =
+            proto::incident_service_client::IncidentServiceClient::with_interceptor(channel.clone(), creds.clone());
+        let mut components =
+            proto::component_service_client::ComponentServiceClient::with_interceptor(channel.clone(), creds.clone());
+        let mut keys =
+            proto::api_key_service_client::ApiKeyServiceClient::with_interceptor(channel.clone(), creds.clone());
+        let mut audit = proto::audit_service_client::AuditServiceClient::with_interceptor(channel, creds);
+        let incident = || async { app.incident("matrix").await["id"].as_str().unwrap().to_string() };
+        let component = || async {
+            app.create_component(&format!("c-{}", uuid::Uuid::new_v4().simple())).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let new_component =
+            || proto::Component { name: format!("g-{}", uuid::Uuid::new_v4().simple()), ..Default::default() };
+        match self {
+            CreateIncident => incidents
+                .create_incident(proto::CreateIncidentRequest {
+                    incident: Some(proto::Incident { title: "m".into(), severity: 3, ..Default::default() }),
+                    request_id: String::new(),
+                })
+                .await
+                .map(drop),
+            GetIncident => incidents.get_incident(proto::GetIncidentRequest { id: incident().await }).await.map(drop),
+            ListIncidents => incidents.list_incidents(proto::ListIncidentsRequest::default()).await.map(drop),
+            UpdateIncident => incidents
+                .update_incident(proto::UpdateIncidentRequest {
+                    incident: Some(proto::Incident { id: incident().await, summary: "s".into(), ..Default::default() }),
+                    update_mask: None,
+                    etag: String::new(),
+                })
+                .await
+                .map(drop),
+            DeleteIncident => incidents
+                .delete_incident(proto::DeleteIncidentRequest { id: incident().await, etag: String::new() })
+                .await
+                .map(drop),
+            TransitionIncident => incidents
+                .transition_incident(proto::TransitionIncidentRequest {
+                    id: incident().await,
+                    to: proto::IncidentStatus::Identified as i32,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            AcknowledgeIncident => incidents
+                .acknowledge_incident(proto::AcknowledgeIncidentRequest { id: incident().await, by: String::new() })
+                .await
+                .map(drop),
+            CreateIncidentUpdate => incidents
+                .create_incident_update(proto::CreateIncidentUpdateRequest {
+                    incident_id: incident().await,
+                    update: Some(proto::IncidentUpdate { body: "b".into(), ..Default::default() }),
+                    request_id: String::new(),
+                })
+                .await
+                .map(drop),
+            ListIncidentUpdates => incidents
+                .list_incident_updates(proto::ListIncidentUpdatesRequest {
+                    incident_id: incident().await,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            CreateComponent => components
+                .create_component(proto::CreateComponentRequest {
+                    component: Some(new_component()),
+                    request_id: String::new(),
+                })
+                .await
+                .map(drop),
+            GetComponent => {
+                components.get_component(proto::GetComponentRequest { id: component().await }).await.map(drop)
+            }
+            ListComponents => components.list_components(proto::ListComponentsRequest::default()).await.map(drop),
+            UpdateComponent => components
+                .update_component(proto::UpdateComponentRequest {
+                    component: Some(proto::Component { id: component().await, position: 4, ..Default::default() }),
+                    update_mask: None,
+                    etag: String::new(),
+                })
+                .await
+                .map(drop),
+            DeleteComponent => components
+                .delete_component(proto::DeleteComponentRequest { id: component().await, etag: String::new() })
+                .await
+                .map(drop),
+            CreateApiKey => keys
+                .create_api_key(proto::CreateApiKeyRequest {
+                    name: "k".into(),
+                    scopes: vec![proto::Scope::IncidentsRead as i32],
+                    expires_at: None,
+                })
+                .await
+                .map(drop),
+            GetApiKey => keys
+                .get_api_key(proto::GetApiKeyRequest { id: app.api_key("g", &["incidents:read"]).await.0 })
+                .await
+                .map(drop),
+            ListApiKeys => keys.list_api_keys(proto::ListApiKeysRequest::default()).await.map(drop),
+            RevokeApiKey => keys
+                .revoke_api_key(proto::RevokeApiKeyRequest { id: app.api_key("r", &["incidents:read"]).await.0 })
+                .await
+                .map(drop),
+            ListAuditEvents => audit.list_audit_events(proto::ListAuditEventsRequest::default()).await.map(drop),
+        }
+    }
+}
+
+#[tokio::test]
+async fn grpc_matrix() {
+    let app = TestApp::spawn().await;
+    let keys = keys(&app).await;
+    for op in Grpc::ALL {
+        for (what, authorization) in &keys.bad {
+            let err = op.call(&app, Creds(authorization.clone())).await.expect_err(&format!("{op:?} with {what}"));
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{op:?} with {what}: {err:?}");
+            assert!(!err.message().is_empty());
+        }
+        for (scope, secret) in &keys.scoped {
+            let result = op.call(&app, Creds(Some(format!("Bearer {secret}")))).await;
+            if allowed(scope, op.need()) {
+                result.unwrap_or_else(|e| panic!("{op:?} with {scope} must succeed: {e:?}"));
+            } else {
+                let err = result.expect_err(&format!("{op:?} with {scope} must be refused"));
+                assert_eq!(err.code(), tonic::Code::PermissionDenied, "{op:?} with {scope}: {err:?}");
+                assert_eq!(err.get_error_details().error_info().unwrap().reason, "PERMISSION_DENIED");
+            }
+        }
+    }
+    // Health and reflection stay open.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
+    let res = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+    assert_eq!(res.into_inner().status, 1);
+}
+
+#[tokio::test]
+async fn secrets_are_shown_once_and_only_their_hashes_are_stored() {
+    let app = TestApp::spawn().await;
+    let res = app.post("/v1/api-keys", json!({"name": "ci", "scopes": ["incidents:write", "incidents:read"]})).await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    assert_eq!(res.header("cache-control"), Some("no-store"));
+    let secret = res.body["secret"].as_str().unwrap().to_string();
+    let key = &res.body["api_key"];
+    assert!(secret.starts_with("ind_") && secret.len() == 54, "{secret}");
+    assert!(secret.starts_with(key["prefix"].as_str().unwrap()), "the prefix identifies the key");
+    assert_eq!(key["scopes"], json!(["incidents:read", "incidents:write"]));
+    assert!(key.get("secret").is_none());
+    let id = key["id"].as_str().unwrap();
+    for listed in [app.get(&format!("/v1/api-keys/{id}")).await.body, app.get("/v1/api-keys").await.body] {
+        assert!(!listed.to_string().contains(&secret[16..]), "a listing shows no secret: {listed}");
+    }
+    // Use it, so last_used_at, the audit trail and logs have had their chance to see it.
+    let used = app.send(reqwest::Client::new().get(app.url("/v1/incidents")).bearer_auth(&secret)).await;
+    assert_eq!(used.status, StatusCode::OK);
+    let db = app.db().await;
+    for table in ["api_keys", "audit_events", "idempotency_keys"] {
+        for row in db.rows_as_text(table).await {
+            assert!(!row.contains(&secret[16..]), "{table} holds the secret: {row}");
+        }
+    }
+    let stored_hash = db.rows_as_text("api_keys").await.concat().to_lowercase();
+    let hash: String = incidentd::domain::auth::hash_secret(&secret).iter().map(|b| format!("{b:02x}")).collect();
+    assert!(stored_hash.contains(&hash), "the SHA-256 of the secret is what is stored");
+    db.close().await;
+    let tokio_time = tokio::time::Instant::now();
+    loop {
+        let key = app.get(&format!("/v1/api-keys/{id}")).await.body;
+        if key["last_used_at"].is_string() {
+            break;
+        }
+        assert!(tokio_time.elapsed() < Duration::from_secs(5), "last_used_at is recorded: {key}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Bad inputs are field errors.
+    for (body, field) in [
+        (json!({"scopes": ["admin"]}), "name"),
+        (json!({"name": "x", "scopes": []}), "scopes"),
+        (json!({"name": "x", "scopes": ["root"]}), "scopes[0]"),
+        (json!({"name": "x", "scopes": ["admin"], "expires_at": "2001-01-01T00:00:00Z"}), "expires_at"),
+    ] {
+        let res = app.post("/v1/api-keys", body.clone()).await;
+        res.problem(400);
+        assert_eq!(res.error_fields(), [field], "{body}");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_trail_says_who_changed_what() {
+    let app = TestApp::spawn().await;
+    let (key_id, secret) = app.api_key("deploy-bot", &["incidents:write", "components:write"]).await;
+    let bot = reqwest::Client::new();
+    let send = |method: Method, path: &str, body: Value| {
+        app.send(bot.request(method, app.url(path)).bearer_auth(&secret).json(&body))
+    };
+    let created = send(Method::POST, "/v1/incidents", json!({"title": "Deploy broke login", "severity": "sev2"})).await;
+    let id = created.body["id"].as_str().unwrap().to_string();
+    send(Method::POST, &format!("/v1/incidents/{id}/transitions"), json!({"to": "identified"})).await;
+    send(Method::PATCH, &format!("/v1/incidents/{id}"), json!({"impact": "major", "summary": "x"})).await;
+    let update = send(Method::POST, &format!("/v1/incidents/{id}/updates"), json!({"body": "Rolling back"})).await;
+    assert_eq!(update.body["update"]["author"], "deploy-bot", "authors default to the key's name");
+    let ack = send(Method::POST, &format!("/v1/incidents/{id}/acknowledge"), json!({})).await;
+    assert_eq!(ack.body["acknowledged_by"], "deploy-bot");
+    let c = send(Method::POST, "/v1/components", json!({"name": "Login"})).await;
+    let cid = c.body["id"].as_str().unwrap().to_string();
+    send(Method::DELETE, &format!("/v1/components/{cid}"), Value::Null).await;
+
+    let events = app.get(&format!("/v1/audit-events?actor_key_id={key_id}")).await.body;
+    let actions: Vec<&str> =
+        events["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "component.delete",
+            "component.create",
+            "incident.acknowledge",
+            "incident.update_posted",
+            "incident.update",
+            "incident.transition",
+            "incident.create"
+        ],
+        "newest first"
+    );
+    for e in events["events"].as_array().unwrap() {
+        assert_eq!(e["actor_name"], "deploy-bot");
+        assert_eq!(e["actor_key_id"], key_id.as_str());
+        assert!(e["occurred_at"].is_string());
+    }
+    let transition = &events["events"][5];
+    assert_eq!(transition["resource_type"], "incident");
+    assert_eq!(transition["resource_id"], id.as_str());
+    assert_eq!(transition["details"], json!({"from": "investigating", "to": "identified", "reopened": false}));
+    assert_eq!(events["events"][4]["details"]["fields"], json!(["summary", "impact"]));
+
+    // Filters and paging.
+    let about = app.get(&format!("/v1/audit-events?resource_type=incident&resource_id={id}&page_size=2")).await.body;
+    assert_eq!(about["events"].as_array().unwrap().len(), 2);
+    let token = about["next_page_token"].as_str().unwrap();
+    let next = app
+        .get(&format!("/v1/audit-events?resource_type=incident&resource_id={id}&page_size=2&page_token={token}"))
+        .await
+        .body;
+    assert_eq!(next["events"][0]["action"], "incident.update");
+    let creates = app.get("/v1/audit-events?action=api_key.create").await.body;
+    let first = &creates["events"][0];
+    assert_eq!(first["actor_name"], "admin", "the admin token acts as \"admin\"");
+    assert!(first["actor_key_id"].is_null());
+    assert_eq!(first["details"]["scopes"], json!(["incidents:write", "components:write"]));
+
+    // The same over gRPC.
+    let mut audit =
+        proto::audit_service_client::AuditServiceClient::with_interceptor(app.channel().await, app.bearer());
+    let listed = audit
+        .list_audit_events(proto::ListAuditEventsRequest { actor_key_id: key_id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.events.len(), 7);
+    assert_eq!(listed.events[6].action, "incident.create");
+    assert_eq!(listed.events[6].actor_name, "deploy-bot");
+}
+
+#[tokio::test]
+async fn rate_limits_are_per_key_with_retry_after() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limit_per_second = 2;
+        c.rate_limit_burst = 3;
+    })
+    .await;
+    let a = app.api_key("a", &["incidents:read"]).await.1;
+    let b = app.api_key("b", &["incidents:read"]).await.1;
+    let get = |secret: &str| app.send(reqwest::Client::new().get(app.url("/v1/incidents")).bearer_auth(secret));
+    for _ in 0..3 {
+        assert_eq!(get(&a).await.status, StatusCode::OK, "the burst is allowed");
+    }
+    let limited = get(&a).await;
+    limited.problem(429);
+    assert_eq!(limited.body["code"], "rate_limited");
+    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=1).contains(&retry_after), "Retry-After in whole seconds: {retry_after}");
+    assert_eq!(get(&b).await.status, StatusCode::OK, "another key has its own bucket");
+
+    let mut client =
+        proto::incident_service_client::IncidentServiceClient::with_interceptor(app.channel().await, Bearer::new(&a));
+    let err = client.list_incidents(proto::ListIncidentsRequest::default()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(err.metadata().get("retry-after").unwrap(), "1");
+    assert!(err.get_error_details().retry_info().is_some());
+
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(get(&a).await.status, StatusCode::OK, "the bucket refills");
+}
+
+#[tokio::test]
+async fn request_size_is_limited_on_both_transports() {
+    let app = TestApp::spawn_with(|c| c.max_request_bytes = 4096).await;
+    let big = "x".repeat(5000);
+    let res = app.post("/v1/incidents", json!({"title": "big", "severity": "sev3", "summary": big})).await;
+    res.problem(413);
+    let fits =
+        app.post("/v1/incidents", json!({"title": "fits", "severity": "sev3", "summary": "x".repeat(3000)})).await;
+    assert_eq!(fits.status, StatusCode::CREATED);
+    let mut client = app.incidents_grpc().await;
+    let err = client
+        .create_incident(proto::CreateIncidentRequest {
+            incident: Some(proto::Incident { title: "big".into(), severity: 3, summary: big, ..Default::default() }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    assert_eq!(app.get("/v1/incidents").await.body["incidents"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_configurable() {
+    let preflight = |app: &TestApp| {
+        reqwest::Client::new()
+            .request(Method::OPTIONS, app.url("/v1/incidents"))
+            .header("origin", "https://dash.example.com")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+    };
+    let off = TestApp::spawn().await;
+    let res = preflight(&off).await.unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+
+    let on = TestApp::spawn_with(|c| c.cors_allowed_origins = vec!["https://dash.example.com".into()]).await;
+    let res = preflight(&on).await.unwrap();
+    assert!(res.status().is_success());
+    assert_eq!(res.headers()["access-control-allow-origin"], "https://dash.example.com");
+    let allowed = res.headers()["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("idempotency-key"), "{allowed}");
+    let other = reqwest::Client::new()
+        .request(Method::OPTIONS, on.url("/v1/incidents"))
+        .header("origin", "https://evil.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let get = on.send(on.client.get(on.url("/v1/incidents")).header("origin", "https://dash.example.com")).await;
+    assert_eq!(get.header("access-control-allow-origin"), Some("https://dash.example.com"));
+}
