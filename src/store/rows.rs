@@ -20,7 +20,7 @@ use crate::domain::component::effective_status;
 use crate::domain::page::PageToken;
 use crate::domain::{
     AffectedComponent, ApiKey, AuditEvent, Cause, Component, ComponentStatus, Error, FieldChange, Incident,
-    IncidentRef, Result, Scope, TimelineEntry, Workaround,
+    IncidentRef, Result, Scope, TimelineEntry, Visibility, Workaround,
 };
 
 /// An id column.
@@ -178,8 +178,7 @@ pub const INCIDENT_WRITE_COLUMNS: [&str; 31] = [
 /// parameters written `<sigil><n>` (`$` for Postgres, `?` for SQLite).
 pub fn insert_incident_sql(sigil: char, extra: &[&str]) -> String {
     let columns: Vec<&str> = std::iter::once("id").chain(INCIDENT_WRITE_COLUMNS).chain(extra.iter().copied()).collect();
-    let params: Vec<String> = (1..=columns.len()).map(|i| format!("{sigil}{i}")).collect();
-    format!("INSERT INTO incidents ({}) VALUES ({})", columns.join(", "), params.join(", "))
+    insert_sql(sigil, "incidents", &columns)
 }
 
 /// `UPDATE incidents SET <write columns> WHERE id = <sigil>1`.
@@ -469,8 +468,7 @@ where
 /// `INSERT INTO components (id, <write columns>) VALUES (...)`.
 pub fn insert_component_sql(sigil: char) -> String {
     let columns: Vec<&str> = std::iter::once("id").chain(COMPONENT_WRITE_COLUMNS).collect();
-    let params: Vec<String> = (1..=columns.len()).map(|i| format!("{sigil}{i}")).collect();
-    format!("INSERT INTO components ({}) VALUES ({})", columns.join(", "), params.join(", "))
+    insert_sql(sigil, "components", &columns)
 }
 
 /// `UPDATE components SET <write columns> WHERE id = <sigil>1`.
@@ -482,9 +480,7 @@ pub fn update_component_sql(sigil: char) -> String {
 
 /// `INSERT INTO incident_updates (<timeline columns>) VALUES (...)`.
 pub fn insert_timeline_sql(sigil: char) -> String {
-    let n = TIMELINE_COLUMNS.split(',').count();
-    let params: Vec<String> = (1..=n).map(|i| format!("{sigil}{i}")).collect();
-    format!("INSERT INTO incident_updates ({TIMELINE_COLUMNS}) VALUES ({})", params.join(", "))
+    insert_sql(sigil, "incident_updates", &column_names(TIMELINE_COLUMNS))
 }
 
 /// A LIKE pattern matching `term` anywhere, with `%`, `_` and `\` escaped (use
@@ -538,8 +534,8 @@ impl TryFrom<ApiKeyRow> for ApiKey {
 
 /// `INSERT INTO api_keys` for an issued key, bound by [`bind_api_key`].
 pub fn insert_api_key_sql(sigil: char) -> String {
-    let params: Vec<String> = (1..=11).map(|i| format!("{sigil}{i}")).collect();
-    format!("INSERT INTO api_keys (lookup, secret_hash, {API_KEY_COLUMNS}) VALUES ({})", params.join(", "))
+    let columns: Vec<&str> = ["lookup", "secret_hash"].into_iter().chain(column_names(API_KEY_COLUMNS)).collect();
+    insert_sql(sigil, "api_keys", &columns)
 }
 
 pub fn bind_api_key<'q, 'a, DB>(
@@ -574,8 +570,7 @@ pub const AUDIT_COLUMNS: &str =
     "id, occurred_at, actor_key_id, actor_name, action, resource_type, resource_id, details";
 
 pub fn insert_audit_sql(sigil: char) -> String {
-    let params: Vec<String> = (1..=8).map(|i| format!("{sigil}{i}")).collect();
-    format!("INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES ({})", params.join(", "))
+    insert_sql(sigil, "audit_events", &column_names(AUDIT_COLUMNS))
 }
 
 pub fn bind_audit_event<'q, 'a, DB>(
@@ -668,7 +663,7 @@ where
 }
 
 /// Appends the keyset condition and order for a list sorted newest first by `(time, id)`.
-fn push_newest_first<DB>(q: &mut QueryBuilder<DB>, time: &str, after: Option<&PageToken>, limit: u32) -> Result<()>
+pub fn push_newest_first<DB>(q: &mut QueryBuilder<DB>, time: &str, after: Option<&PageToken>, limit: u32) -> Result<()>
 where
     DB: Database,
     for<'t> DbId: Encode<'t, DB> + Type<DB>,
@@ -684,4 +679,86 @@ where
     }
     q.push(format!(" ORDER BY {time} DESC, id DESC LIMIT ")).push_bind(i64::from(limit));
     Ok(())
+}
+
+/// The timeline of one incident, oldest first, after the page token, for either backend.
+pub fn timeline_query<DB>(
+    incident_id: Uuid,
+    visibility: Option<Visibility>,
+    after: Option<&PageToken>,
+    limit: u32,
+) -> Result<QueryBuilder<DB>>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'t> DbId: Encode<'t, DB> + Type<DB>,
+    for<'t> DbTime: Encode<'t, DB> + Type<DB>,
+    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let mut q =
+        QueryBuilder::<DB>::new(format!("SELECT {TIMELINE_COLUMNS} FROM incident_updates WHERE incident_id = "));
+    q.push_bind(DbId(incident_id));
+    if let Some(v) = visibility {
+        q.push(" AND visibility = ").push_bind(v.as_str());
+    }
+    match after {
+        Some(PageToken::Time { at, id }) => {
+            q.push(" AND (created_at, id) > (").push_bind(DbTime(*at)).push(", ").push_bind(DbId(*id)).push(")");
+        }
+        Some(_) => return Err(Error::invalid("page_token", "is not a page token returned by this list")),
+        None => {}
+    }
+    q.push(" ORDER BY created_at, id LIMIT ").push_bind(i64::from(limit));
+    Ok(q)
+}
+
+/// Components in status-page order after the page token; `select` is the backend's
+/// `SELECT … FROM components c` (with its `imposed` column).
+pub fn components_query<DB>(
+    select: &str,
+    group: Option<&str>,
+    after: Option<&PageToken>,
+    limit: u32,
+) -> Result<QueryBuilder<DB>>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'t> DbId: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i32: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(format!("{select} WHERE 1 = 1"));
+    if let Some(g) = group {
+        q.push(" AND coalesce(c.group_name, '') = ").push_bind(g.to_string());
+    }
+    match after {
+        Some(PageToken::Ordered { group_key, position, name_key, id }) => {
+            q.push(" AND (c.group_key, c.position, c.name_key, c.id) > (")
+                .push_bind(group_key.clone())
+                .push(", ")
+                .push_bind(*position)
+                .push(", ")
+                .push_bind(name_key.clone())
+                .push(", ")
+                .push_bind(DbId(*id))
+                .push(")");
+        }
+        Some(_) => return Err(Error::invalid("page_token", "is not a page token returned by this list")),
+        None => {}
+    }
+    q.push(" ORDER BY c.group_key, c.position, c.name_key, c.id LIMIT ").push_bind(i64::from(limit));
+    Ok(q)
+}
+
+/// `INSERT INTO <table> (<columns>) VALUES (<sigil>1, <sigil>2, …)`.
+fn insert_sql(sigil: char, table: &str, columns: &[&str]) -> String {
+    let params: Vec<String> = (1..=columns.len()).map(|i| format!("{sigil}{i}")).collect();
+    format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), params.join(", "))
+}
+
+/// The names in a comma-separated column list.
+fn column_names(list: &str) -> Vec<&str> {
+    list.split(',').map(str::trim).collect()
 }

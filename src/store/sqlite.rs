@@ -19,8 +19,8 @@ use sqlx::{AssertSqlSafe, ConnectOptions, QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::rows::{
-    self, API_KEY_COLUMNS, ApiKeyRow, AuditRow, ComponentRow, DbId, DbTime, INCIDENT_COLUMNS, IncidentRow,
-    TIMELINE_COLUMNS, TimelineRow, like_pattern,
+    self, API_KEY_COLUMNS, ApiKeyRow, AuditRow, ComponentRow, DbId, DbTime, INCIDENT_COLUMNS, IncidentRow, TimelineRow,
+    like_pattern,
 };
 use super::{IdempotencyClaim, IncidentFilter, Store, Transaction};
 use crate::domain::auth::{AuditFilter, IssuedKey};
@@ -204,14 +204,7 @@ impl Store for SqliteStore {
         if let Some(t) = filter.created_before {
             q.push(" AND created_at < ").push_bind(DbTime(t));
         }
-        match after {
-            Some(PageToken::Time { at, id }) => {
-                q.push(" AND (created_at, id) < (").push_bind(DbTime(*at)).push(", ").push_bind(DbId(*id)).push(")");
-            }
-            Some(_) => return Err(Error::invalid("page_token", "is not a page token returned by this list")),
-            None => {}
-        }
-        q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(limit));
+        rows::push_newest_first(&mut q, "created_at", after, limit)?;
         let rows: Vec<IncidentRow> = q.build_query_as().fetch_all(&self.readers).await.map_err(db_err)?;
         rows.into_iter().map(Incident::try_from).collect()
     }
@@ -223,22 +216,11 @@ impl Store for SqliteStore {
         after: Option<&PageToken>,
         limit: u32,
     ) -> Result<Vec<TimelineEntry>> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {TIMELINE_COLUMNS} FROM incident_updates WHERE incident_id = "
-        ));
-        q.push_bind(DbId(incident_id));
-        if let Some(v) = visibility {
-            q.push(" AND visibility = ").push_bind(v.as_str());
-        }
-        match after {
-            Some(PageToken::Time { at, id }) => {
-                q.push(" AND (created_at, id) > (").push_bind(DbTime(*at)).push(", ").push_bind(DbId(*id)).push(")");
-            }
-            Some(_) => return Err(Error::invalid("page_token", "is not a page token returned by this list")),
-            None => {}
-        }
-        q.push(" ORDER BY created_at, id LIMIT ").push_bind(i64::from(limit));
-        let rows: Vec<TimelineRow> = q.build_query_as().fetch_all(&self.readers).await.map_err(db_err)?;
+        let rows: Vec<TimelineRow> = rows::timeline_query::<Sqlite>(incident_id, visibility, after, limit)?
+            .build_query_as()
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_err)?;
         rows.into_iter().map(TimelineEntry::try_from).collect()
     }
 
@@ -252,27 +234,11 @@ impl Store for SqliteStore {
         after: Option<&PageToken>,
         limit: u32,
     ) -> Result<Vec<Component>> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!("{} WHERE 1", *SELECT_COMPONENTS));
-        if let Some(g) = group {
-            q.push(" AND coalesce(c.group_name, '') = ").push_bind(g.to_string());
-        }
-        match after {
-            Some(PageToken::Ordered { group_key, position, name_key, id }) => {
-                q.push(" AND (c.group_key, c.position, c.name_key, c.id) > (")
-                    .push_bind(group_key.clone())
-                    .push(", ")
-                    .push_bind(*position)
-                    .push(", ")
-                    .push_bind(name_key.clone())
-                    .push(", ")
-                    .push_bind(DbId(*id))
-                    .push(")");
-            }
-            Some(_) => return Err(Error::invalid("page_token", "is not a page token returned by this list")),
-            None => {}
-        }
-        q.push(" ORDER BY c.group_key, c.position, c.name_key, c.id LIMIT ").push_bind(i64::from(limit));
-        let rows: Vec<ComponentRow> = q.build_query_as().fetch_all(&self.readers).await.map_err(db_err)?;
+        let rows: Vec<ComponentRow> = rows::components_query::<Sqlite>(&SELECT_COMPONENTS, group, after, limit)?
+            .build_query_as()
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_err)?;
         rows.into_iter().map(ComponentRow::into_component).collect()
     }
 
