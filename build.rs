@@ -3,8 +3,12 @@
 use std::{env, fs, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files =
-        ["proto/incidentd/v1/access.proto", "proto/incidentd/v1/component.proto", "proto/incidentd/v1/incident.proto"];
+    let files = [
+        "proto/incidentd/v1/access.proto",
+        "proto/incidentd/v1/component.proto",
+        "proto/incidentd/v1/event.proto",
+        "proto/incidentd/v1/incident.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

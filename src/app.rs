@@ -75,7 +75,7 @@ async fn bootstrap(config: &Config, service: &Service) -> anyhow::Result<()> {
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let store = migrate(config.database_url.expose_secret(), config.database_max_connections).await?;
-        let service = Service::new(store, config.auth_settings());
+        let service = Service::new(store, config.auth_settings()).with_public_url(&config.public_url);
         bootstrap(config, &service).await?;
         let http = TcpListener::bind(config.http_addr)
             .await
@@ -104,6 +104,11 @@ impl Application {
         self.grpc.local_addr().expect("bound listener has an address")
     }
 
+    /// The service behind both transports (tests drive background work through it).
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting, reports NOT_SERVING and
     /// waits up to the shutdown timeout for in-flight requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -118,6 +123,7 @@ impl Application {
         }
         let background = CancellationToken::new();
         tokio::spawn(watch_readiness(self.service.clone(), health.clone(), background.clone()));
+        self.service.start_background(background.clone()).await?;
         tokio::spawn(purge_idempotency_keys(self.service.clone(), background.clone()));
 
         let rest_server = axum::serve(self.http, rest::router(self.service.clone(), &self.rest)?)
@@ -156,8 +162,9 @@ impl Application {
 }
 
 /// The names gRPC health reports on: the server as a whole and each service.
-const HEALTH_SERVICES: [&str; 5] = [
+const HEALTH_SERVICES: [&str; 6] = [
     "",
+    grpc::EVENT_SERVICE_NAME,
     grpc::INCIDENT_SERVICE_NAME,
     grpc::COMPONENT_SERVICE_NAME,
     grpc::API_KEY_SERVICE_NAME,

@@ -127,6 +127,11 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_BOOTSTRAP_KEY_FILE", global = true)]
     pub bootstrap_key_file: Option<PathBuf>,
 
+    /// The URL the API is reached at from outside: the CloudEvents `source` of events, and the
+    /// base of links in notifications.
+    #[arg(long, env = "INCIDENTD_PUBLIC_URL", default_value = "http://localhost:8080", global = true)]
+    pub public_url: String,
+
     /// Seconds to wait for in-flight requests after a stop signal.
     #[arg(long, env = "INCIDENTD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub shutdown_timeout_secs: u64,
@@ -195,6 +200,7 @@ impl Config {
             max_request_bytes: 1024 * 1024,
             cors_allowed_origins: Vec::new(),
             bootstrap_key_file: None,
+            public_url: "http://localhost:8080".into(),
             shutdown_timeout_secs: 5,
         }
     }

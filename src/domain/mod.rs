@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod component;
 pub mod error;
+pub mod event;
 pub mod ids;
 pub mod incident;
 pub mod page;
@@ -14,6 +15,7 @@ pub mod validate;
 pub use auth::{ApiKey, AuditEvent, Caller, Permission, Scope};
 pub use component::{Component, ComponentPatch, ComponentStatus, NewComponent};
 pub use error::{Error, ErrorCode, FieldViolation, Result};
+pub use event::{Event, EventType};
 pub use ids::{IncidentKey, IncidentRef};
 pub use incident::{
     AffectedComponent, Cause, CauseKind, Impact, Incident, NewIncident, Severity, Status, Workaround,

@@ -8,7 +8,7 @@ use crate::domain::incident::check_etag;
 use crate::domain::page::{Page, PageToken};
 use crate::domain::validate::Violations;
 use crate::domain::{
-    AuditEvent, Caller, Component, ComponentPatch, Error, IdempotencyKey, NewComponent, PageRequest, Permission,
+    AuditEvent, Caller, Component, ComponentPatch, Error, Event, IdempotencyKey, NewComponent, PageRequest, Permission,
     Result, now,
 };
 
@@ -78,7 +78,8 @@ impl Service {
         let (mut component, imposed) = tx.lock_component(id).await?.ok_or_else(|| not_found(id))?;
         check_etag("component", if_match, component.version)?;
         let before = component.clone();
-        if component.apply_patch(patch, &imposed, now())? {
+        let now = now();
+        if component.apply_patch(patch, &imposed, now)? {
             let fields: Vec<&str> = [
                 ("name", before.name != component.name),
                 ("description", before.description != component.description),
@@ -91,9 +92,13 @@ impl Service {
             .collect();
             tx.update_component(&component).await?;
             let details = json!({"fields": fields});
-            tx.insert_audit_event(&AuditEvent::new(caller, "component.update", "component", id, details, now()))
-                .await?;
-            tx.commit().await?;
+            tx.insert_audit_event(&AuditEvent::new(caller, "component.update", "component", id, details, now)).await?;
+            if component.effective_status != before.effective_status {
+                tx.insert_events(&[Event::component_status_changed(&component, before.effective_status, now)]).await?;
+                self.commit_with_events(tx).await?;
+            } else {
+                tx.commit().await?;
+            }
         }
         Ok(component)
     }

@@ -7,14 +7,15 @@ use std::collections::HashSet;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::events::ComponentWatch;
 use super::{Created, Service, claim, fingerprint, save_response};
 use crate::domain::incident::{IncidentDraft, check_etag, related_keys};
 use crate::domain::page::{Page, PageToken};
 use crate::domain::timeline::actor;
 use crate::domain::validate::Violations;
 use crate::domain::{
-    AffectedComponent, AuditEvent, Caller, Error, IdempotencyKey, Incident, IncidentKey, IncidentPatch, NewIncident,
-    NewUpdate, PageRequest, Permission, Result, TimelineEntry, TransitionInput, Visibility, now,
+    AffectedComponent, AuditEvent, Caller, Error, Event, IdempotencyKey, Incident, IncidentKey, IncidentPatch,
+    NewIncident, NewUpdate, PageRequest, Permission, Result, TimelineEntry, TransitionInput, Visibility, now,
 };
 use crate::store::{IncidentFilter, Transaction};
 
@@ -59,14 +60,18 @@ impl Service {
         incident.related_incident_ids = resolve_related(tx.as_mut(), &mut v, &related, None).await?;
         check_components(tx.as_mut(), &mut v, &incident.affected_components, &[]).await?;
         v.finish()?;
+        let watch = ComponentWatch::start(tx.as_mut(), component_ids(&incident)).await?;
         incident.reference = tx.insert_incident(&incident).await?;
         tx.insert_timeline_entry(&TimelineEntry::created(&incident, &caller.name, now)).await?;
+        let mut events = vec![Event::incident_created(&incident, now)];
+        events.extend(watch.finish(tx.as_mut(), now).await?);
+        tx.insert_events(&events).await?;
         let details =
             json!({"reference": incident.reference, "severity": incident.severity, "status": incident.status});
         tx.insert_audit_event(&AuditEvent::new(caller, "incident.create", "incident", incident.id, details, now))
             .await?;
         save_response(tx.as_mut(), &scope, idempotency_key, &incident).await?;
-        tx.commit().await?;
+        self.commit_with_events(tx).await?;
         tracing::info!(incident = %incident.reference, severity = %incident.severity, "incident declared");
         Ok(Created { value: incident, replayed: false })
     }
@@ -130,12 +135,22 @@ impl Service {
         if changes.is_empty() {
             return Ok(incident);
         }
+        let components_changed = incident.affected_components != components_before;
+        let watched = if components_changed {
+            components_before.iter().map(|c| c.component_id).chain(component_ids(&incident)).collect()
+        } else {
+            Vec::new()
+        };
+        let watch = ComponentWatch::start(tx.as_mut(), watched).await?;
         let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
         let audit = AuditEvent::new(caller, "incident.update", "incident", incident.id, json!({"fields": fields}), now);
-        tx.update_incident(&incident, incident.affected_components != components_before).await?;
+        let mut events = vec![Event::incident_updated(&incident, &fields, now)];
+        tx.update_incident(&incident, components_changed).await?;
+        events.extend(watch.finish(tx.as_mut(), now).await?);
         tx.insert_timeline_entry(&TimelineEntry::field_change(&incident, changes, &caller.name, now)).await?;
         tx.insert_audit_event(&audit).await?;
-        tx.commit().await?;
+        tx.insert_events(&events).await?;
+        self.commit_with_events(tx).await?;
         Ok(incident)
     }
 
@@ -144,11 +159,17 @@ impl Service {
         let mut tx = self.store.begin().await?;
         let incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
         check_etag("incident", if_match, incident.version)?;
+        let now = now();
+        let watched = if incident.is_open() { component_ids(&incident) } else { Vec::new() };
+        let watch = ComponentWatch::start(tx.as_mut(), watched).await?;
         tx.delete_incident(incident.id).await?;
+        let mut events = vec![Event::incident_deleted(&incident, now)];
+        events.extend(watch.finish(tx.as_mut(), now).await?);
         let details = json!({"reference": incident.reference, "title": incident.title});
-        tx.insert_audit_event(&AuditEvent::new(caller, "incident.delete", "incident", incident.id, details, now()))
+        tx.insert_audit_event(&AuditEvent::new(caller, "incident.delete", "incident", incident.id, details, now))
             .await?;
-        tx.commit().await?;
+        tx.insert_events(&events).await?;
+        self.commit_with_events(tx).await?;
         tracing::info!(incident = %incident.reference, "incident deleted");
         Ok(())
     }
@@ -167,12 +188,16 @@ impl Service {
         let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
         let t = incident.transition(input.to, now)?;
         let entry = TimelineEntry::status_change(&incident, t, input.message, input.visibility, &input.actor, now);
+        let watch = ComponentWatch::start(tx.as_mut(), imposition_changes(&incident, t)).await?;
         tx.update_incident(&incident, false).await?;
+        let mut events = vec![Event::incident_transitioned(&incident, t, &entry, now)];
+        events.extend(watch.finish(tx.as_mut(), now).await?);
         tx.insert_timeline_entry(&entry).await?;
         let details = json!({"from": t.from, "to": t.to, "reopened": t.reopened});
         tx.insert_audit_event(&AuditEvent::new(caller, "incident.transition", "incident", incident.id, details, now))
             .await?;
-        tx.commit().await?;
+        tx.insert_events(&events).await?;
+        self.commit_with_events(tx).await?;
         tracing::info!(incident = %incident.reference, from = %t.from, to = %t.to, "incident status changed");
         Ok(incident)
     }
@@ -190,16 +215,10 @@ impl Service {
             tx.update_incident(&incident, false).await?;
             tx.insert_timeline_entry(&TimelineEntry::acknowledgement(&incident, &by, now)).await?;
             let details = json!({"by": by});
-            tx.insert_audit_event(&AuditEvent::new(
-                caller,
-                "incident.acknowledge",
-                "incident",
-                incident.id,
-                details,
-                now,
-            ))
-            .await?;
-            tx.commit().await?;
+            let audit = AuditEvent::new(caller, "incident.acknowledge", "incident", incident.id, details, now);
+            tx.insert_audit_event(&audit).await?;
+            tx.insert_events(&[Event::incident_acknowledged(&incident, now)]).await?;
+            self.commit_with_events(tx).await?;
         }
         Ok(incident)
     }
@@ -227,9 +246,14 @@ impl Service {
             None => None,
         };
         let entry = TimelineEntry::update(&incident, update, transition, now);
+        let watched = transition.map(|t| imposition_changes(&incident, t)).unwrap_or_default();
+        let watch = ComponentWatch::start(tx.as_mut(), watched).await?;
         if transition.is_some() {
             tx.update_incident(&incident, false).await?;
         }
+        let mut events = vec![Event::update_posted(&incident, &entry, transition.map(|t| t.from), now)];
+        events.extend(watch.finish(tx.as_mut(), now).await?);
+        tx.insert_events(&events).await?;
         tx.insert_timeline_entry(&entry).await?;
         let details = json!({"update_id": entry.id, "visibility": entry.visibility, "status_to": entry.status_to});
         tx.insert_audit_event(&AuditEvent::new(
@@ -243,7 +267,7 @@ impl Service {
         .await?;
         let value = (entry, incident);
         save_response(tx.as_mut(), &scope, idempotency_key, &value).await?;
-        tx.commit().await?;
+        self.commit_with_events(tx).await?;
         Ok(Created { value, replayed: false })
     }
 
@@ -258,6 +282,16 @@ impl Service {
         let rows = self.store.list_timeline(incident.id, visibility, page.after.as_ref(), page.size + 1).await?;
         Ok(Page::from_rows(rows, page.size, |e| PageToken::Time { at: e.created_at, id: e.id }))
     }
+}
+
+fn component_ids(incident: &Incident) -> Vec<Uuid> {
+    incident.affected_components.iter().map(|c| c.component_id).collect()
+}
+
+/// The components whose imposed status a transition may change: all of the incident's when it
+/// opens or closes, none when it moves among open (or among closed) statuses.
+fn imposition_changes(incident: &Incident, t: crate::domain::incident::Transition) -> Vec<Uuid> {
+    if t.from.is_open() == t.to.is_open() { Vec::new() } else { component_ids(incident) }
 }
 
 /// Resolves related-incident keys to ids, recording a violation for each unknown one and for

@@ -3,8 +3,10 @@
 
 mod auth;
 mod components;
+mod events;
 mod incidents;
 
+pub use crate::store::Notice;
 pub use auth::{AuthSettings, KEY_CACHE_TTL, RateLimit};
 
 use serde::Serialize;
@@ -22,6 +24,9 @@ pub const IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::hours(24);
 pub struct Service {
     store: DynStore,
     auth: std::sync::Arc<auth::Authenticator>,
+    signals: std::sync::Arc<events::Signals>,
+    /// Where the API is reached from outside: the CloudEvents `source`, links in messages.
+    public_url: std::sync::Arc<str>,
 }
 
 /// The result of a create: the resource, and whether it is a replay of an earlier request
@@ -34,7 +39,22 @@ pub struct Created<T> {
 
 impl Service {
     pub fn new(store: DynStore, auth: AuthSettings) -> Self {
-        Self { store, auth: std::sync::Arc::new(auth::Authenticator::new(auth)) }
+        Self {
+            store,
+            auth: std::sync::Arc::new(auth::Authenticator::new(auth)),
+            signals: std::sync::Arc::new(events::Signals::new()),
+            public_url: "http://localhost:8080".into(),
+        }
+    }
+
+    /// Sets the externally reachable base URL (no trailing slash needed).
+    pub fn with_public_url(mut self, url: &str) -> Self {
+        self.public_url = url.trim_end_matches('/').into();
+        self
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.public_url
     }
 
     /// Whether the database answers (readiness).

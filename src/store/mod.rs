@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::domain::auth::{AuditFilter, IssuedKey};
 use crate::domain::page::PageToken;
 use crate::domain::{
-    ApiKey, AuditEvent, Component, ComponentStatus, Incident, IncidentKey, IncidentRef, Result, Severity, Status,
-    TimelineEntry, Visibility,
+    ApiKey, AuditEvent, Component, ComponentStatus, Event, Incident, IncidentKey, IncidentRef, Result, Severity,
+    Status, TimelineEntry, Visibility,
 };
 
 /// Filters for listing incidents; every field narrows the result.
@@ -32,6 +32,26 @@ pub struct IncidentFilter {
     pub terms: Vec<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Any of these types (all when empty).
+    pub types: Vec<crate::domain::EventType>,
+    /// Only events about this resource id.
+    pub subject: Option<String>,
+    /// Only events public subscribers receive.
+    pub public_only: bool,
+}
+
+/// Something another process did that this one should react to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Events were written and need a seq.
+    EventsWritten,
+    /// Events up to this seq were sequenced.
+    Sequenced(i64),
 }
 
 /// What a claim on an idempotency key found.
@@ -88,6 +108,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_api_keys(&self, after: Option<&PageToken>, limit: u32) -> Result<Vec<ApiKey>>;
     /// Records when a key was last used.
     async fn touch_api_key(&self, id: Uuid, at: DateTime<Utc>) -> Result<()>;
+    /// Notices from other processes sharing the database (Postgres LISTEN/NOTIFY); `None`
+    /// where there are none (SQLite serves one process).
+    async fn notifications(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Notice>>>;
+
+    /// Sequenced events after `after` (a seq), in commit order.
+    async fn list_events(&self, after: i64, filter: &EventFilter, limit: u32) -> Result<Vec<Event>>;
+    /// The highest seq given so far (0 before the first).
+    async fn latest_event_seq(&self) -> Result<i64>;
+
     /// Audit events newest first (occurred_at, then id, descending).
     async fn list_audit_events(
         &self,
@@ -142,6 +171,17 @@ pub trait Transaction: Send {
     /// transaction ends (for the one-time bootstrap key).
     async fn count_api_keys_exclusively(&mut self) -> Result<i64>;
     async fn insert_audit_event(&mut self, event: &AuditEvent) -> Result<()>;
+
+    /// Writes events (unsequenced) and wakes the sequencer, on this replica or another, when
+    /// the transaction commits.
+    async fn insert_events(&mut self, events: &[Event]) -> Result<()>;
+    /// Becomes the sequencer for the rest of this transaction; false when another process
+    /// already is (it will sequence these events too).
+    async fn lead_sequencer(&mut self) -> Result<bool>;
+    /// Committed events without a seq yet, oldest first.
+    async fn unsequenced_events(&mut self, limit: u32) -> Result<Vec<Event>>;
+    /// Gives the events consecutive seqs after the last one given, in this order; returns them.
+    async fn assign_sequence(&mut self, ids: &[Uuid]) -> Result<Vec<i64>>;
 
     async fn commit(self: Box<Self>) -> Result<()>;
 }

@@ -12,13 +12,14 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::rows::{
-    self, API_KEY_COLUMNS, ApiKeyRow, AuditRow, ComponentRow, INCIDENT_COLUMNS, IncidentRow, TimelineRow, like_pattern,
+    self, API_KEY_COLUMNS, ApiKeyRow, AuditRow, ComponentRow, EVENT_COLUMNS, EventRow, INCIDENT_COLUMNS, IncidentRow,
+    TimelineRow, like_pattern,
 };
-use super::{IdempotencyClaim, IncidentFilter, Store, Transaction};
+use super::{EventFilter, IdempotencyClaim, IncidentFilter, Notice, Store, Transaction};
 use crate::domain::auth::{AuditFilter, IssuedKey};
 use crate::domain::page::PageToken;
 use crate::domain::{
-    ApiKey, AuditEvent, Component, ComponentStatus, Error, Incident, IncidentKey, IncidentRef, Result, Status,
+    ApiKey, AuditEvent, Component, ComponentStatus, Error, Event, Incident, IncidentKey, IncidentRef, Result, Status,
     TimelineEntry, Visibility,
 };
 
@@ -86,6 +87,11 @@ static INSERT_TIMELINE: LazyLock<String> = LazyLock::new(|| rows::insert_timelin
 static INSERT_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::insert_component_sql('$'));
 static UPDATE_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::update_component_sql('$'));
 static INSERT_API_KEY: LazyLock<String> = LazyLock::new(|| rows::insert_api_key_sql('$'));
+static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| rows::insert_event_sql('$'));
+static SELECT_UNSEQUENCED: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq IS NULL ORDER BY id LIMIT $1"));
+/// The advisory lock the sequencer holds while it runs (one replica at a time).
+const SEQUENCER_LOCK: i64 = 0x696e_6369_6465_6e01;
 static INSERT_AUDIT: LazyLock<String> = LazyLock::new(|| rows::insert_audit_sql('$'));
 static SELECT_API_KEY_BY_ID: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"));
@@ -271,6 +277,51 @@ impl Store for PgStore {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn list_events(&self, after: i64, filter: &EventFilter, limit: u32) -> Result<Vec<Event>> {
+        let rows: Vec<EventRow> = rows::events_query::<Postgres>(after, filter, limit)
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(Event::try_from).collect()
+    }
+
+    async fn notifications(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Notice>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await.map_err(db_err)?;
+        listener.listen_all(["incidentd_events", "incidentd_sequenced"]).await.map_err(db_err)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            loop {
+                // recv() reconnects after a lost connection; what was sent meanwhile is found
+                // by polling.
+                match listener.recv().await {
+                    Ok(n) => {
+                        let notice = match n.channel() {
+                            "incidentd_sequenced" => Notice::Sequenced(n.payload().parse().unwrap_or(0)),
+                            _ => Notice::EventsWritten,
+                        };
+                        if tx.send(notice).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for notifications failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+
+    async fn latest_event_seq(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT value FROM counters WHERE name = 'event_seq'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(n)
     }
 
     async fn list_audit_events(
@@ -504,6 +555,63 @@ impl Transaction for PgTx {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
+        for e in events {
+            rows::bind_event(sqlx::query(AssertSqlSafe(INSERT_EVENT.as_str())), e)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        }
+        if !events.is_empty() {
+            // Delivered on commit, to every replica listening: one of them sequences.
+            sqlx::query("SELECT pg_notify('incidentd_events', '')").execute(&mut *self.tx).await.map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn lead_sequencer(&mut self) -> Result<bool> {
+        let (led,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(SEQUENCER_LOCK)
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(led)
+    }
+
+    async fn unsequenced_events(&mut self, limit: u32) -> Result<Vec<Event>> {
+        let rows: Vec<EventRow> = sqlx::query_as(AssertSqlSafe(SELECT_UNSEQUENCED.as_str()))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(Event::try_from).collect()
+    }
+
+    async fn assign_sequence(&mut self, ids: &[Uuid]) -> Result<Vec<i64>> {
+        let n = ids.len() as i64;
+        let (last,): (i64,) =
+            sqlx::query_as("UPDATE counters SET value = value + $1 WHERE name = 'event_seq' RETURNING value")
+                .bind(n)
+                .fetch_one(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        let seqs: Vec<i64> = (last - n + 1..=last).collect();
+        sqlx::query(
+            "UPDATE events SET seq = s.seq FROM unnest($1::uuid[], $2::bigint[]) AS s(id, seq) WHERE events.id = s.id",
+        )
+        .bind(ids)
+        .bind(&seqs)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query("SELECT pg_notify('incidentd_sequenced', $1)")
+            .bind(last.to_string())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(seqs)
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

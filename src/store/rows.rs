@@ -15,11 +15,12 @@ use sqlx::types::Json;
 use sqlx::{Database, Decode, Encode, Postgres, QueryBuilder, Sqlite, Type};
 use uuid::Uuid;
 
+use super::EventFilter;
 use crate::domain::auth::{AuditFilter, IssuedKey};
 use crate::domain::component::effective_status;
 use crate::domain::page::PageToken;
 use crate::domain::{
-    AffectedComponent, ApiKey, AuditEvent, Cause, Component, ComponentStatus, Error, FieldChange, Incident,
+    AffectedComponent, ApiKey, AuditEvent, Cause, Component, ComponentStatus, Error, Event, FieldChange, Incident,
     IncidentRef, Result, Scope, TimelineEntry, Visibility, Workaround,
 };
 
@@ -761,4 +762,96 @@ fn insert_sql(sigil: char, table: &str, columns: &[&str]) -> String {
 /// The names in a comma-separated column list.
 fn column_names(list: &str) -> Vec<&str> {
     list.split(',').map(str::trim).collect()
+}
+
+/// Every event column, in the order of [`EventRow`] and of the insert's parameters.
+pub const EVENT_COLUMNS: &str = "id, seq, type, subject, time, severity, component_ids, data, public_data";
+
+pub fn insert_event_sql(sigil: char) -> String {
+    insert_sql(sigil, "events", &column_names(EVENT_COLUMNS))
+}
+
+pub fn bind_event<'q, 'a, DB>(
+    q: Query<'q, DB, <DB as Database>::Arguments>,
+    e: &'a Event,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    DbId: Encode<'a, DB> + Type<DB>,
+    DbTime: Encode<'a, DB> + Type<DB>,
+    Option<i64>: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    Json<&'a Vec<Uuid>>: Encode<'a, DB> + Type<DB>,
+    Json<&'a serde_json::Value>: Encode<'a, DB> + Type<DB>,
+    Option<Json<&'a serde_json::Value>>: Encode<'a, DB> + Type<DB>,
+{
+    q.bind(DbId(e.id))
+        .bind(e.seq)
+        .bind(e.event_type.as_str())
+        .bind(e.subject.as_str())
+        .bind(DbTime(e.time))
+        .bind(e.severity.map(|s| s.as_str()))
+        .bind(Json(&e.component_ids))
+        .bind(Json(&e.data))
+        .bind(e.public_data.as_ref().map(Json))
+}
+
+#[derive(sqlx::FromRow)]
+pub struct EventRow {
+    id: DbId,
+    seq: Option<i64>,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    subject: String,
+    time: DbTime,
+    severity: Option<String>,
+    component_ids: Json<Vec<Uuid>>,
+    data: Json<serde_json::Value>,
+    public_data: Option<Json<serde_json::Value>>,
+}
+
+impl TryFrom<EventRow> for Event {
+    type Error = Error;
+    fn try_from(r: EventRow) -> Result<Event> {
+        Ok(Event {
+            id: r.id.0,
+            seq: r.seq,
+            event_type: parse("type", &r.event_type)?,
+            subject: r.subject,
+            time: r.time.0,
+            severity: r.severity.as_deref().map(|s| parse("severity", s)).transpose()?,
+            component_ids: r.component_ids.0,
+            data: r.data.0,
+            public_data: r.public_data.map(|d| d.0),
+        })
+    }
+}
+
+/// Sequenced events after `after`, in commit order, for either backend.
+pub fn events_query<DB>(after: i64, filter: &EventFilter, limit: u32) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > "));
+    q.push_bind(after);
+    if !filter.types.is_empty() {
+        q.push(" AND type IN (");
+        let mut sep = q.separated(", ");
+        for t in &filter.types {
+            sep.push_bind(t.as_str().to_string());
+        }
+        q.push(")");
+    }
+    if let Some(s) = &filter.subject {
+        q.push(" AND subject = ").push_bind(s.clone());
+    }
+    if filter.public_only {
+        q.push(" AND public_data IS NOT NULL");
+    }
+    q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+    q
 }

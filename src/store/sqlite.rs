@@ -19,14 +19,14 @@ use sqlx::{AssertSqlSafe, ConnectOptions, QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::rows::{
-    self, API_KEY_COLUMNS, ApiKeyRow, AuditRow, ComponentRow, DbId, DbTime, INCIDENT_COLUMNS, IncidentRow, TimelineRow,
-    like_pattern,
+    self, API_KEY_COLUMNS, ApiKeyRow, AuditRow, ComponentRow, DbId, DbTime, EVENT_COLUMNS, EventRow, INCIDENT_COLUMNS,
+    IncidentRow, TimelineRow, like_pattern,
 };
-use super::{IdempotencyClaim, IncidentFilter, Store, Transaction};
+use super::{EventFilter, IdempotencyClaim, IncidentFilter, Notice, Store, Transaction};
 use crate::domain::auth::{AuditFilter, IssuedKey};
 use crate::domain::page::PageToken;
 use crate::domain::{
-    ApiKey, AuditEvent, Component, ComponentStatus, Error, Incident, IncidentKey, IncidentRef, Result, Status,
+    ApiKey, AuditEvent, Component, ComponentStatus, Error, Event, Incident, IncidentKey, IncidentRef, Result, Status,
     TimelineEntry, Visibility,
 };
 
@@ -109,6 +109,9 @@ static INSERT_TIMELINE: LazyLock<String> = LazyLock::new(|| rows::insert_timelin
 static INSERT_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::insert_component_sql('?'));
 static UPDATE_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::update_component_sql('?'));
 static INSERT_API_KEY: LazyLock<String> = LazyLock::new(|| rows::insert_api_key_sql('?'));
+static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| rows::insert_event_sql('?'));
+static SELECT_UNSEQUENCED: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq IS NULL ORDER BY id LIMIT ?1"));
 static INSERT_AUDIT: LazyLock<String> = LazyLock::new(|| rows::insert_audit_sql('?'));
 static SELECT_API_KEY_BY_ID: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = ?1"));
@@ -287,6 +290,27 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn list_events(&self, after: i64, filter: &EventFilter, limit: u32) -> Result<Vec<Event>> {
+        let rows: Vec<EventRow> = rows::events_query::<Sqlite>(after, filter, limit)
+            .build_query_as()
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(Event::try_from).collect()
+    }
+
+    async fn notifications(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Notice>>> {
+        Ok(None)
+    }
+
+    async fn latest_event_seq(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT value FROM counters WHERE name = 'event_seq'")
+            .fetch_one(&self.readers)
+            .await
+            .map_err(db_err)?;
+        Ok(n)
     }
 
     async fn list_audit_events(
@@ -541,6 +565,52 @@ impl Transaction for SqliteTx {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
+        for e in events {
+            rows::bind_event(sqlx::query(AssertSqlSafe(INSERT_EVENT.as_str())), e)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn lead_sequencer(&mut self) -> Result<bool> {
+        // The write transaction already excludes every other writer.
+        Ok(true)
+    }
+
+    async fn unsequenced_events(&mut self, limit: u32) -> Result<Vec<Event>> {
+        let rows: Vec<EventRow> = sqlx::query_as(AssertSqlSafe(SELECT_UNSEQUENCED.as_str()))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(Event::try_from).collect()
+    }
+
+    async fn assign_sequence(&mut self, ids: &[Uuid]) -> Result<Vec<i64>> {
+        let n = ids.len() as i64;
+        let (last,): (i64,) =
+            sqlx::query_as("UPDATE counters SET value = value + ?1 WHERE name = 'event_seq' RETURNING value")
+                .bind(n)
+                .fetch_one(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+        let seqs: Vec<i64> = (last - n + 1..=last).collect();
+        let pairs: Vec<(String, i64)> =
+            ids.iter().map(|id| id.hyphenated().to_string()).zip(seqs.iter().copied()).collect();
+        sqlx::query(
+            "UPDATE events SET seq = m.seq FROM (SELECT json_extract(value, '$[0]') AS id, \
+             json_extract(value, '$[1]') AS seq FROM json_each(?1)) AS m WHERE events.id = m.id",
+        )
+        .bind(Json(&pairs))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(seqs)
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

@@ -186,6 +186,8 @@ pub struct TestApp {
     /// The admin token (`INCIDENTD_ADMIN_TOKEN`) this app runs with.
     pub admin_token: String,
     pub database_url: String,
+    /// The service behind both transports, for driving background work.
+    pub service: incidentd::service::Service,
     /// Whether dropping this app drops its database (false for a second app on it).
     owns_database: bool,
     stop: CancellationToken,
@@ -290,12 +292,13 @@ impl TestApp {
         let database_url = secrecy::ExposeSecret::expose_secret(&config.database_url).to_string();
         let app = Application::build(&config).await.expect("application builds");
         let (http, grpc) = (app.http_addr(), app.grpc_addr());
+        let service = app.service().clone();
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(stop.clone()));
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {admin_token}").parse().expect("header"));
         let client = reqwest::Client::builder().default_headers(headers).build().expect("client");
-        TestApp { http, grpc, client, admin_token, database_url, owns_database, stop, task: Some(task) }
+        TestApp { http, grpc, client, admin_token, database_url, service, owns_database, stop, task: Some(task) }
     }
 
     /// Authenticates gRPC calls as the admin token.
@@ -361,6 +364,24 @@ impl TestApp {
 
     pub async fn delete(&self, path: &str) -> Res {
         self.request(Method::DELETE, path, None).await
+    }
+
+    /// The events after `after` once at least `count` of them are sequenced (they are
+    /// sequenced just after their change commits), as CloudEvents.
+    pub async fn events_after(&self, after: i64, count: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            // Runs a sequencer round here too (the background one may hold the lead).
+            self.service.sequence_all().await.expect("sequencing works");
+            let res = self.get(&format!("/v1/events?after={after}&page_size=500")).await;
+            assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+            let events = res.body["events"].as_array().unwrap().clone();
+            if events.len() >= count {
+                return events;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "only {} of {count} events: {}", events.len(), res.body);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Creates an API key with these scopes (as admin) and returns `(id, secret)`.

@@ -5,6 +5,7 @@ mod access;
 mod binary;
 mod components;
 mod concurrency;
+mod events;
 mod grpc;
 mod helpers;
 mod incidents;

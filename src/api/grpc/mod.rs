@@ -4,6 +4,7 @@
 pub mod access;
 pub mod components;
 pub mod convert;
+pub mod events;
 pub mod incidents;
 pub mod status;
 
@@ -13,6 +14,7 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use crate::proto::api_key_service_server::ApiKeyServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::component_service_server::ComponentServiceServer;
+use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::incident_service_server::IncidentServiceServer;
 use crate::service::Service;
 
@@ -20,6 +22,7 @@ pub const INCIDENT_SERVICE_NAME: &str = crate::proto::incident_service_server::S
 pub const COMPONENT_SERVICE_NAME: &str = crate::proto::component_service_server::SERVICE_NAME;
 pub const API_KEY_SERVICE_NAME: &str = crate::proto::api_key_service_server::SERVICE_NAME;
 pub const AUDIT_SERVICE_NAME: &str = crate::proto::audit_service_server::SERVICE_NAME;
+pub const EVENT_SERVICE_NAME: &str = crate::proto::event_service_server::SERVICE_NAME;
 
 /// The gRPC router with every service added. Messages over `max_message_bytes` are refused
 /// (RESOURCE_EXHAUSTED).
@@ -53,7 +56,11 @@ pub fn server<H: Health>(
                 .max_decoding_message_size(max_message_bytes),
         )
         .add_service(
-            AuditServiceServer::new(access::GrpcAuditService::new(service))
+            AuditServiceServer::new(access::GrpcAuditService::new(service.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            EventServiceServer::new(events::GrpcEventService::new(service))
                 .max_decoding_message_size(max_message_bytes),
         ))
 }

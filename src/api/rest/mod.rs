@@ -4,6 +4,7 @@
 pub mod access;
 pub mod auth;
 pub mod components;
+pub mod events;
 pub mod extract;
 pub mod incidents;
 pub mod problem;
@@ -50,6 +51,7 @@ impl Default for RestSettings {
     tags(
         (name = "incidents", description = "Incidents, their lifecycle and timeline"),
         (name = "components", description = "Components and their status"),
+        (name = "events", description = "The event log and its live stream"),
         (name = "access", description = "API keys and the audit trail (scope admin)"),
         (name = "health", description = "Liveness and readiness"),
     )
@@ -66,6 +68,8 @@ fn api() -> (Router<Service>, utoipa::openapi::OpenApi) {
         .routes(routes!(incidents::create_update, incidents::list_updates))
         .routes(routes!(components::create_component, components::list_components))
         .routes(routes!(components::get_component, components::patch_component, components::delete_component))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::stream_events))
         .routes(routes!(access::create_api_key, access::list_api_keys))
         .routes(routes!(access::get_api_key, access::revoke_api_key))
         .routes(routes!(access::list_audit_events))

@@ -1,0 +1,228 @@
+//! Events: one per change, written in the change's transaction (a transactional outbox), sent
+//! to subscribers and streamed to dashboards as CloudEvents 1.0.
+//!
+//! Each change emits one event typed by its most significant effect: a resolve is
+//! `incident.resolved` (not also `incident.status_changed`), a posted update that moves the
+//! status is one `incident.update_posted` carrying `previous_status`. Components whose
+//! effective status changes get a `component.status_changed` each.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::component::{Component, ComponentStatus};
+use super::incident::{Incident, Severity, Status, Transition};
+use super::timeline::{TimelineEntry, Visibility};
+use super::wire_enum;
+
+wire_enum! {
+    /// What happened.
+    EventType {
+        IncidentCreated = "incident.created",
+        IncidentUpdated = "incident.updated",
+        IncidentStatusChanged = "incident.status_changed",
+        IncidentAcknowledged = "incident.acknowledged",
+        IncidentUpdatePosted = "incident.update_posted",
+        IncidentResolved = "incident.resolved",
+        IncidentReopened = "incident.reopened",
+        IncidentDeleted = "incident.deleted",
+        ComponentStatusChanged = "component.status_changed",
+        SubscriptionDisabled = "subscription.disabled",
+        /// Sent by `POST /v1/subscriptions/{id}/test`; never stored.
+        SubscriptionTest = "subscription.test",
+    }
+}
+
+/// An event as stored: both the full (internal) and the public form of its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The CloudEvents id, also the webhook id: stable across retries.
+    pub id: Uuid,
+    /// Commit order, assigned once the change has committed; `None` until then.
+    pub seq: Option<i64>,
+    pub event_type: EventType,
+    /// The resource the event is about (an incident or component id).
+    pub subject: String,
+    pub time: DateTime<Utc>,
+    /// For subscription filters: the incident's severity.
+    pub severity: Option<Severity>,
+    /// For subscription filters: the components concerned.
+    pub component_ids: Vec<Uuid>,
+    /// The data for subscribers that may see internal details.
+    pub data: Value,
+    /// The data for public subscribers; `None` when the event is internal only.
+    pub public_data: Option<Value>,
+}
+
+/// The public view of an incident: what customers may read. Internal fields (root cause,
+/// commander, labels, who acknowledged, how many customers, related incidents, the
+/// provider's reference) are left out.
+pub fn public_incident(i: &Incident) -> Value {
+    json!({
+        "id": i.id,
+        "reference": i.reference,
+        "title": i.title,
+        "summary": i.summary,
+        "severity": i.severity,
+        "status": i.status,
+        "impact": i.impact,
+        "affected_components": i.affected_components,
+        "eta": i.eta,
+        "workaround": i.workaround,
+        "cause": {"kind": i.cause.kind, "provider": i.cause.provider},
+        "resolution_summary": i.resolution_summary,
+        "started_at": i.started_at,
+        "identified_at": i.identified_at,
+        "mitigated_at": i.mitigated_at,
+        "resolved_at": i.resolved_at,
+        "closed_at": i.closed_at,
+        "created_at": i.created_at,
+        "updated_at": i.updated_at,
+    })
+}
+
+/// Fields whose change customers do not see.
+pub const INTERNAL_FIELDS: &[&str] =
+    &["root_cause", "commander", "labels", "affected_customers", "related_incident_ids", "detected_at"];
+
+fn value<T: Serialize>(t: &T) -> Value {
+    serde_json::to_value(t).unwrap_or(Value::Null)
+}
+
+impl Event {
+    fn about_incident(
+        event_type: EventType,
+        incident: &Incident,
+        mut data: Value,
+        mut public: Option<Value>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        data["incident"] = value(incident);
+        if let Some(p) = &mut public {
+            p["incident"] = public_incident(incident);
+        }
+        Event {
+            id: Uuid::now_v7(),
+            seq: None,
+            event_type,
+            subject: incident.id.to_string(),
+            time: now,
+            severity: Some(incident.severity),
+            component_ids: incident.affected_components.iter().map(|c| c.component_id).collect(),
+            data,
+            public_data: public,
+        }
+    }
+
+    pub fn incident_created(incident: &Incident, now: DateTime<Utc>) -> Self {
+        Self::about_incident(EventType::IncidentCreated, incident, json!({}), Some(json!({})), now)
+    }
+
+    /// Editable fields changed; public subscribers hear of it only when a public field did.
+    pub fn incident_updated(incident: &Incident, fields: &[&str], now: DateTime<Utc>) -> Self {
+        let public_fields: Vec<&str> = fields.iter().copied().filter(|f| !INTERNAL_FIELDS.contains(f)).collect();
+        let public = (!public_fields.is_empty()).then(|| json!({"changed_fields": public_fields}));
+        Self::about_incident(EventType::IncidentUpdated, incident, json!({"changed_fields": fields}), public, now)
+    }
+
+    /// A lifecycle move (without a posted update): resolved, reopened or status_changed.
+    pub fn incident_transitioned(
+        incident: &Incident,
+        t: Transition,
+        entry: &TimelineEntry,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let event_type = if t.to == Status::Resolved {
+            EventType::IncidentResolved
+        } else if t.reopened {
+            EventType::IncidentReopened
+        } else {
+            EventType::IncidentStatusChanged
+        };
+        let mut data = json!({"previous_status": t.from});
+        let mut public = json!({"previous_status": t.from});
+        data["update"] = value(entry);
+        if entry.visibility == Visibility::Public {
+            public["update"] = value(entry);
+        }
+        Self::about_incident(event_type, incident, data, Some(public), now)
+    }
+
+    /// Who acknowledged is a matter for responders: internal only.
+    pub fn incident_acknowledged(incident: &Incident, now: DateTime<Utc>) -> Self {
+        Self::about_incident(EventType::IncidentAcknowledged, incident, json!({}), None, now)
+    }
+
+    /// A posted update; internal updates reach internal subscribers only.
+    pub fn update_posted(
+        incident: &Incident,
+        entry: &TimelineEntry,
+        previous_status: Option<Status>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let data = json!({"update": entry, "previous_status": previous_status});
+        let public = (entry.visibility == Visibility::Public).then(|| data.clone());
+        Self::about_incident(EventType::IncidentUpdatePosted, incident, data, public, now)
+    }
+
+    pub fn incident_deleted(incident: &Incident, now: DateTime<Utc>) -> Self {
+        Self::about_incident(EventType::IncidentDeleted, incident, json!({}), Some(json!({})), now)
+    }
+
+    /// A component's effective status moved.
+    pub fn component_status_changed(component: &Component, previous: ComponentStatus, now: DateTime<Utc>) -> Self {
+        let data = json!({"component": component, "previous_status": previous});
+        Event {
+            id: Uuid::now_v7(),
+            seq: None,
+            event_type: EventType::ComponentStatusChanged,
+            subject: component.id.to_string(),
+            time: now,
+            severity: None,
+            component_ids: vec![component.id],
+            public_data: Some(data.clone()),
+            data,
+        }
+    }
+
+    /// A subscription was switched off by the system; internal only.
+    pub fn subscription_disabled(subscription_id: Uuid, reason: &str, now: DateTime<Utc>) -> Self {
+        Event {
+            id: Uuid::now_v7(),
+            seq: None,
+            event_type: EventType::SubscriptionDisabled,
+            subject: subscription_id.to_string(),
+            time: now,
+            severity: None,
+            component_ids: Vec::new(),
+            data: json!({"subscription_id": subscription_id, "reason": reason}),
+            public_data: None,
+        }
+    }
+
+    /// Whether public subscribers get this event at all.
+    pub fn is_public(&self) -> bool {
+        self.public_data.is_some()
+    }
+
+    /// The event as a CloudEvents 1.0 JSON document, with internal details or without.
+    /// `seq` is carried as the `sequence` extension attribute (its cursor).
+    pub fn cloud_event(&self, source: &str, internal: bool) -> Value {
+        let data = if internal { Some(&self.data) } else { self.public_data.as_ref() };
+        let mut ce = json!({
+            "specversion": "1.0",
+            "id": self.id,
+            "source": source,
+            "type": self.event_type,
+            "time": self.time,
+            "subject": self.subject,
+            "datacontenttype": "application/json",
+            "data": data,
+        });
+        if let Some(seq) = self.seq {
+            ce["sequence"] = json!(seq.to_string());
+        }
+        ce
+    }
+}
