@@ -74,8 +74,20 @@ async fn bootstrap(config: &Config, service: &Service) -> anyhow::Result<()> {
 
 impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, std::sync::Arc::new(crate::service::SystemClock)).await
+    }
+
+    /// Builds with the clock the dispatcher reads (tests move time instead of waiting).
+    pub async fn build_with_clock(
+        config: &Config,
+        clock: std::sync::Arc<dyn crate::service::Clock>,
+    ) -> anyhow::Result<Self> {
         let store = migrate(config.database_url.expose_secret(), config.database_max_connections).await?;
-        let service = Service::new(store, config.auth_settings()).with_public_url(&config.public_url);
+        let (sender, mut dispatch) = config.notify_settings()?;
+        dispatch.clock = clock;
+        let service = Service::new(store, config.auth_settings())
+            .with_public_url(&config.public_url)
+            .with_dispatch(sender, dispatch)?;
         bootstrap(config, &service).await?;
         let http = TcpListener::bind(config.http_addr)
             .await

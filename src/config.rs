@@ -132,6 +132,36 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_PUBLIC_URL", default_value = "http://localhost:8080", global = true)]
     pub public_url: String,
 
+    /// Receivers admitted despite the SSRF guard: comma-separated CIDRs, addresses or host
+    /// names (e.g. `10.0.0.0/8,receiver.internal`).
+    #[arg(long, env = "INCIDENTD_WEBHOOK_ALLOWLIST", value_delimiter = ',', global = true)]
+    pub webhook_allowlist: Vec<String>,
+
+    /// SMTP server for email subscriptions: `smtp://host:25`, `smtps://user:pass@host:465` or
+    /// `smtp://user:pass@host:587?tls=required`. Unset: email deliveries fail and are retried.
+    #[arg(long, env = "INCIDENTD_SMTP_URL", hide_env_values = true, value_parser = parse_secret, global = true)]
+    pub smtp_url: Option<SecretString>,
+
+    /// The sender of notification emails.
+    #[arg(long, env = "INCIDENTD_SMTP_FROM", default_value = "incidentd <incidentd@localhost>", global = true)]
+    pub smtp_from: String,
+
+    /// Deliveries in flight at once per process.
+    #[arg(long, env = "INCIDENTD_DELIVERY_CONCURRENCY", default_value_t = 256, global = true)]
+    pub delivery_concurrency: usize,
+
+    /// Deliveries in flight at once per subscription.
+    #[arg(long, env = "INCIDENTD_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION", default_value_t = 16, global = true)]
+    pub delivery_concurrency_per_subscription: usize,
+
+    /// A subscription whose deliveries all fail for this many hours is disabled.
+    #[arg(long, env = "INCIDENTD_DISABLE_FAILING_AFTER_HOURS", default_value_t = 120, global = true)]
+    pub disable_failing_after_hours: u64,
+
+    /// Hours a rotated-out webhook secret keeps signing beside the new one.
+    #[arg(long, env = "INCIDENTD_SECRET_ROTATION_GRACE_HOURS", default_value_t = 24, global = true)]
+    pub secret_rotation_grace_hours: u64,
+
     /// Seconds to wait for in-flight requests after a stop signal.
     #[arg(long, env = "INCIDENTD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub shutdown_timeout_secs: u64,
@@ -157,6 +187,26 @@ impl Config {
             cli.config.database_url = SecretString::from(url);
         }
         (cli.command, cli.config)
+    }
+
+    /// How notifications are sent.
+    pub fn notify_settings(&self) -> anyhow::Result<(crate::notify::SenderSettings, crate::service::DispatchSettings)> {
+        let hours = |h: u64| std::time::Duration::from_secs(h * 3600);
+        Ok((
+            crate::notify::SenderSettings {
+                guard: crate::notify::Guard::new(crate::notify::Allowlist::parse(&self.webhook_allowlist)?),
+                smtp_url: self.smtp_url.clone(),
+                smtp_from: self.smtp_from.clone(),
+                public_url: self.public_url.trim_end_matches('/').to_string(),
+            },
+            crate::service::DispatchSettings {
+                max_in_flight: self.delivery_concurrency.max(1),
+                per_subscription: self.delivery_concurrency_per_subscription.max(1),
+                disable_failing_after: hours(self.disable_failing_after_hours),
+                rotation_grace: hours(self.secret_rotation_grace_hours),
+                ..Default::default()
+            },
+        ))
     }
 
     /// How callers are authenticated and rate-limited.
@@ -185,7 +235,8 @@ impl Config {
         dir.join("incidentd-admin.key")
     }
 
-    /// Settings for tests: loopback, OS-chosen ports, the given database, no rate limit.
+    /// Settings for tests: loopback, OS-chosen ports, the given database, no rate limit,
+    /// loopback receivers allowed.
     pub fn for_tests(database_url: &str) -> Self {
         Config {
             http_addr: "127.0.0.1:0".parse().expect("valid address"),
@@ -201,6 +252,13 @@ impl Config {
             cors_allowed_origins: Vec::new(),
             bootstrap_key_file: None,
             public_url: "http://localhost:8080".into(),
+            webhook_allowlist: vec!["127.0.0.0/8".into(), "::1".into()],
+            smtp_url: None,
+            smtp_from: "incidentd <incidentd@localhost>".into(),
+            delivery_concurrency: 64,
+            delivery_concurrency_per_subscription: 8,
+            disable_failing_after_hours: 120,
+            secret_rotation_grace_hours: 24,
             shutdown_timeout_secs: 5,
         }
     }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod notify;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod incident;
 pub mod page;
 pub mod patch;
+pub mod subscription;
 pub mod timeline;
 pub mod validate;
 
@@ -23,6 +24,7 @@ pub use incident::{
 };
 pub use page::{PageRequest, PageToken};
 pub use patch::{IncidentPatch, LabelsPatch};
+pub use subscription::{Channel, Delivery, DeliveryAttempt, DeliveryStatus, Subscription};
 pub use timeline::{FieldChange, NewUpdate, TimelineEntry, TransitionInput, UpdateKind, Visibility};
 pub use validate::IdempotencyKey;
 

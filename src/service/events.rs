@@ -47,6 +47,8 @@ impl Service {
         }
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
         let seqs = tx.assign_sequence(&ids).await?;
+        let events: Vec<Event> = events.into_iter().zip(&seqs).map(|(e, s)| Event { seq: Some(*s), ..e }).collect();
+        self.fan_out(tx.as_mut(), &events).await?;
         tx.commit().await?;
         if let Some(last) = seqs.last() {
             self.note_sequenced(*last);
@@ -100,7 +102,10 @@ impl Service {
             });
         }
         let service = self.clone();
-        tokio::spawn(async move { service.run_sequencer(stop).await });
+        let sequencer_stop = stop.clone();
+        tokio::spawn(async move { service.run_sequencer(sequencer_stop).await });
+        let service = self.clone();
+        tokio::spawn(async move { service.run_dispatcher(stop).await });
         Ok(())
     }
 

@@ -3,11 +3,13 @@
 
 mod auth;
 mod components;
+mod deliveries;
 mod events;
 mod incidents;
 
 pub use crate::store::Notice;
 pub use auth::{AuthSettings, KEY_CACHE_TTL, RateLimit};
+pub use deliveries::{Clock, DispatchSettings, ManualClock, SubscriptionWithSecret, SystemClock, delivery_status};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,6 +29,7 @@ pub struct Service {
     signals: std::sync::Arc<events::Signals>,
     /// Where the API is reached from outside: the CloudEvents `source`, links in messages.
     public_url: std::sync::Arc<str>,
+    dispatcher: std::sync::Arc<deliveries::Dispatcher>,
 }
 
 /// The result of a create: the resource, and whether it is a replay of an earlier request
@@ -44,7 +47,28 @@ impl Service {
             auth: std::sync::Arc::new(auth::Authenticator::new(auth)),
             signals: std::sync::Arc::new(events::Signals::new()),
             public_url: "http://localhost:8080".into(),
+            dispatcher: std::sync::Arc::new(deliveries::Dispatcher::new(
+                crate::notify::Sender::new(crate::notify::SenderSettings {
+                    guard: crate::notify::Guard::default(),
+                    smtp_url: None,
+                    smtp_from: "incidentd@localhost".into(),
+                    public_url: "http://localhost:8080".into(),
+                })
+                .expect("the default HTTP client builds"),
+                DispatchSettings::default(),
+            )),
         }
+    }
+
+    /// Sets how notifications are sent.
+    pub fn with_dispatch(
+        mut self,
+        sender: crate::notify::SenderSettings,
+        settings: DispatchSettings,
+    ) -> anyhow::Result<Self> {
+        self.dispatcher =
+            std::sync::Arc::new(deliveries::Dispatcher::new(crate::notify::Sender::new(sender)?, settings));
+        Ok(self)
     }
 
     /// Sets the externally reachable base URL (no trailing slash needed).

@@ -15,9 +15,10 @@ use uuid::Uuid;
 
 use crate::domain::auth::{AuditFilter, IssuedKey};
 use crate::domain::page::PageToken;
+use crate::domain::subscription::SigningSecrets;
 use crate::domain::{
-    ApiKey, AuditEvent, Component, ComponentStatus, Event, Incident, IncidentKey, IncidentRef, Result, Severity,
-    Status, TimelineEntry, Visibility,
+    ApiKey, AuditEvent, Component, ComponentStatus, Delivery, DeliveryAttempt, DeliveryStatus, Event, Incident,
+    IncidentKey, IncidentRef, Result, Severity, Status, Subscription, TimelineEntry, Visibility,
 };
 
 /// Filters for listing incidents; every field narrows the result.
@@ -52,6 +53,33 @@ pub enum Notice {
     EventsWritten,
     /// Events up to this seq were sequenced.
     Sequenced(i64),
+}
+
+/// A delivery claimed for sending, with what sending needs.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub delivery: Delivery,
+    pub event: Event,
+    pub subscription: Subscription,
+    pub secrets: SigningSecrets,
+}
+
+/// The outcome of one attempt, to record.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub attempt: DeliveryAttempt,
+    /// The worker that held the lease; the delivery is only updated while it still does.
+    pub owner: String,
+    /// `Pending` (retry at `next_attempt_at`), `Delivered` or `Failed` (dead-lettered).
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// Whose attempts to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptsOf {
+    Delivery(Uuid),
+    Subscription(Uuid),
 }
 
 /// What a claim on an idempotency key found.
@@ -117,6 +145,41 @@ pub trait Store: Send + Sync + 'static {
     /// The highest seq given so far (0 before the first).
     async fn latest_event_seq(&self) -> Result<i64>;
 
+    async fn get_subscription(&self, id: Uuid) -> Result<Option<Subscription>>;
+    /// Subscriptions newest first.
+    async fn list_subscriptions(&self, after: Option<&PageToken>, limit: u32) -> Result<Vec<Subscription>>;
+    async fn get_delivery(&self, id: Uuid) -> Result<Option<Delivery>>;
+    /// A subscription's deliveries newest first, optionally of one status.
+    async fn list_deliveries(
+        &self,
+        subscription_id: Uuid,
+        status: Option<DeliveryStatus>,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
+    /// Attempts newest first.
+    async fn list_attempts(
+        &self,
+        of: AttemptsOf,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryAttempt>>;
+    /// Claims up to `limit` deliveries that are due at `now` (or whose lease expired), for
+    /// subscriptions neither paused, disabled nor in `exclude`, under a lease for `owner`
+    /// until `lease_until`. Concurrent claimers never get the same delivery.
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        exclude: &[Uuid],
+    ) -> Result<Vec<ClaimedDelivery>>;
+    /// Extends the leases `owner` holds on these deliveries.
+    async fn extend_leases(&self, owner: &str, ids: &[Uuid], until: DateTime<Utc>) -> Result<()>;
+    /// Hands claimed deliveries back unattempted (due again at `at`).
+    async fn release_deliveries(&self, owner: &str, ids: &[Uuid], at: DateTime<Utc>) -> Result<()>;
+
     /// Audit events newest first (occurred_at, then id, descending).
     async fn list_audit_events(
         &self,
@@ -171,6 +234,25 @@ pub trait Transaction: Send {
     /// transaction ends (for the one-time bootstrap key).
     async fn count_api_keys_exclusively(&mut self) -> Result<i64>;
     async fn insert_audit_event(&mut self, event: &AuditEvent) -> Result<()>;
+
+    async fn insert_subscription(&mut self, subscription: &Subscription, secrets: &SigningSecrets) -> Result<()>;
+    async fn lock_subscription(&mut self, id: Uuid) -> Result<Option<(Subscription, SigningSecrets)>>;
+    async fn update_subscription(&mut self, subscription: &Subscription, secrets: &SigningSecrets) -> Result<()>;
+    async fn delete_subscription(&mut self, id: Uuid) -> Result<()>;
+    /// Every subscription not disabled (paused ones too: their deliveries wait).
+    async fn fanout_subscriptions(&mut self) -> Result<Vec<Subscription>>;
+    /// Creates pending deliveries, due at `now`, for (event, subscription) pairs.
+    async fn insert_deliveries(&mut self, pairs: &[(&Event, Uuid)], now: DateTime<Utc>) -> Result<()>;
+    /// Records an attempt and, if `owner` still holds the lease, the delivery's new state.
+    /// Returns whether it did.
+    async fn record_attempt(&mut self, result: &AttemptResult) -> Result<bool>;
+    /// Cancels a subscription's deliveries that are not yet done.
+    async fn cancel_deliveries(&mut self, subscription_id: Uuid) -> Result<u64>;
+    /// Makes these deliveries pending again, due at `now`, with a fresh retry schedule; only
+    /// those not pending or being sent. Returns how many.
+    async fn requeue_deliveries(&mut self, ids: &[Uuid], now: DateTime<Utc>) -> Result<u64>;
+    /// The ids of a subscription's dead-lettered deliveries.
+    async fn failed_delivery_ids(&mut self, subscription_id: Uuid) -> Result<Vec<Uuid>>;
 
     /// Writes events (unsequenced) and wakes the sequencer, on this replica or another, when
     /// the transaction commits.

@@ -18,10 +18,13 @@ use uuid::Uuid;
 use super::EventFilter;
 use crate::domain::auth::{AuditFilter, IssuedKey};
 use crate::domain::component::effective_status;
+use crate::domain::event::EventType;
 use crate::domain::page::PageToken;
+use crate::domain::subscription::SigningSecrets;
 use crate::domain::{
-    AffectedComponent, ApiKey, AuditEvent, Cause, Component, ComponentStatus, Error, Event, FieldChange, Incident,
-    IncidentRef, Result, Scope, TimelineEntry, Visibility, Workaround,
+    AffectedComponent, ApiKey, AuditEvent, Cause, Component, ComponentStatus, Delivery, DeliveryAttempt,
+    DeliveryStatus, Error, Event, FieldChange, Incident, IncidentRef, Result, Scope, Subscription, TimelineEntry,
+    Visibility, Workaround,
 };
 
 /// An id column.
@@ -854,4 +857,303 @@ where
     }
     q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
     q
+}
+
+/// Every subscription column but its secrets, in the order of [`SubscriptionRow`].
+pub const SUBSCRIPTION_COLUMNS: &str = "id, channel, target, event_types, min_severity, component_ids, \
+    include_internal, paused, disabled_at, disabled_reason, failing_since, created_at, updated_at, created_by, version";
+/// The secret columns, written after [`SUBSCRIPTION_COLUMNS`].
+pub const SUBSCRIPTION_SECRET_COLUMNS: &str = "secret, previous_secret, previous_secret_expires_at";
+
+pub fn insert_subscription_sql(sigil: char) -> String {
+    let columns: Vec<&str> =
+        column_names(SUBSCRIPTION_COLUMNS).into_iter().chain(column_names(SUBSCRIPTION_SECRET_COLUMNS)).collect();
+    insert_sql(sigil, "subscriptions", &columns)
+}
+
+/// `UPDATE subscriptions SET <every column but the id> WHERE id = <sigil>1`, bound like an insert.
+pub fn update_subscription_sql(sigil: char) -> String {
+    let columns: Vec<&str> =
+        column_names(SUBSCRIPTION_COLUMNS).into_iter().chain(column_names(SUBSCRIPTION_SECRET_COLUMNS)).collect();
+    let sets: Vec<String> =
+        columns.iter().enumerate().skip(1).map(|(i, c)| format!("{c} = {sigil}{}", i + 1)).collect();
+    format!("UPDATE subscriptions SET {} WHERE id = {sigil}1", sets.join(", "))
+}
+
+pub fn bind_subscription<'q, 'a, DB>(
+    q: Query<'q, DB, <DB as Database>::Arguments>,
+    s: &'a Subscription,
+    secrets: &'a SigningSecrets,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    DbId: Encode<'a, DB> + Type<DB>,
+    DbTime: Encode<'a, DB> + Type<DB>,
+    Option<DbTime>: Encode<'a, DB> + Type<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    bool: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Json<&'a Vec<EventType>>: Encode<'a, DB> + Type<DB>,
+    Json<&'a Vec<Uuid>>: Encode<'a, DB> + Type<DB>,
+{
+    q.bind(DbId(s.id))
+        .bind(s.channel.as_str())
+        .bind(s.target.as_str())
+        .bind(Json(&s.event_types))
+        .bind(s.min_severity.map(|m| m.as_str()))
+        .bind(Json(&s.component_ids))
+        .bind(s.include_internal)
+        .bind(s.paused)
+        .bind(s.disabled_at.map(time))
+        .bind(s.disabled_reason.as_deref())
+        .bind(s.failing_since.map(time))
+        .bind(DbTime(s.created_at))
+        .bind(DbTime(s.updated_at))
+        .bind(s.created_by.as_str())
+        .bind(s.version)
+        .bind(secrets.current.as_deref())
+        .bind(secrets.previous.as_deref())
+        .bind(secrets.previous_expires_at.map(time))
+}
+
+#[derive(sqlx::FromRow)]
+pub struct SubscriptionRow {
+    id: DbId,
+    channel: String,
+    target: String,
+    event_types: Json<Vec<String>>,
+    min_severity: Option<String>,
+    component_ids: Json<Vec<Uuid>>,
+    include_internal: bool,
+    paused: bool,
+    disabled_at: Option<DbTime>,
+    disabled_reason: Option<String>,
+    failing_since: Option<DbTime>,
+    created_at: DbTime,
+    updated_at: DbTime,
+    created_by: String,
+    version: i64,
+}
+
+impl TryFrom<SubscriptionRow> for Subscription {
+    type Error = Error;
+    fn try_from(r: SubscriptionRow) -> Result<Subscription> {
+        Ok(Subscription {
+            id: r.id.0,
+            channel: parse("channel", &r.channel)?,
+            target: r.target,
+            event_types: r.event_types.0.iter().map(|t| parse("event_types", t)).collect::<Result<_>>()?,
+            min_severity: r.min_severity.as_deref().map(|s| parse("min_severity", s)).transpose()?,
+            component_ids: r.component_ids.0,
+            include_internal: r.include_internal,
+            paused: r.paused,
+            disabled_at: r.disabled_at.map(|t| t.0),
+            disabled_reason: r.disabled_reason,
+            failing_since: r.failing_since.map(|t| t.0),
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+            created_by: r.created_by,
+            version: r.version,
+        })
+    }
+}
+
+/// A subscription's signing secrets.
+#[derive(sqlx::FromRow)]
+pub struct SecretsRow {
+    secret: Option<String>,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<DbTime>,
+}
+
+impl From<SecretsRow> for SigningSecrets {
+    fn from(r: SecretsRow) -> SigningSecrets {
+        SigningSecrets {
+            current: r.secret,
+            previous: r.previous_secret,
+            previous_expires_at: r.previous_secret_expires_at.map(|t| t.0),
+        }
+    }
+}
+
+/// Every delivery column the API shows, in the order of [`DeliveryRow`].
+pub const DELIVERY_COLUMNS: &str = "id, event_id, subscription_id, event_type, status, attempts, next_attempt_at, \
+    last_attempt_at, last_status_code, last_error, created_at, delivered_at";
+
+#[derive(sqlx::FromRow)]
+pub struct DeliveryRow {
+    id: DbId,
+    event_id: DbId,
+    subscription_id: DbId,
+    event_type: String,
+    status: String,
+    attempts: i32,
+    next_attempt_at: Option<DbTime>,
+    last_attempt_at: Option<DbTime>,
+    last_status_code: Option<i32>,
+    last_error: Option<String>,
+    created_at: DbTime,
+    delivered_at: Option<DbTime>,
+}
+
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = Error;
+    fn try_from(r: DeliveryRow) -> Result<Delivery> {
+        Ok(Delivery {
+            id: r.id.0,
+            event_id: r.event_id.0,
+            subscription_id: r.subscription_id.0,
+            event_type: parse("event_type", &r.event_type)?,
+            status: parse("status", &r.status)?,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at.map(|t| t.0),
+            last_attempt_at: r.last_attempt_at.map(|t| t.0),
+            last_status_code: r.last_status_code,
+            last_error: r.last_error,
+            created_at: r.created_at.0,
+            delivered_at: r.delivered_at.map(|t| t.0),
+        })
+    }
+}
+
+pub const ATTEMPT_COLUMNS: &str =
+    "id, delivery_id, subscription_id, attempted_at, status_code, latency_ms, response_excerpt, error";
+
+pub fn insert_attempt_sql(sigil: char) -> String {
+    insert_sql(sigil, "delivery_attempts", &column_names(ATTEMPT_COLUMNS))
+}
+
+pub fn bind_attempt<'q, 'a, DB>(
+    q: Query<'q, DB, <DB as Database>::Arguments>,
+    a: &'a DeliveryAttempt,
+) -> Query<'q, DB, <DB as Database>::Arguments>
+where
+    DB: Database,
+    DbId: Encode<'a, DB> + Type<DB>,
+    DbTime: Encode<'a, DB> + Type<DB>,
+    Option<i32>: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    Option<&'a str>: Encode<'a, DB> + Type<DB>,
+{
+    q.bind(DbId(a.id))
+        .bind(DbId(a.delivery_id))
+        .bind(DbId(a.subscription_id))
+        .bind(DbTime(a.attempted_at))
+        .bind(a.status_code)
+        .bind(a.latency_ms)
+        .bind(a.response_excerpt.as_deref())
+        .bind(a.error.as_deref())
+}
+
+#[derive(sqlx::FromRow)]
+pub struct AttemptRow {
+    id: DbId,
+    delivery_id: DbId,
+    subscription_id: DbId,
+    attempted_at: DbTime,
+    status_code: Option<i32>,
+    latency_ms: i64,
+    response_excerpt: Option<String>,
+    error: Option<String>,
+}
+
+impl From<AttemptRow> for DeliveryAttempt {
+    fn from(r: AttemptRow) -> DeliveryAttempt {
+        DeliveryAttempt {
+            id: r.id.0,
+            delivery_id: r.delivery_id.0,
+            subscription_id: r.subscription_id.0,
+            attempted_at: r.attempted_at.0,
+            status_code: r.status_code,
+            latency_ms: r.latency_ms,
+            response_excerpt: r.response_excerpt,
+            error: r.error,
+        }
+    }
+}
+
+/// A subscription's deliveries, newest first, optionally of one status.
+pub fn deliveries_query<DB>(
+    subscription_id: Uuid,
+    status: Option<DeliveryStatus>,
+    after: Option<&PageToken>,
+    limit: u32,
+) -> Result<QueryBuilder<DB>>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'t> DbId: Encode<'t, DB> + Type<DB>,
+    for<'t> DbTime: Encode<'t, DB> + Type<DB>,
+    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE subscription_id = "));
+    q.push_bind(DbId(subscription_id));
+    if let Some(s) = status {
+        q.push(" AND status = ").push_bind(s.as_str());
+    }
+    push_newest_first(&mut q, "created_at", after, limit)?;
+    Ok(q)
+}
+
+/// Attempts, newest first: of one delivery, or of every delivery of one subscription.
+pub fn attempts_query<DB>(column: &str, id: Uuid, after: Option<&PageToken>, limit: u32) -> Result<QueryBuilder<DB>>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'t> DbId: Encode<'t, DB> + Type<DB>,
+    for<'t> DbTime: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(format!("SELECT {ATTEMPT_COLUMNS} FROM delivery_attempts WHERE {column} = "));
+    q.push_bind(DbId(id));
+    push_newest_first(&mut q, "attempted_at", after, limit)?;
+    Ok(q)
+}
+
+/// Subscriptions newest first.
+pub fn subscriptions_query<DB>(after: Option<&PageToken>, limit: u32) -> Result<QueryBuilder<DB>>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'t> DbId: Encode<'t, DB> + Type<DB>,
+    for<'t> DbTime: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE 1 = 1"));
+    push_newest_first(&mut q, "created_at", after, limit)?;
+    Ok(q)
+}
+
+/// Joins claimed deliveries with their events and subscriptions (rows carrying secrets).
+pub fn join_claims<R: sqlx::Row>(
+    deliveries: Vec<Delivery>,
+    events: Vec<EventRow>,
+    subscriptions: &[R],
+) -> Result<Vec<super::ClaimedDelivery>>
+where
+    for<'r> SubscriptionRow: sqlx::FromRow<'r, R>,
+    for<'r> SecretsRow: sqlx::FromRow<'r, R>,
+{
+    let events: Vec<Event> = events.into_iter().map(Event::try_from).collect::<Result<_>>()?;
+    let mut subs = Vec::with_capacity(subscriptions.len());
+    for row in subscriptions {
+        let s: SubscriptionRow = sqlx::FromRow::from_row(row).map_err(|e| Error::Internal(e.to_string()))?;
+        let secrets: SecretsRow = sqlx::FromRow::from_row(row).map_err(|e| Error::Internal(e.to_string()))?;
+        subs.push((Subscription::try_from(s)?, SigningSecrets::from(secrets)));
+    }
+    deliveries
+        .into_iter()
+        .map(|delivery| {
+            let event = events.iter().find(|e| e.id == delivery.event_id).cloned();
+            let sub = subs.iter().find(|(s, _)| s.id == delivery.subscription_id).cloned();
+            match (event, sub) {
+                (Some(event), Some((subscription, secrets))) => {
+                    Ok(super::ClaimedDelivery { delivery, event, subscription, secrets })
+                }
+                _ => Err(Error::Internal(format!("delivery {} lost its event or subscription", delivery.id))),
+            }
+        })
+        .collect()
 }

@@ -19,15 +19,20 @@ use sqlx::{AssertSqlSafe, ConnectOptions, QueryBuilder, Sqlite};
 use uuid::Uuid;
 
 use super::rows::{
-    self, API_KEY_COLUMNS, ApiKeyRow, AuditRow, ComponentRow, DbId, DbTime, EVENT_COLUMNS, EventRow, INCIDENT_COLUMNS,
-    IncidentRow, TimelineRow, like_pattern,
+    self, API_KEY_COLUMNS, ApiKeyRow, AttemptRow, AuditRow, ComponentRow, DELIVERY_COLUMNS, DbId, DbTime, DeliveryRow,
+    EVENT_COLUMNS, EventRow, INCIDENT_COLUMNS, IncidentRow, SUBSCRIPTION_COLUMNS, SUBSCRIPTION_SECRET_COLUMNS,
+    SecretsRow, SubscriptionRow, TimelineRow, like_pattern,
 };
-use super::{EventFilter, IdempotencyClaim, IncidentFilter, Notice, Store, Transaction};
+use super::{
+    AttemptResult, AttemptsOf, ClaimedDelivery, EventFilter, IdempotencyClaim, IncidentFilter, Notice, Store,
+    Transaction,
+};
 use crate::domain::auth::{AuditFilter, IssuedKey};
 use crate::domain::page::PageToken;
+use crate::domain::subscription::SigningSecrets;
 use crate::domain::{
-    ApiKey, AuditEvent, Component, ComponentStatus, Error, Event, Incident, IncidentKey, IncidentRef, Result, Status,
-    TimelineEntry, Visibility,
+    ApiKey, AuditEvent, Component, ComponentStatus, Delivery, DeliveryAttempt, DeliveryStatus, Error, Event, Incident,
+    IncidentKey, IncidentRef, Result, Status, Subscription, TimelineEntry, Visibility,
 };
 
 /// Migrations, embedded at build time.
@@ -112,6 +117,54 @@ static INSERT_API_KEY: LazyLock<String> = LazyLock::new(|| rows::insert_api_key_
 static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| rows::insert_event_sql('?'));
 static SELECT_UNSEQUENCED: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq IS NULL ORDER BY id LIMIT ?1"));
+static SELECT_SUBSCRIPTION: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?1"));
+static LOCK_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {SUBSCRIPTION_COLUMNS}, {SUBSCRIPTION_SECRET_COLUMNS} FROM subscriptions WHERE id = ?1")
+});
+static SELECT_ACTIVE_SUBSCRIPTIONS: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE disabled_at IS NULL"));
+static INSERT_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| rows::insert_subscription_sql('?'));
+static UPDATE_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| rows::update_subscription_sql('?'));
+static DELETE_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| "DELETE FROM subscriptions WHERE id = ?1".to_string());
+static SELECT_DELIVERY: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"));
+static INSERT_ATTEMPT: LazyLock<String> = LazyLock::new(|| rows::insert_attempt_sql('?'));
+/// Records the outcome, only while the worker still holds the lease.
+static FINISH_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
+    "UPDATE deliveries SET status = ?3, attempts = attempts + 1, next_attempt_at = ?4, last_attempt_at = ?5, \
+     last_status_code = ?6, last_error = ?7, \
+     delivered_at = CASE WHEN ?3 = 'delivered' THEN ?5 ELSE delivered_at END, \
+     lease_owner = NULL, lease_expires_at = NULL \
+     WHERE id = ?1 AND lease_owner = ?2 AND status = 'sending'"
+        .to_string()
+});
+static CANCEL_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
+    "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL, lease_expires_at = NULL \
+     WHERE subscription_id = ?1 AND status IN ('pending', 'sending')"
+        .to_string()
+});
+static FAILED_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
+    "SELECT id FROM deliveries WHERE subscription_id = ?1 AND status = 'failed' ORDER BY created_at".to_string()
+});
+static CLAIM_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE deliveries SET status = 'sending', lease_owner = ?1, lease_expires_at = ?3 WHERE id IN \
+         (SELECT d.id FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id \
+          WHERE ((d.status = 'pending' AND d.next_attempt_at <= ?2) OR (d.status = 'sending' AND d.lease_expires_at < ?2)) \
+            AND NOT s.paused AND s.disabled_at IS NULL \
+            AND d.subscription_id NOT IN (SELECT value FROM json_each(?5)) \
+          ORDER BY d.next_attempt_at LIMIT ?4) RETURNING {DELIVERY_COLUMNS}"
+    )
+});
+static SELECT_EVENTS_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT value FROM json_each(?1))"));
+static SELECT_SUBSCRIPTIONS_BY_ID: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {SUBSCRIPTION_COLUMNS}, {SUBSCRIPTION_SECRET_COLUMNS} FROM subscriptions \
+         WHERE id IN (SELECT value FROM json_each(?1))"
+    )
+});
 static INSERT_AUDIT: LazyLock<String> = LazyLock::new(|| rows::insert_audit_sql('?'));
 static SELECT_API_KEY_BY_ID: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = ?1"));
@@ -252,6 +305,128 @@ impl Store for SqliteStore {
             .await
             .map_err(db_err)?;
         Ok(done.rows_affected())
+    }
+
+    async fn get_subscription(&self, id: Uuid) -> Result<Option<Subscription>> {
+        let row: Option<SubscriptionRow> = sqlx::query_as(AssertSqlSafe(SELECT_SUBSCRIPTION.as_str()))
+            .bind(DbId(id))
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(db_err)?;
+        row.map(Subscription::try_from).transpose()
+    }
+
+    async fn list_subscriptions(&self, after: Option<&PageToken>, limit: u32) -> Result<Vec<Subscription>> {
+        let rows: Vec<SubscriptionRow> = rows::subscriptions_query::<Sqlite>(after, limit)?
+            .build_query_as()
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(Subscription::try_from).collect()
+    }
+
+    async fn get_delivery(&self, id: Uuid) -> Result<Option<Delivery>> {
+        let row: Option<DeliveryRow> = sqlx::query_as(AssertSqlSafe(SELECT_DELIVERY.as_str()))
+            .bind(DbId(id))
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(db_err)?;
+        row.map(Delivery::try_from).transpose()
+    }
+
+    async fn list_deliveries(
+        &self,
+        subscription_id: Uuid,
+        status: Option<DeliveryStatus>,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let rows: Vec<DeliveryRow> = rows::deliveries_query::<Sqlite>(subscription_id, status, after, limit)?
+            .build_query_as()
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(Delivery::try_from).collect()
+    }
+
+    async fn list_attempts(
+        &self,
+        of: AttemptsOf,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryAttempt>> {
+        let (column, id) = match of {
+            AttemptsOf::Delivery(id) => ("delivery_id", id),
+            AttemptsOf::Subscription(id) => ("subscription_id", id),
+        };
+        let rows: Vec<AttemptRow> = rows::attempts_query::<Sqlite>(column, id, after, limit)?
+            .build_query_as()
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(DeliveryAttempt::from).collect())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        exclude: &[Uuid],
+    ) -> Result<Vec<ClaimedDelivery>> {
+        // Inside the single write transaction nobody else claims at the same time.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        let rows: Vec<DeliveryRow> = sqlx::query_as(AssertSqlSafe(CLAIM_DELIVERIES.as_str()))
+            .bind(owner)
+            .bind(DbTime(now))
+            .bind(DbTime(lease_until))
+            .bind(i64::from(limit))
+            .bind(json_list(exclude))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let deliveries = rows.into_iter().map(Delivery::try_from).collect::<Result<Vec<_>>>()?;
+        let events: Vec<EventRow> = sqlx::query_as(AssertSqlSafe(SELECT_EVENTS_BY_ID.as_str()))
+            .bind(json_list(deliveries.iter().map(|d| d.event_id)))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let subs = sqlx::query(AssertSqlSafe(SELECT_SUBSCRIPTIONS_BY_ID.as_str()))
+            .bind(json_list(deliveries.iter().map(|d| d.subscription_id)))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        rows::join_claims(deliveries, events, &subs)
+    }
+
+    async fn extend_leases(&self, owner: &str, ids: &[Uuid], until: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE deliveries SET lease_expires_at = ?3 WHERE lease_owner = ?1 AND status = 'sending' \
+             AND id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(owner)
+        .bind(json_list(ids))
+        .bind(DbTime(until))
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn release_deliveries(&self, owner: &str, ids: &[Uuid], at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = ?3, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE lease_owner = ?1 AND status = 'sending' AND id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(owner)
+        .bind(json_list(ids))
+        .bind(DbTime(at))
+        .execute(&self.writer)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
 
     async fn find_api_key(&self, lookup: &str) -> Result<Option<(ApiKey, Vec<u8>)>> {
@@ -565,6 +740,130 @@ impl Transaction for SqliteTx {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn insert_subscription(&mut self, subscription: &Subscription, secrets: &SigningSecrets) -> Result<()> {
+        rows::bind_subscription(sqlx::query(AssertSqlSafe(INSERT_SUBSCRIPTION.as_str())), subscription, secrets)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn lock_subscription(&mut self, id: Uuid) -> Result<Option<(Subscription, SigningSecrets)>> {
+        let row = sqlx::query(AssertSqlSafe(LOCK_SUBSCRIPTION.as_str()))
+            .bind(DbId(id))
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let subscription: SubscriptionRow = sqlx::FromRow::from_row(&row).map_err(db_err)?;
+        let secrets: SecretsRow = sqlx::FromRow::from_row(&row).map_err(db_err)?;
+        Ok(Some((Subscription::try_from(subscription)?, secrets.into())))
+    }
+
+    async fn update_subscription(&mut self, subscription: &Subscription, secrets: &SigningSecrets) -> Result<()> {
+        rows::bind_subscription(sqlx::query(AssertSqlSafe(UPDATE_SUBSCRIPTION.as_str())), subscription, secrets)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn delete_subscription(&mut self, id: Uuid) -> Result<()> {
+        sqlx::query(AssertSqlSafe(DELETE_SUBSCRIPTION.as_str()))
+            .bind(DbId(id))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn fanout_subscriptions(&mut self) -> Result<Vec<Subscription>> {
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(AssertSqlSafe(SELECT_ACTIVE_SUBSCRIPTIONS.as_str()))
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(Subscription::try_from).collect()
+    }
+
+    async fn record_attempt(&mut self, result: &AttemptResult) -> Result<bool> {
+        rows::bind_attempt(sqlx::query(AssertSqlSafe(INSERT_ATTEMPT.as_str())), &result.attempt)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        let a = &result.attempt;
+        let done = sqlx::query(AssertSqlSafe(FINISH_ATTEMPT.as_str()))
+            .bind(DbId(a.delivery_id))
+            .bind(result.owner.as_str())
+            .bind(result.status.as_str())
+            .bind(result.next_attempt_at.map(DbTime))
+            .bind(DbTime(a.attempted_at))
+            .bind(a.status_code)
+            .bind(a.error.as_deref())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn cancel_deliveries(&mut self, subscription_id: Uuid) -> Result<u64> {
+        let done = sqlx::query(AssertSqlSafe(CANCEL_DELIVERIES.as_str()))
+            .bind(DbId(subscription_id))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn failed_delivery_ids(&mut self, subscription_id: Uuid) -> Result<Vec<Uuid>> {
+        let rows: Vec<(DbId,)> = sqlx::query_as(AssertSqlSafe(FAILED_DELIVERIES.as_str()))
+            .bind(DbId(subscription_id))
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(|(id,)| id.0).collect())
+    }
+
+    async fn insert_deliveries(&mut self, pairs: &[(&Event, Uuid)], now: DateTime<Utc>) -> Result<()> {
+        for chunk in pairs.chunks(5000) {
+            let rows: Vec<(String, String, String, &str)> = chunk
+                .iter()
+                .map(|(e, s)| {
+                    (
+                        Uuid::now_v7().hyphenated().to_string(),
+                        e.id.hyphenated().to_string(),
+                        s.hyphenated().to_string(),
+                        e.event_type.as_str(),
+                    )
+                })
+                .collect();
+            sqlx::query(
+                "INSERT INTO deliveries (id, event_id, subscription_id, event_type, status, next_attempt_at, created_at) \
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), \
+                 json_extract(value, '$[3]'), 'pending', ?2, ?2 FROM json_each(?1)",
+            )
+            .bind(Json(&rows))
+            .bind(DbTime(now))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    async fn requeue_deliveries(&mut self, ids: &[Uuid], now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE id IN (SELECT value FROM json_each(?1)) \
+             AND status IN ('failed', 'cancelled', 'delivered')",
+        )
+        .bind(json_list(ids))
+        .bind(DbTime(now))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected())
     }
 
     async fn insert_events(&mut self, events: &[Event]) -> Result<()> {

@@ -273,16 +273,25 @@ impl TestApp {
     pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = Config::for_tests(&fresh_database_url());
         configure(&mut config);
-        Self::start(config, true).await
+        Self::start(config, true, None).await
+    }
+
+    /// The application with a clock the test moves (for retry timing).
+    pub async fn spawn_with_clock(clock: std::sync::Arc<incidentd::service::ManualClock>) -> TestApp {
+        Self::start(Config::for_tests(&fresh_database_url()), true, Some(clock)).await
     }
 
     /// Another application on the same database (a second replica, or a restart); it leaves
     /// the database to its first owner.
     pub async fn spawn_on(database_url: &str) -> TestApp {
-        Self::start(Config::for_tests(database_url), false).await
+        Self::start(Config::for_tests(database_url), false, None).await
     }
 
-    async fn start(mut config: Config, owns_database: bool) -> TestApp {
+    async fn start(
+        mut config: Config,
+        owns_database: bool,
+        clock: Option<std::sync::Arc<incidentd::service::ManualClock>>,
+    ) -> TestApp {
         let admin_token = config
             .admin_token
             .as_ref()
@@ -290,7 +299,11 @@ impl TestApp {
             .unwrap_or_else(|| format!("test-admin-{}", uuid::Uuid::new_v4().simple()));
         config.admin_token = Some(admin_token.clone().into());
         let database_url = secrecy::ExposeSecret::expose_secret(&config.database_url).to_string();
-        let app = Application::build(&config).await.expect("application builds");
+        let app = match clock {
+            Some(c) => Application::build_with_clock(&config, c).await,
+            None => Application::build(&config).await,
+        }
+        .expect("application builds");
         let (http, grpc) = (app.http_addr(), app.grpc_addr());
         let service = app.service().clone();
         let stop = CancellationToken::new();

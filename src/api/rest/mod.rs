@@ -8,6 +8,7 @@ pub mod events;
 pub mod extract;
 pub mod incidents;
 pub mod problem;
+pub mod subscriptions;
 
 use std::sync::Arc;
 
@@ -52,6 +53,7 @@ impl Default for RestSettings {
         (name = "incidents", description = "Incidents, their lifecycle and timeline"),
         (name = "components", description = "Components and their status"),
         (name = "events", description = "The event log and its live stream"),
+        (name = "subscriptions", description = "Notification subscriptions and their deliveries (scope subscriptions:manage)"),
         (name = "access", description = "API keys and the audit trail (scope admin)"),
         (name = "health", description = "Liveness and readiness"),
     )
@@ -70,6 +72,22 @@ fn api() -> (Router<Service>, utoipa::openapi::OpenApi) {
         .routes(routes!(components::get_component, components::patch_component, components::delete_component))
         .routes(routes!(events::list_events))
         .routes(routes!(events::stream_events))
+        .routes(routes!(subscriptions::create_subscription, subscriptions::list_subscriptions))
+        .routes(routes!(
+            subscriptions::get_subscription,
+            subscriptions::patch_subscription,
+            subscriptions::delete_subscription
+        ))
+        .routes(routes!(subscriptions::pause_subscription))
+        .routes(routes!(subscriptions::resume_subscription))
+        .routes(routes!(subscriptions::rotate_secret))
+        .routes(routes!(subscriptions::test_subscription))
+        .routes(routes!(subscriptions::list_deliveries))
+        .routes(routes!(subscriptions::list_subscription_attempts))
+        .routes(routes!(subscriptions::retry_failed))
+        .routes(routes!(subscriptions::get_delivery))
+        .routes(routes!(subscriptions::list_delivery_attempts))
+        .routes(routes!(subscriptions::retry_delivery))
         .routes(routes!(access::create_api_key, access::list_api_keys))
         .routes(routes!(access::get_api_key, access::revoke_api_key))
         .routes(routes!(access::list_audit_events))
