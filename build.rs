@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/incidentd/v1/component.proto",
         "proto/incidentd/v1/event.proto",
         "proto/incidentd/v1/incident.proto",
+        "proto/incidentd/v1/subscription.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -174,8 +174,9 @@ impl Application {
 }
 
 /// The names gRPC health reports on: the server as a whole and each service.
-const HEALTH_SERVICES: [&str; 6] = [
+const HEALTH_SERVICES: [&str; 7] = [
     "",
+    grpc::SUBSCRIPTION_SERVICE_NAME,
     grpc::EVENT_SERVICE_NAME,
     grpc::INCIDENT_SERVICE_NAME,
     grpc::COMPONENT_SERVICE_NAME,

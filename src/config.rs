@@ -158,6 +158,11 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_DISABLE_FAILING_AFTER_HOURS", default_value_t = 120, global = true)]
     pub disable_failing_after_hours: u64,
 
+    /// Seconds a worker's claim on a delivery lasts without a heartbeat: a crashed worker's
+    /// deliveries are taken over after this long.
+    #[arg(long, env = "INCIDENTD_DELIVERY_LEASE_SECS", default_value_t = 60, global = true)]
+    pub delivery_lease_secs: u64,
+
     /// Hours a rotated-out webhook secret keeps signing beside the new one.
     #[arg(long, env = "INCIDENTD_SECRET_ROTATION_GRACE_HOURS", default_value_t = 24, global = true)]
     pub secret_rotation_grace_hours: u64,
@@ -204,6 +209,7 @@ impl Config {
                 per_subscription: self.delivery_concurrency_per_subscription.max(1),
                 disable_failing_after: hours(self.disable_failing_after_hours),
                 rotation_grace: hours(self.secret_rotation_grace_hours),
+                lease: std::time::Duration::from_secs(self.delivery_lease_secs.max(3)),
                 ..Default::default()
             },
         ))
@@ -259,6 +265,7 @@ impl Config {
             delivery_concurrency_per_subscription: 8,
             disable_failing_after_hours: 120,
             secret_rotation_grace_hours: 24,
+            delivery_lease_secs: 60,
             shutdown_timeout_secs: 5,
         }
     }

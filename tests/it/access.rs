@@ -19,6 +19,7 @@ enum Need {
     WriteIncidents,
     ReadComponents,
     WriteComponents,
+    ManageSubscriptions,
     Admin,
 }
 
@@ -29,6 +30,7 @@ fn allowed(scope: &str, need: Need) -> bool {
         Need::WriteIncidents => &["incidents:write", "admin"],
         Need::ReadComponents => &["incidents:read", "incidents:write", "components:write", "admin"],
         Need::WriteComponents => &["components:write", "admin"],
+        Need::ManageSubscriptions => &["subscriptions:manage", "admin"],
         Need::Admin => &["admin"],
     };
     granted.contains(&scope)
@@ -99,10 +101,27 @@ enum Rest {
     GetApiKey,
     RevokeApiKey,
     ListAuditEvents,
+    ListEvents,
+    StreamEvents,
+    CreateSubscription,
+    ListSubscriptions,
+    GetSubscription,
+    PatchSubscription,
+    DeleteSubscription,
+    PauseSubscription,
+    ResumeSubscription,
+    RotateSecret,
+    TestSubscription,
+    ListDeliveries,
+    ListSubscriptionAttempts,
+    RetryFailed,
+    GetDelivery,
+    ListDeliveryAttempts,
+    RetryDelivery,
 }
 
 impl Rest {
-    const ALL: [Rest; 19] = [
+    const ALL: [Rest; 36] = [
         Rest::CreateIncident,
         Rest::ListIncidents,
         Rest::GetIncident,
@@ -122,12 +141,44 @@ impl Rest {
         Rest::GetApiKey,
         Rest::RevokeApiKey,
         Rest::ListAuditEvents,
+        Rest::ListEvents,
+        Rest::StreamEvents,
+        Rest::CreateSubscription,
+        Rest::ListSubscriptions,
+        Rest::GetSubscription,
+        Rest::PatchSubscription,
+        Rest::DeleteSubscription,
+        Rest::PauseSubscription,
+        Rest::ResumeSubscription,
+        Rest::RotateSecret,
+        Rest::TestSubscription,
+        Rest::ListDeliveries,
+        Rest::ListSubscriptionAttempts,
+        Rest::RetryFailed,
+        Rest::GetDelivery,
+        Rest::ListDeliveryAttempts,
+        Rest::RetryDelivery,
     ];
 
     fn need(self) -> Need {
         use Rest::*;
         match self {
-            ListIncidents | GetIncident | ListUpdates => Need::ReadIncidents,
+            ListIncidents | GetIncident | ListUpdates | ListEvents | StreamEvents => Need::ReadIncidents,
+            CreateSubscription
+            | ListSubscriptions
+            | GetSubscription
+            | PatchSubscription
+            | DeleteSubscription
+            | PauseSubscription
+            | ResumeSubscription
+            | RotateSecret
+            | TestSubscription
+            | ListDeliveries
+            | ListSubscriptionAttempts
+            | RetryFailed
+            | GetDelivery
+            | ListDeliveryAttempts
+            | RetryDelivery => Need::ManageSubscriptions,
             CreateIncident | PatchIncident | DeleteIncident | Transition | Acknowledge | PostUpdate => {
                 Need::WriteIncidents
             }
@@ -186,7 +237,59 @@ impl Rest {
                 (Method::DELETE, format!("/v1/api-keys/{}", app.api_key("r", &["incidents:read"]).await.0), None)
             }
             ListAuditEvents => (Method::GET, "/v1/audit-events".into(), None),
+            ListEvents => (Method::GET, "/v1/events".into(), None),
+            StreamEvents => (Method::GET, "/v1/events/stream".into(), None),
+            CreateSubscription => (
+                Method::POST,
+                "/v1/subscriptions".into(),
+                Some(json!({"channel": "webhook", "target": "http://127.0.0.1:9/x"})),
+            ),
+            ListSubscriptions => (Method::GET, "/v1/subscriptions".into(), None),
+            GetSubscription => (Method::GET, format!("/v1/subscriptions/{}", subscription(app).await), None),
+            PatchSubscription => (
+                Method::PATCH,
+                format!("/v1/subscriptions/{}", subscription(app).await),
+                Some(json!({"include_internal": true})),
+            ),
+            DeleteSubscription => (Method::DELETE, format!("/v1/subscriptions/{}", subscription(app).await), None),
+            PauseSubscription => (Method::POST, format!("/v1/subscriptions/{}/pause", subscription(app).await), None),
+            ResumeSubscription => (Method::POST, format!("/v1/subscriptions/{}/resume", subscription(app).await), None),
+            RotateSecret => {
+                (Method::POST, format!("/v1/subscriptions/{}/rotate-secret", subscription(app).await), None)
+            }
+            TestSubscription => (Method::POST, format!("/v1/subscriptions/{}/test", subscription(app).await), None),
+            ListDeliveries => (Method::GET, format!("/v1/subscriptions/{}/deliveries", subscription(app).await), None),
+            ListSubscriptionAttempts => {
+                (Method::GET, format!("/v1/subscriptions/{}/attempts", subscription(app).await), None)
+            }
+            RetryFailed => (Method::POST, format!("/v1/subscriptions/{}/retry-failed", subscription(app).await), None),
+            GetDelivery => (Method::GET, format!("/v1/deliveries/{}", delivered(app).await), None),
+            ListDeliveryAttempts => (Method::GET, format!("/v1/deliveries/{}/attempts", delivered(app).await), None),
+            RetryDelivery => (Method::POST, format!("/v1/deliveries/{}/retry", delivered(app).await), None),
         }
+    }
+}
+
+/// A webhook subscription to a receiver that answers 204 (made as admin).
+async fn subscription(app: &TestApp) -> String {
+    let receiver = crate::receivers::Receiver::start().await;
+    let res = app.post("/v1/subscriptions", json!({"channel": "webhook", "target": receiver.url})).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    std::mem::forget(receiver);
+    res.body["id"].as_str().unwrap().to_string()
+}
+
+/// A delivered delivery (made as admin).
+async fn delivered(app: &TestApp) -> String {
+    let sub = subscription(app).await;
+    app.incident("for a delivery").await;
+    loop {
+        app.service.sequence_all().await.unwrap();
+        let list = app.get(&format!("/v1/subscriptions/{sub}/deliveries?status=delivered")).await.body;
+        if let Some(d) = list["deliveries"].as_array().unwrap().first() {
+            return d["id"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -195,7 +298,7 @@ async fn call_rest(
     spec: &(Method, String, Option<Value>),
     authorization: Option<&str>,
 ) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new().request(spec.0.clone(), app.url(&spec.1));
+    let mut req = crate::helpers::http_client().request(spec.0.clone(), app.url(&spec.1));
     if let Some(a) = authorization {
         req = req.header("authorization", a);
     }
@@ -205,6 +308,9 @@ async fn call_rest(
     let res = req.send().await.unwrap();
     let status = res.status();
     let headers = res.headers().clone();
+    if headers.get("content-type").is_some_and(|c| c == "text/event-stream") {
+        return (status, Value::Null);
+    }
     let body: Value = res.json().await.unwrap_or(Value::Null);
     if status.is_client_error() {
         assert_eq!(headers["content-type"], "application/problem+json");
@@ -240,7 +346,7 @@ async fn rest_matrix() {
     }
     // Public surfaces stay open.
     for path in ["/healthz", "/readyz", "/openapi.json"] {
-        let res = reqwest::get(app.url(path)).await.unwrap();
+        let res = crate::helpers::http_client().get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK, "{path}");
     }
     // The OpenAPI document declares the bearer scheme on every /v1 operation.
@@ -275,6 +381,22 @@ enum Grpc {
     ListApiKeys,
     RevokeApiKey,
     ListAuditEvents,
+    ListEvents,
+    WatchEvents,
+    CreateSubscription,
+    GetSubscription,
+    ListSubscriptions,
+    UpdateSubscription,
+    DeleteSubscription,
+    PauseSubscription,
+    ResumeSubscription,
+    RotateSubscriptionSecret,
+    TestSubscription,
+    ListDeliveries,
+    GetDelivery,
+    ListDeliveryAttempts,
+    RetryDelivery,
+    RetryFailedDeliveries,
 }
 
 /// Sends `authorization` metadata when given (even malformed), nothing otherwise.
@@ -291,7 +413,7 @@ impl tonic::service::Interceptor for Creds {
 }
 
 impl Grpc {
-    const ALL: [Grpc; 19] = [
+    const ALL: [Grpc; 35] = [
         Grpc::CreateIncident,
         Grpc::GetIncident,
         Grpc::ListIncidents,
@@ -311,12 +433,42 @@ impl Grpc {
         Grpc::ListApiKeys,
         Grpc::RevokeApiKey,
         Grpc::ListAuditEvents,
+        Grpc::ListEvents,
+        Grpc::WatchEvents,
+        Grpc::CreateSubscription,
+        Grpc::GetSubscription,
+        Grpc::ListSubscriptions,
+        Grpc::UpdateSubscription,
+        Grpc::DeleteSubscription,
+        Grpc::PauseSubscription,
+        Grpc::ResumeSubscription,
+        Grpc::RotateSubscriptionSecret,
+        Grpc::TestSubscription,
+        Grpc::ListDeliveries,
+        Grpc::GetDelivery,
+        Grpc::ListDeliveryAttempts,
+        Grpc::RetryDelivery,
+        Grpc::RetryFailedDeliveries,
     ];
 
     fn need(self) -> Need {
         use Grpc::*;
         match self {
-            GetIncident | ListIncidents | ListIncidentUpdates => Need::ReadIncidents,
+            GetIncident | ListIncidents | ListIncidentUpdates | ListEvents | WatchEvents => Need::ReadIncidents,
+            CreateSubscription
+            | GetSubscription
+            | ListSubscriptions
+            | UpdateSubscription
+            | DeleteSubscription
+            | PauseSubscription
+            | ResumeSubscription
+            | RotateSubscriptionSecret
+            | TestSubscription
+            | ListDeliveries
+            | GetDelivery
+            | ListDeliveryAttempts
+            | RetryDelivery
+            | RetryFailedDeliveries => Need::ManageSubscriptions,
             CreateIncident | UpdateIncident | DeleteIncident | TransitionIncident | AcknowledgeIncident
             | CreateIncidentUpdate => Need::WriteIncidents,
             GetComponent | ListComponents => Need::ReadComponents,
@@ -335,7 +487,11 @@ impl Grpc {
             proto::component_service_client::ComponentServiceClient::with_interceptor(channel.clone(), creds.clone());
         let mut keys =
             proto::api_key_service_client::ApiKeyServiceClient::with_interceptor(channel.clone(), creds.clone());
-        let mut audit = proto::audit_service_client::AuditServiceClient::with_interceptor(channel, creds);
+        let mut audit =
+            proto::audit_service_client::AuditServiceClient::with_interceptor(channel.clone(), creds.clone());
+        let mut events =
+            proto::event_service_client::EventServiceClient::with_interceptor(channel.clone(), creds.clone());
+        let mut subs = proto::subscription_service_client::SubscriptionServiceClient::with_interceptor(channel, creds);
         let incident = || async { app.incident("matrix").await["id"].as_str().unwrap().to_string() };
         let component = || async {
             app.create_component(&format!("c-{}", uuid::Uuid::new_v4().simple())).await["id"]
@@ -435,6 +591,76 @@ impl Grpc {
                 .await
                 .map(drop),
             ListAuditEvents => audit.list_audit_events(proto::ListAuditEventsRequest::default()).await.map(drop),
+            ListEvents => events.list_events(proto::ListEventsRequest::default()).await.map(drop),
+            WatchEvents => events.watch_events(proto::WatchEventsRequest::default()).await.map(drop),
+            CreateSubscription => subs
+                .create_subscription(proto::CreateSubscriptionRequest {
+                    subscription: Some(proto::Subscription {
+                        channel: proto::Channel::Webhook as i32,
+                        target: "http://127.0.0.1:9/x".into(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(drop),
+            GetSubscription => {
+                subs.get_subscription(proto::GetSubscriptionRequest { id: subscription(app).await }).await.map(drop)
+            }
+            ListSubscriptions => subs.list_subscriptions(proto::ListSubscriptionsRequest::default()).await.map(drop),
+            UpdateSubscription => subs
+                .update_subscription(proto::UpdateSubscriptionRequest {
+                    subscription: Some(proto::Subscription {
+                        id: subscription(app).await,
+                        include_internal: true,
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths: vec!["include_internal".into()] }),
+                    etag: String::new(),
+                })
+                .await
+                .map(drop),
+            DeleteSubscription => subs
+                .delete_subscription(proto::DeleteSubscriptionRequest { id: subscription(app).await })
+                .await
+                .map(drop),
+            PauseSubscription => {
+                subs.pause_subscription(proto::PauseSubscriptionRequest { id: subscription(app).await }).await.map(drop)
+            }
+            ResumeSubscription => subs
+                .resume_subscription(proto::ResumeSubscriptionRequest { id: subscription(app).await })
+                .await
+                .map(drop),
+            RotateSubscriptionSecret => subs
+                .rotate_subscription_secret(proto::RotateSubscriptionSecretRequest { id: subscription(app).await })
+                .await
+                .map(drop),
+            TestSubscription => {
+                subs.test_subscription(proto::TestSubscriptionRequest { id: subscription(app).await }).await.map(drop)
+            }
+            ListDeliveries => subs
+                .list_deliveries(proto::ListDeliveriesRequest {
+                    subscription_id: subscription(app).await,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            GetDelivery => subs.get_delivery(proto::GetDeliveryRequest { id: delivered(app).await }).await.map(drop),
+            ListDeliveryAttempts => subs
+                .list_delivery_attempts(proto::ListDeliveryAttemptsRequest {
+                    delivery_id: delivered(app).await,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            RetryDelivery => {
+                subs.retry_delivery(proto::RetryDeliveryRequest { id: delivered(app).await }).await.map(drop)
+            }
+            RetryFailedDeliveries => subs
+                .retry_failed_deliveries(proto::RetryFailedDeliveriesRequest {
+                    subscription_id: subscription(app).await,
+                })
+                .await
+                .map(drop),
         }
     }
 }
@@ -483,7 +709,7 @@ async fn secrets_are_shown_once_and_only_their_hashes_are_stored() {
         assert!(!listed.to_string().contains(&secret[16..]), "a listing shows no secret: {listed}");
     }
     // Use it, so last_used_at, the audit trail and logs have had their chance to see it.
-    let used = app.send(reqwest::Client::new().get(app.url("/v1/incidents")).bearer_auth(&secret)).await;
+    let used = app.send(crate::helpers::http_client().get(app.url("/v1/incidents")).bearer_auth(&secret)).await;
     assert_eq!(used.status, StatusCode::OK);
     let db = app.db().await;
     for table in ["api_keys", "audit_events", "idempotency_keys"] {
@@ -521,7 +747,7 @@ async fn secrets_are_shown_once_and_only_their_hashes_are_stored() {
 async fn the_audit_trail_says_who_changed_what() {
     let app = TestApp::spawn().await;
     let (key_id, secret) = app.api_key("deploy-bot", &["incidents:write", "components:write"]).await;
-    let bot = reqwest::Client::new();
+    let bot = crate::helpers::http_client();
     let send = |method: Method, path: &str, body: Value| {
         app.send(bot.request(method, app.url(path)).bearer_auth(&secret).json(&body))
     };
@@ -601,7 +827,7 @@ async fn rate_limits_are_per_key_with_retry_after() {
     .await;
     let a = app.api_key("a", &["incidents:read"]).await.1;
     let b = app.api_key("b", &["incidents:read"]).await.1;
-    let get = |secret: &str| app.send(reqwest::Client::new().get(app.url("/v1/incidents")).bearer_auth(secret));
+    let get = |secret: &str| app.send(crate::helpers::http_client().get(app.url("/v1/incidents")).bearer_auth(secret));
     for _ in 0..3 {
         assert_eq!(get(&a).await.status, StatusCode::OK, "the burst is allowed");
     }
@@ -647,7 +873,7 @@ async fn request_size_is_limited_on_both_transports() {
 #[tokio::test]
 async fn cors_is_off_by_default_and_configurable() {
     let preflight = |app: &TestApp| {
-        reqwest::Client::new()
+        crate::helpers::http_client()
             .request(Method::OPTIONS, app.url("/v1/incidents"))
             .header("origin", "https://dash.example.com")
             .header("access-control-request-method", "POST")
@@ -664,7 +890,7 @@ async fn cors_is_off_by_default_and_configurable() {
     assert_eq!(res.headers()["access-control-allow-origin"], "https://dash.example.com");
     let allowed = res.headers()["access-control-allow-headers"].to_str().unwrap().to_lowercase();
     assert!(allowed.contains("authorization") && allowed.contains("idempotency-key"), "{allowed}");
-    let other = reqwest::Client::new()
+    let other = crate::helpers::http_client()
         .request(Method::OPTIONS, on.url("/v1/incidents"))
         .header("origin", "https://evil.example.com")
         .header("access-control-request-method", "POST")

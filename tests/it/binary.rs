@@ -87,7 +87,7 @@ async fn migrate_then_serve_with_json_logs_and_stop_on_sigterm() {
     assert_eq!(listening["level"], "INFO");
     let http = listening["http_addr"].as_str().unwrap().to_string();
 
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let ready = client.get(format!("http://{http}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let created = client
@@ -179,7 +179,7 @@ async fn stop(server: &mut Server) {
 async fn first_start_creates_an_admin_key_and_data_lives_in_incidentd_db() {
     let dir = std::env::temp_dir().join(format!("incidentd_default_{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
 
     let mut server = start_bare(&dir).await;
     let printed = drain_stdout(&mut server.stdout, Duration::from_millis(500)).await;

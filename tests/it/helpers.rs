@@ -13,6 +13,12 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+/// An HTTP client for tests (rustls needs its crypto provider chosen first).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// The storage backend under test: `INCIDENTD_TEST_BACKEND=postgres|sqlite` (default
 /// sqlite). `scripts/test` runs the whole suite once per backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,6 +316,7 @@ impl TestApp {
         let task = tokio::spawn(app.run_until_stopped(stop.clone()));
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {admin_token}").parse().expect("header"));
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().default_headers(headers).build().expect("client");
         TestApp { http, grpc, client, admin_token, database_url, service, owns_database, stop, task: Some(task) }
     }

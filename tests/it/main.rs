@@ -5,6 +5,7 @@ mod access;
 mod binary;
 mod components;
 mod concurrency;
+mod crash;
 mod deliveries;
 mod events;
 mod grpc;

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod events;
 pub mod incidents;
 pub mod status;
+pub mod subscriptions;
 
 use tonic::transport::server::Router;
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -16,6 +17,7 @@ use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::component_service_server::ComponentServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::incident_service_server::IncidentServiceServer;
+use crate::proto::subscription_service_server::SubscriptionServiceServer;
 use crate::service::Service;
 
 pub const INCIDENT_SERVICE_NAME: &str = crate::proto::incident_service_server::SERVICE_NAME;
@@ -23,6 +25,7 @@ pub const COMPONENT_SERVICE_NAME: &str = crate::proto::component_service_server:
 pub const API_KEY_SERVICE_NAME: &str = crate::proto::api_key_service_server::SERVICE_NAME;
 pub const AUDIT_SERVICE_NAME: &str = crate::proto::audit_service_server::SERVICE_NAME;
 pub const EVENT_SERVICE_NAME: &str = crate::proto::event_service_server::SERVICE_NAME;
+pub const SUBSCRIPTION_SERVICE_NAME: &str = crate::proto::subscription_service_server::SERVICE_NAME;
 
 /// The gRPC router with every service added. Messages over `max_message_bytes` are refused
 /// (RESOURCE_EXHAUSTED).
@@ -60,7 +63,11 @@ pub fn server<H: Health>(
                 .max_decoding_message_size(max_message_bytes),
         )
         .add_service(
-            EventServiceServer::new(events::GrpcEventService::new(service))
+            EventServiceServer::new(events::GrpcEventService::new(service.clone()))
+                .max_decoding_message_size(max_message_bytes),
+        )
+        .add_service(
+            SubscriptionServiceServer::new(subscriptions::GrpcSubscriptionService::new(service))
                 .max_decoding_message_size(max_message_bytes),
         ))
 }
