@@ -465,3 +465,41 @@ async fn the_ssrf_guard_refuses_internal_receivers() {
         assert!(incidentd::notify::ssrf::blocked(ip.parse().unwrap()).is_none(), "{ip}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_the_work_without_double_claims() {
+    // Three application instances on one database (on SQLite: three writers on one file).
+    let a = TestApp::spawn().await;
+    let b = TestApp::spawn_on(&a.database_url).await;
+    let c = TestApp::spawn_on(&a.database_url).await;
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::After(Duration::from_millis(20)));
+    webhook(&a, &receiver, json!({})).await;
+    for n in 0..200 {
+        let app = [&a, &b, &c][n % 3];
+        app.incident(&format!("shared {n}")).await;
+    }
+    let got = receiver.wait_for(200).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_after = receiver.received();
+    assert_eq!(got_after.len(), 200, "no delivery was sent twice");
+    let ids: std::collections::HashSet<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 200);
+    drop((b, c));
+}
+
+#[tokio::test]
+async fn redirects_are_failures_and_responses_are_logged() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    receiver.script([Reply::WithHeaders(302, vec![("location", "http://169.254.169.254/".into())])]);
+    let (sub, _) = webhook(&app, &receiver, json!({})).await;
+    app.incident("redirected").await;
+    let d = wait_delivery(&app, &sub, |d| d["attempts"] == 1).await;
+    assert_eq!(d["status"], "pending", "a 3xx is a failure, retried later");
+    assert_eq!(d["last_status_code"], 302);
+    assert!(d["last_error"].as_str().unwrap().contains("redirects are not followed"));
+    let log = app.get(&format!("/v1/subscriptions/{sub}/attempts")).await.body;
+    assert_eq!(log["attempts"][0]["response_excerpt"], "slow down", "the start of the response body is kept");
+    assert_eq!(receiver.received().len(), 1, "the redirect was not followed");
+}
