@@ -1,5 +1,5 @@
 //! The process is killed (SIGKILL) in the middle of fanning out a few thousand events; after a
-//! restart every event reaches every matching subscription at least once.
+//! restart every committed event reaches every matching subscription at least once.
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::helpers::{drop_database, fresh_database_url};
-use crate::receivers::Receiver;
+use crate::receivers::{Receiver, Reply};
 
 const TOKEN: &str = "crash-test-admin-token";
 
@@ -27,6 +27,7 @@ async fn start(url: &str) -> (Child, String) {
         .env("INCIDENTD_RATE_LIMIT_PER_SECOND", "0")
         .env("INCIDENTD_WEBHOOK_ALLOWLIST", "127.0.0.0/8")
         .env("INCIDENTD_DELIVERY_LEASE_SECS", "3")
+        .env("INCIDENTD_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION", "4")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -54,6 +55,9 @@ async fn sigkill_mid_fan_out_loses_no_delivery() {
     let (mut child, base) = start(&url).await;
     let client = crate::helpers::http_client();
     let receivers = [Receiver::start().await, Receiver::start().await, Receiver::start().await];
+    // One slow receiver keeps a backlog queued whatever the speed of the machine, so the kill always
+    // lands with deliveries outstanding.
+    receivers[2].always(Reply::After(Duration::from_millis(50)));
     for r in &receivers {
         let res = client
             .post(format!("{base}/v1/subscriptions"))
@@ -64,57 +68,102 @@ async fn sigkill_mid_fan_out_loses_no_delivery() {
             .unwrap();
         assert_eq!(res.status(), 201);
     }
-    // A few thousand deliveries: 1000 events to 3 subscriptions.
-    const INCIDENTS: usize = 1000;
-    let created = Arc::new(tokio::sync::Semaphore::new(16));
-    let mut tasks = Vec::new();
-    for n in 0..INCIDENTS {
-        let (client, base, permit) = (client.clone(), base.clone(), created.clone().acquire_owned().await.unwrap());
-        tasks.push(tokio::spawn(async move {
-            let res = client
-                .post(format!("{base}/v1/incidents"))
-                .bearer_auth(TOKEN)
-                .json(&json!({"title": format!("storm {n}"), "severity": "sev2"}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 201);
-            drop(permit);
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    // Kill it while deliveries are flowing.
+    // A few thousand deliveries: up to 3000 events to 3 subscriptions, still being created when the
+    // process is killed, so some fan-outs are mid-flight and some requests never get an answer.
+    const INCIDENTS: usize = 3000;
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let creator = {
+        let (client, base, accepted) = (client.clone(), base.clone(), accepted.clone());
+        tokio::spawn(async move {
+            let slots = Arc::new(tokio::sync::Semaphore::new(16));
+            for n in 0..INCIDENTS {
+                let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                let (client, base, accepted) = (client.clone(), base.clone(), accepted.clone());
+                tokio::spawn(async move {
+                    let res = client
+                        .post(format!("{base}/v1/incidents"))
+                        .bearer_auth(TOKEN)
+                        .json(&json!({"title": format!("storm {n}"), "severity": "sev2"}))
+                        .send()
+                        .await;
+                    if let Ok(res) = res {
+                        assert_eq!(res.status(), 201);
+                        let body: serde_json::Value = res.json().await.unwrap();
+                        accepted.lock().unwrap().push(body["id"].as_str().unwrap().to_string());
+                    }
+                    drop(permit);
+                });
+            }
+        })
+    };
+    // Kill it while incidents are being created and deliveries are flowing.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got: usize = receivers.iter().map(|r| r.received().len()).sum();
-        if got >= 300 {
+        if got >= 1500 {
             break;
         }
         assert!(Instant::now() < deadline, "deliveries did not start");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     let at_kill: usize = receivers.iter().map(|r| r.received().len()).sum();
-    assert!(at_kill < 3 * INCIDENTS, "killed before the end ({at_kill} delivered)");
+    let delivered_at_kill: usize = receivers
+        .iter()
+        .map(|r| r.received().iter().map(|m| m.header("webhook-id").to_string()).collect::<HashSet<_>>().len())
+        .sum();
+    creator.abort();
+    let accepted: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
 
-    let (mut child, _) = start(&url).await;
+    let (mut child, base) = start(&url).await;
+    let events = committed_created_events(&client, &base).await;
+    let subjects: HashSet<&str> = events.iter().map(|(_, subject)| subject.as_str()).collect();
+    for id in &accepted {
+        assert!(subjects.contains(id.as_str()), "incident {id} was acknowledged with 201 but has no event");
+    }
+    let expected: HashSet<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(delivered_at_kill < 3 * expected.len(), "killed after the end ({delivered_at_kill} delivered)");
     let deadline = Instant::now() + Duration::from_secs(60);
     for r in &receivers {
         loop {
             let ids: HashSet<String> = r.received().iter().map(|m| m.header("webhook-id").to_string()).collect();
-            if ids.len() == INCIDENTS {
+            let missing = expected.iter().filter(|id| !ids.contains(**id)).count();
+            if missing == 0 {
                 break;
             }
-            assert!(Instant::now() < deadline, "only {} of {INCIDENTS} events reached {}", ids.len(), r.url);
+            assert!(Instant::now() < deadline, "{missing} of {} events never reached {}", expected.len(), r.url);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     let total: usize = receivers.iter().map(|r| r.received().len()).sum();
-    println!("{at_kill} deliveries before the kill; {total} requests in all for {} pairs", 3 * INCIDENTS);
+    println!("{at_kill} deliveries before the kill; {total} requests in all for {} pairs", 3 * expected.len());
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     drop_database(&url);
+}
+
+/// Every committed `incident.created` event as (event id, subject), read through the API.
+async fn committed_created_events(client: &reqwest::Client, base: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut after = "0".to_string();
+    loop {
+        let page: serde_json::Value = client
+            .get(format!("{base}/v1/events?type=incident.created&page_size=500&after={after}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let events = page["events"].as_array().unwrap();
+        if events.is_empty() {
+            return out;
+        }
+        for e in events {
+            out.push((e["id"].as_str().unwrap().to_string(), e["subject"].as_str().unwrap().to_string()));
+        }
+        after = page["next_cursor"].as_str().unwrap().to_string();
+    }
 }
