@@ -2,13 +2,14 @@
 //! workers that claim due deliveries under a lease and send them, the retry schedule,
 //! dead-lettering, and disabling subscriptions whose receivers are gone or keep failing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -23,7 +24,7 @@ use crate::domain::{
     Subscription,
 };
 use crate::notify::{Sender, Sent};
-use crate::store::{AttemptResult, AttemptsOf, ClaimedDelivery, Transaction};
+use crate::store::{AttemptResult, AttemptsOf, ClaimedDelivery, Lease, NewDelivery, Transaction};
 
 /// A clock the dispatcher reads, so tests can move time instead of waiting.
 pub trait Clock: Send + Sync + 'static {
@@ -87,26 +88,64 @@ impl Default for DispatchSettings {
     }
 }
 
+/// At most this many deliveries are claimed in one query.
+const CLAIM_BATCH: usize = 256;
+/// A process holds at most this many claimed deliveries per delivery it may send at once.
+const CLAIMED_PER_IN_FLIGHT: usize = 16;
+/// A subscription is not claimed for while this many deliveries per slot wait for it.
+const QUEUED_PER_SLOT: usize = 8;
+/// At most this many finished attempts are written in one transaction.
+const RECORD_BATCH: usize = 500;
+
+/// A sent delivery whose outcome is still to be written.
+struct Finished {
+    delivery_id: Uuid,
+    subscription_id: Uuid,
+    /// Attempts before this one.
+    attempts: i32,
+    sent: Sent,
+}
+
+/// The deliveries fan-out claimed for this process to send.
+#[derive(Default)]
+pub(crate) struct FannedOut {
+    claimed: Vec<(ClaimedDelivery, OwnedSemaphorePermit)>,
+    /// The running dispatcher's stop signal.
+    stop: Option<CancellationToken>,
+}
+
 /// The state the dispatcher of this process keeps.
 pub(crate) struct Dispatcher {
     pub(crate) sender: Sender,
     pub(crate) settings: DispatchSettings,
     pub(crate) owner: String,
     pub(crate) wake: Notify,
+    /// Deliveries being sent.
     in_flight: Arc<Semaphore>,
-    per_subscription: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
-    leased: Mutex<Vec<Uuid>>,
+    /// Deliveries claimed and not yet finished (queued for a slot or being sent).
+    claimed: Arc<Semaphore>,
+    per_subscription: Mutex<HashMap<Uuid, Arc<Gate>>>,
+    leased: Mutex<HashSet<Uuid>>,
+    finished: mpsc::UnboundedSender<Finished>,
+    finished_rx: Mutex<Option<mpsc::UnboundedReceiver<Finished>>>,
+    /// Set while the dispatcher runs.
+    stop: Mutex<Option<CancellationToken>>,
 }
 
 impl Dispatcher {
     pub(crate) fn new(sender: Sender, settings: DispatchSettings) -> Self {
+        let (finished, finished_rx) = mpsc::unbounded_channel();
         Dispatcher {
+            finished,
+            finished_rx: Mutex::new(Some(finished_rx)),
+            stop: Mutex::new(None),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            claimed: Arc::new(Semaphore::new(settings.max_in_flight * CLAIMED_PER_IN_FLIGHT)),
             sender,
             owner: format!("{}:{}", std::process::id(), Uuid::now_v7()),
             wake: Notify::new(),
             per_subscription: Mutex::new(HashMap::new()),
-            leased: Mutex::new(Vec::new()),
+            leased: Mutex::new(HashSet::new()),
             settings,
         }
     }
@@ -115,25 +154,42 @@ impl Dispatcher {
         self.settings.clock.now()
     }
 
-    fn subscription_gate(&self, id: Uuid) -> Arc<Semaphore> {
-        self.per_subscription
-            .lock()
-            .expect("gate lock")
+    fn subscription_gate(&self, id: Uuid) -> Arc<Gate> {
+        let mut gates = self.per_subscription.lock().expect("gate lock");
+        // Forget idle subscriptions now and then (deleted ones, say).
+        if gates.len() > 1024 {
+            gates.retain(|_, g| g.queued.load(Ordering::Relaxed) > 0);
+        }
+        gates
             .entry(id)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_subscription)))
+            .or_insert_with(|| {
+                Arc::new(Gate {
+                    slots: Arc::new(Semaphore::new(self.settings.per_subscription)),
+                    queued: AtomicUsize::new(0),
+                })
+            })
             .clone()
     }
 
-    /// Subscriptions with every slot taken: not worth claiming for now.
+    /// Subscriptions with enough claimed already: not claimed for until some are sent, so a slow
+    /// receiver's backlog stays in the database instead of in this process's queue.
     fn saturated(&self) -> Vec<Uuid> {
+        let cap = self.settings.per_subscription * QUEUED_PER_SLOT;
         self.per_subscription
             .lock()
             .expect("gate lock")
             .iter()
-            .filter(|(_, s)| s.available_permits() == 0)
+            .filter(|(_, g)| g.queued.load(Ordering::Relaxed) >= cap)
             .map(|(id, _)| *id)
             .collect()
     }
+}
+
+/// One subscription's share of the dispatcher: slots for concurrent sends and a count of the
+/// deliveries claimed for it and not yet finished.
+struct Gate {
+    slots: Arc<Semaphore>,
+    queued: AtomicUsize,
 }
 
 fn not_found(id: Uuid) -> Error {
@@ -344,104 +400,281 @@ impl Service {
         Ok(n)
     }
 
-    /// Fan-out, inside the sequencer's transaction: a pending delivery for every subscription
-    /// that wants each newly sequenced event.
-    pub(crate) async fn fan_out(&self, tx: &mut dyn Transaction, events: &[Event]) -> Result<usize> {
+    /// Fan-out, inside the sequencer's transaction: a delivery for every subscription that
+    /// wants each newly sequenced event. As many as this process's dispatcher can take are
+    /// created already claimed by it, to send as soon as the transaction commits
+    /// ([`Service::send_claimed`]) without a round through the table; the rest are pending
+    /// for whichever worker claims them.
+    pub(crate) async fn fan_out(&self, tx: &mut dyn Transaction, events: &[Event]) -> Result<FannedOut> {
         let subscriptions = tx.fanout_subscriptions().await?;
         if subscriptions.is_empty() {
-            return Ok(0);
+            return Ok(FannedOut::default());
         }
-        let pairs: Vec<(&Event, Uuid)> =
-            events.iter().flat_map(|e| subscriptions.iter().filter(|s| s.wants(e)).map(move |s| (e, s.id))).collect();
-        tx.insert_deliveries(&pairs, self.dispatcher().now()).await?;
-        Ok(pairs.len())
+        let d = self.dispatcher();
+        let now = d.now();
+        let lease_until = now + chrono::Duration::from_std(d.settings.lease).unwrap_or_default();
+        let dispatching = d.stop.lock().expect("stop lock").clone().filter(|stop| !stop.is_cancelled());
+        // What each subscription may still take here before it counts as saturated.
+        let cap = d.settings.per_subscription * QUEUED_PER_SLOT;
+        let mut room: HashMap<Uuid, usize> = subscriptions
+            .iter()
+            .filter(|(s, _)| dispatching.is_some() && !s.paused)
+            .map(|(s, _)| (s.id, cap.saturating_sub(d.subscription_gate(s.id).queued.load(Ordering::Relaxed))))
+            .collect();
+        let mut new = Vec::new();
+        let mut permits = Vec::new();
+        for event in events {
+            for (s, _) in subscriptions.iter().filter(|(s, _)| s.wants(event)) {
+                let claimed = match room.get_mut(&s.id) {
+                    Some(left) if *left > 0 => match d.claimed.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            *left -= 1;
+                            permits.push(permit);
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    _ => false,
+                };
+                new.push(NewDelivery { id: Uuid::now_v7(), event, subscription_id: s.id, claimed });
+            }
+        }
+        tx.insert_deliveries(&new, now, Lease { owner: &d.owner, until: lease_until }).await?;
+        let Some(stop) = dispatching.filter(|_| !permits.is_empty()) else {
+            return Ok(FannedOut::default());
+        };
+        let events: HashMap<Uuid, Arc<Event>> = events.iter().map(|e| (e.id, Arc::new(e.clone()))).collect();
+        let subscriptions: HashMap<Uuid, (Arc<Subscription>, Arc<SigningSecrets>)> =
+            subscriptions.into_iter().map(|(s, secrets)| (s.id, (Arc::new(s), Arc::new(secrets)))).collect();
+        let claimed = new
+            .iter()
+            .filter(|n| n.claimed)
+            .zip(permits)
+            .map(|(n, permit)| {
+                let (subscription, secrets) = subscriptions[&n.subscription_id].clone();
+                let delivery = Delivery {
+                    id: n.id,
+                    event_id: n.event.id,
+                    subscription_id: n.subscription_id,
+                    event_type: n.event.event_type,
+                    status: DeliveryStatus::Sending,
+                    attempts: 0,
+                    next_attempt_at: Some(now),
+                    last_attempt_at: None,
+                    last_status_code: None,
+                    last_error: None,
+                    created_at: now,
+                    delivered_at: None,
+                };
+                (ClaimedDelivery { delivery, event: events[&n.event.id].clone(), subscription, secrets }, permit)
+            })
+            .collect();
+        Ok(FannedOut { claimed, stop: Some(stop) })
     }
 
-    /// Claims due deliveries and sends them, until none are due. Returns how many it started.
-    pub async fn dispatch_due(&self) -> Result<usize> {
+    /// Starts sending what fan-out claimed, once its transaction has committed.
+    pub(crate) fn send_claimed(&self, fanned_out: FannedOut) {
+        let Some(stop) = fanned_out.stop else { return };
+        let d = self.dispatcher();
+        d.leased.lock().expect("lease lock").extend(fanned_out.claimed.iter().map(|(c, _)| c.delivery.id));
+        for (c, permit) in fanned_out.claimed {
+            self.start_delivery(c, permit, &stop);
+        }
+    }
+
+    fn start_delivery(&self, c: ClaimedDelivery, permit: OwnedSemaphorePermit, stop: &CancellationToken) {
+        let gate = self.dispatcher().subscription_gate(c.subscription.id);
+        gate.queued.fetch_add(1, Ordering::Relaxed);
+        let (service, stop) = (self.clone(), stop.clone());
+        tokio::spawn(async move { service.deliver(c, gate, permit, stop).await });
+    }
+
+    /// Claims due deliveries, many per query, and starts sending them, until none are due or
+    /// this process has claimed as many as it may hold. Returns how many it claimed.
+    async fn dispatch_due(&self, stop: &CancellationToken) -> Result<usize> {
         let d = self.dispatcher();
         let mut started = 0;
         loop {
-            let free = d.in_flight.available_permits();
-            if free == 0 {
+            let free = d.claimed.available_permits();
+            if free == 0 || stop.is_cancelled() {
                 return Ok(started);
             }
             let now = d.now();
             let lease_until = now + chrono::Duration::from_std(d.settings.lease).unwrap_or_default();
-            let claimed =
-                self.store.claim_deliveries(&d.owner, now, lease_until, free.min(500) as u32, &d.saturated()).await?;
+            let limit = free.min(CLAIM_BATCH) as u32;
+            let claimed = self.store.claim_deliveries(&d.owner, now, lease_until, limit, &d.saturated()).await?;
             if claimed.is_empty() {
                 return Ok(started);
             }
-            let mut release = Vec::new();
+            let full = claimed.len() == limit as usize;
+            d.leased.lock().expect("lease lock").extend(claimed.iter().map(|c| c.delivery.id));
             for c in claimed {
-                let gate = d.subscription_gate(c.subscription.id);
-                let (Ok(slot), Ok(global)) = (gate.try_acquire_owned(), d.in_flight.clone().try_acquire_owned()) else {
-                    release.push(c.delivery.id);
-                    continue;
-                };
-                d.leased.lock().expect("lease lock").push(c.delivery.id);
+                // Rarely waits: fan-out may have taken some since `free` was read, and then
+                // deliveries finish soon.
+                let permit = d.claimed.clone().acquire_owned().await.map_err(|e| Error::Internal(e.to_string()))?;
                 started += 1;
-                let service = self.clone();
-                tokio::spawn(async move { service.deliver(c, slot, global).await });
+                self.start_delivery(c, permit, stop);
             }
-            if !release.is_empty() {
-                self.store.release_deliveries(&d.owner, &release, now).await?;
+            if !full {
                 return Ok(started);
             }
         }
     }
 
-    async fn deliver(&self, c: ClaimedDelivery, _slot: OwnedSemaphorePermit, _global: OwnedSemaphorePermit) {
+    /// Waits for a slot of the subscription and one of the process, sends, and hands the
+    /// outcome to the recorder. At shutdown, a delivery still waiting is handed back.
+    async fn deliver(
+        &self,
+        c: ClaimedDelivery,
+        gate: Arc<Gate>,
+        _claim: OwnedSemaphorePermit,
+        stop: CancellationToken,
+    ) {
         let d = self.dispatcher();
+        let slots = async {
+            let slot = gate.slots.clone().acquire_owned().await.ok()?;
+            let global = d.in_flight.clone().acquire_owned().await.ok()?;
+            Some((slot, global))
+        };
+        let permits = tokio::select! {
+            biased;
+            permits = slots => permits,
+            _ = stop.cancelled() => None,
+        };
+        let Some(permits) = permits else {
+            gate.queued.fetch_sub(1, Ordering::Relaxed);
+            if let Err(e) = self.store.release_deliveries(&d.owner, &[c.delivery.id], d.now()).await {
+                tracing::debug!(error = %e, delivery = %c.delivery.id, "could not hand back a delivery; its lease will run out");
+            }
+            d.leased.lock().expect("lease lock").remove(&c.delivery.id);
+            return;
+        };
         let sent = d.sender.send(&c.event, &c.subscription, &c.secrets, d.now()).await;
-        if let Err(e) = self.record(&c, &sent).await {
-            tracing::warn!(error = %e, delivery = %c.delivery.id, "could not record a delivery attempt; it will be retried");
+        // The slots are free once the exchange is over; the lease stays with this worker (and
+        // its heartbeat) until the recorder has written the outcome.
+        drop(permits);
+        gate.queued.fetch_sub(1, Ordering::Relaxed);
+        let finished = Finished {
+            delivery_id: c.delivery.id,
+            subscription_id: c.subscription.id,
+            attempts: c.delivery.attempts,
+            sent,
+        };
+        if d.finished.send(finished).is_err() {
+            // The recorder has stopped (shutdown): the lease runs out and another worker sends
+            // the delivery again, which receivers de-duplicate by `webhook-id`.
+            tracing::debug!(delivery = %c.delivery.id, "finished after the recorder stopped");
         }
-        d.leased.lock().expect("lease lock").retain(|id| *id != c.delivery.id);
+    }
+
+    /// Writes finished attempts in batches, one transaction per batch: under load, one commit
+    /// covers hundreds of deliveries. Runs until `stop`, then writes what has already arrived.
+    async fn run_recorder(&self, mut finished: mpsc::UnboundedReceiver<Finished>, stop: CancellationToken) {
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        loop {
+            tokio::select! {
+                biased;
+                n = finished.recv_many(&mut batch, RECORD_BATCH) => if n == 0 { return },
+                _ = stop.cancelled() => {
+                    while let Ok(f) = finished.try_recv() {
+                        batch.push(f);
+                    }
+                    self.record_with_retries(&mut batch).await;
+                    return;
+                }
+            }
+            self.record_with_retries(&mut batch).await;
+        }
+    }
+
+    async fn record_with_retries(&self, batch: &mut Vec<Finished>) {
+        if batch.is_empty() {
+            return;
+        }
+        let d = self.dispatcher();
+        for attempt in 1..=3 {
+            match self.record(batch).await {
+                Ok(()) => break,
+                // Two replicas recording failures of the same subscriptions may deadlock; the
+                // database aborts one, which tries again.
+                Err(e) if attempt < 3 => {
+                    tracing::debug!(error = %e, "recording delivery attempts failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    deliveries = batch.len(),
+                    "could not record delivery attempts; their leases will run out and they will be sent again"
+                ),
+            }
+        }
+        let mut leased = d.leased.lock().expect("lease lock");
+        for f in batch.iter() {
+            leased.remove(&f.delivery_id);
+        }
+        drop(leased);
+        batch.clear();
         d.wake.notify_one();
     }
 
-    /// Records an attempt: the schedule, dead-lettering, and disabling a subscription whose
-    /// receiver is gone or has failed for too long.
-    async fn record(&self, c: &ClaimedDelivery, sent: &Sent) -> Result<()> {
+    /// Records a batch of attempts: the schedule, dead-lettering, and disabling subscriptions
+    /// whose receivers are gone or have failed for too long.
+    async fn record(&self, batch: &[Finished]) -> Result<()> {
         let d = self.dispatcher();
         let now = d.now();
-        let attempts = (c.delivery.attempts + 1) as u32;
-        let (status, next) = match sent.outcome {
-            Outcome::Delivered => (DeliveryStatus::Delivered, None),
-            Outcome::Gone => (DeliveryStatus::Failed, None),
-            Outcome::Retry { retry_after, slow_down } => {
-                match next_attempt_at(attempts, now, retry_after, slow_down, jitter()) {
-                    Some(at) => (DeliveryStatus::Pending, Some(at)),
-                    None => (DeliveryStatus::Failed, None),
+        let results: Vec<AttemptResult> = batch
+            .iter()
+            .map(|f| {
+                let attempts = (f.attempts + 1) as u32;
+                let (status, next) = match f.sent.outcome {
+                    Outcome::Delivered => (DeliveryStatus::Delivered, None),
+                    Outcome::Gone => (DeliveryStatus::Failed, None),
+                    Outcome::Retry { retry_after, slow_down } => {
+                        match next_attempt_at(attempts, now, retry_after, slow_down, jitter()) {
+                            Some(at) => (DeliveryStatus::Pending, Some(at)),
+                            None => (DeliveryStatus::Failed, None),
+                        }
+                    }
+                };
+                AttemptResult {
+                    attempt: attempt_of(f.delivery_id, f.subscription_id, now, &f.sent),
+                    owner: d.owner.clone(),
+                    status,
+                    next_attempt_at: next,
                 }
-            }
-        };
-        let result = AttemptResult {
-            attempt: attempt_of(c.delivery.id, c.subscription.id, now, sent),
-            owner: d.owner.clone(),
-            status,
-            next_attempt_at: next,
-        };
+            })
+            .collect();
+        // Each subscription's outcomes in the order they finished.
+        let mut outcomes: BTreeMap<Uuid, Vec<Outcome>> = BTreeMap::new();
+        for f in batch {
+            outcomes.entry(f.subscription_id).or_default().push(f.sent.outcome);
+        }
         let mut tx = self.store.begin().await?;
-        tx.record_attempt(&result).await?;
+        tx.record_attempts(&results).await?;
         let mut events = Vec::new();
-        if let Some((mut s, secrets)) = tx.lock_subscription(c.subscription.id).await? {
+        let mut healthy = Vec::new();
+        // Rows are locked in id order, so replicas recording at once cannot deadlock on them.
+        for (id, outcomes) in outcomes {
+            if outcomes.iter().all(|o| *o == Outcome::Delivered) {
+                healthy.push(id);
+                continue;
+            }
+            let Some((mut s, secrets)) = tx.lock_subscription(id).await? else { continue };
             let before = s.clone();
             let failing_for = chrono::Duration::from_std(d.settings.disable_failing_after).unwrap_or_default();
-            let disable = match sent.outcome {
-                Outcome::Delivered => {
-                    s.failing_since = None;
-                    None
+            let mut disable = None;
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Delivered => s.failing_since = None,
+                    Outcome::Gone => disable = Some("the receiver answered 410 Gone".to_string()),
+                    Outcome::Retry { .. } => {
+                        let since = *s.failing_since.get_or_insert(now);
+                        if now - since >= failing_for {
+                            disable = Some(format!("every delivery failed for {} hours", failing_for.num_hours()));
+                        }
+                    }
                 }
-                Outcome::Gone => Some("the receiver answered 410 Gone".to_string()),
-                Outcome::Retry { .. } => {
-                    let since = *s.failing_since.get_or_insert(now);
-                    (now - since >= failing_for)
-                        .then(|| format!("every delivery failed for {} hours", failing_for.num_hours()))
-                }
-            };
+            }
             if let (Some(reason), true) = (disable, s.is_active()) {
                 s.disabled_at = Some(now);
                 s.disabled_reason = Some(reason.clone());
@@ -455,6 +688,8 @@ impl Service {
                 tx.update_subscription(&s, &secrets).await?;
             }
         }
+        // A success ends a failing streak; in the usual case there is none and nothing is locked.
+        tx.clear_failing(&healthy, now).await?;
         if events.is_empty() {
             tx.commit().await
         } else {
@@ -472,9 +707,21 @@ impl Service {
             let stop = stop.clone();
             tokio::spawn(async move { service.heartbeat(stop).await })
         };
+        let recorder = match self.dispatcher().finished_rx.lock().expect("recorder lock").take() {
+            Some(rx) => {
+                let service = self.clone();
+                let stop = stop.clone();
+                Some(tokio::spawn(async move { service.run_recorder(rx, stop).await }))
+            }
+            None => {
+                tracing::error!("the dispatcher of this process is already running");
+                return;
+            }
+        };
+        *self.dispatcher().stop.lock().expect("stop lock") = Some(stop.clone());
         let mut sequenced = self.watch_sequenced();
         loop {
-            if let Err(e) = self.dispatch_due().await {
+            if let Err(e) = self.dispatch_due(&stop).await {
                 tracing::warn!(error = %e, "claiming deliveries failed");
             }
             tokio::select! {
@@ -483,6 +730,9 @@ impl Service {
                 _ = sequenced.changed() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
+        }
+        if let Some(recorder) = recorder {
+            let _ = recorder.await;
         }
         heartbeat.abort();
     }
@@ -495,7 +745,7 @@ impl Service {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let ids = d.leased.lock().expect("lease lock").clone();
+            let ids: Vec<Uuid> = d.leased.lock().expect("lease lock").iter().copied().collect();
             if ids.is_empty() {
                 continue;
             }

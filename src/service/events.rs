@@ -14,6 +14,9 @@ use crate::store::{EventFilter, Notice, Transaction};
 
 /// How many events one sequencer round takes.
 const SEQUENCE_BATCH: u32 = 1000;
+/// How long to wait before trying again when another process is sequencing, and how often.
+const SEQUENCER_RETRY: Duration = Duration::from_millis(5);
+const SEQUENCER_WAIT_ROUNDS: u32 = 200;
 /// How often the sequencer looks without being woken (another replica's events when
 /// notifications were lost, or no notifications at all).
 const SEQUENCER_POLL: Duration = Duration::from_secs(1);
@@ -34,41 +37,55 @@ impl Signals {
 
 impl Service {
     /// Runs one sequencer round: gives committed, unsequenced events consecutive seqs in the
-    /// order they were written. Returns how many; 0 when there were none or another process is
-    /// the sequencer right now.
-    pub async fn sequence_events(&self) -> Result<usize> {
+    /// order they were written. Returns how many (0 when there were none), or `None` when
+    /// another process is the sequencer right now.
+    pub async fn sequence_events(&self) -> Result<Option<usize>> {
         let mut tx = self.store.begin().await?;
         if !tx.lead_sequencer().await? {
-            return Ok(0);
+            tx.commit().await?;
+            return Ok(None);
         }
         let events = tx.unsequenced_events(SEQUENCE_BATCH).await?;
         if events.is_empty() {
-            return Ok(0);
+            // Ends the transaction now, and with it the lead, rather than when the connection
+            // is next tested.
+            tx.commit().await?;
+            return Ok(Some(0));
         }
         let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
         let seqs = tx.assign_sequence(&ids).await?;
         let events: Vec<Event> = events.into_iter().zip(&seqs).map(|(e, s)| Event { seq: Some(*s), ..e }).collect();
-        self.fan_out(tx.as_mut(), &events).await?;
+        let fanned_out = self.fan_out(tx.as_mut(), &events).await?;
         tx.commit().await?;
+        self.send_claimed(fanned_out);
         if let Some(last) = seqs.last() {
             self.note_sequenced(*last);
         }
-        Ok(events.len())
+        Ok(Some(events.len()))
     }
 
-    /// Sequences until nothing is left.
+    /// Sequences until nothing is left. When another process is sequencing, it waits for its
+    /// turn (briefly: that one may have looked before this process's events committed), so
+    /// whoever writes events sees them sequenced without a cross-process wake-up per write.
     pub async fn sequence_all(&self) -> Result<usize> {
         let mut total = 0;
+        let mut waited = 0;
         loop {
             match self.sequence_events().await? {
-                0 => return Ok(total),
-                n => total += n,
+                Some(0) => return Ok(total),
+                Some(n) => total += n,
+                None if waited < SEQUENCER_WAIT_ROUNDS => {
+                    waited += 1;
+                    tokio::time::sleep(SEQUENCER_RETRY).await;
+                }
+                // Busy all along: the poll comes back.
+                None => return Ok(total),
             }
         }
     }
 
-    /// The sequencer loop: runs when events are written (here or, through notifications,
-    /// elsewhere) and every second, until `stop`.
+    /// The sequencer loop: runs when this process commits events and every second (events a
+    /// crashed process committed but did not sequence), until `stop`.
     pub async fn run_sequencer(&self, stop: CancellationToken) {
         loop {
             if let Err(e) = self.sequence_all().await {
@@ -112,7 +129,6 @@ impl Service {
     /// Reacts to a notice from another process.
     pub fn notice(&self, notice: Notice) {
         match notice {
-            Notice::EventsWritten => self.signals.events_written.notify_one(),
             Notice::Sequenced(seq) => self.note_sequenced(seq),
         }
     }

@@ -49,19 +49,35 @@ pub struct EventFilter {
 /// Something another process did that this one should react to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
-    /// Events were written and need a seq.
-    EventsWritten,
     /// Events up to this seq were sequenced.
     Sequenced(i64),
 }
 
-/// A delivery claimed for sending, with what sending needs.
+/// A delivery claimed for sending, with what sending needs (shared with the other deliveries
+/// of the same event or to the same subscription).
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub delivery: Delivery,
-    pub event: Event,
-    pub subscription: Subscription,
-    pub secrets: SigningSecrets,
+    pub event: Arc<Event>,
+    pub subscription: Arc<Subscription>,
+    pub secrets: Arc<SigningSecrets>,
+}
+
+/// A delivery fan-out creates: pending, or already claimed by the sequencing process, which
+/// then sends it without claiming it from the table first.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDelivery<'a> {
+    pub id: Uuid,
+    pub event: &'a Event,
+    pub subscription_id: Uuid,
+    pub claimed: bool,
+}
+
+/// Who holds the deliveries fan-out claims, and until when.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    pub owner: &'a str,
+    pub until: DateTime<Utc>,
 }
 
 /// The outcome of one attempt, to record.
@@ -240,12 +256,20 @@ pub trait Transaction: Send {
     async fn update_subscription(&mut self, subscription: &Subscription, secrets: &SigningSecrets) -> Result<()>;
     async fn delete_subscription(&mut self, id: Uuid) -> Result<()>;
     /// Every subscription not disabled (paused ones too: their deliveries wait).
-    async fn fanout_subscriptions(&mut self) -> Result<Vec<Subscription>>;
-    /// Creates pending deliveries, due at `now`, for (event, subscription) pairs.
-    async fn insert_deliveries(&mut self, pairs: &[(&Event, Uuid)], now: DateTime<Utc>) -> Result<()>;
-    /// Records an attempt and, if `owner` still holds the lease, the delivery's new state.
-    /// Returns whether it did.
-    async fn record_attempt(&mut self, result: &AttemptResult) -> Result<bool>;
+    async fn fanout_subscriptions(&mut self) -> Result<Vec<(Subscription, SigningSecrets)>>;
+    /// Creates deliveries at `now`: pending ones due at once, claimed ones under `lease`.
+    async fn insert_deliveries(
+        &mut self,
+        deliveries: &[NewDelivery<'_>],
+        now: DateTime<Utc>,
+        lease: Lease<'_>,
+    ) -> Result<()>;
+    /// Records attempts and, for each delivery whose lease its `owner` still holds, the
+    /// delivery's new state. Returns how many deliveries it updated.
+    async fn record_attempts(&mut self, results: &[AttemptResult]) -> Result<u64>;
+    /// Ends the failing streak of these subscriptions (a delivery succeeded); leaves those
+    /// without one untouched (and unlocked).
+    async fn clear_failing(&mut self, subscription_ids: &[Uuid], now: DateTime<Utc>) -> Result<()>;
     /// Cancels a subscription's deliveries that are not yet done.
     async fn cancel_deliveries(&mut self, subscription_id: Uuid) -> Result<u64>;
     /// Makes these deliveries pending again, due at `now`, with a fresh retry schedule; only
@@ -254,11 +278,10 @@ pub trait Transaction: Send {
     /// The ids of a subscription's dead-lettered deliveries.
     async fn failed_delivery_ids(&mut self, subscription_id: Uuid) -> Result<Vec<Uuid>>;
 
-    /// Writes events (unsequenced) and wakes the sequencer, on this replica or another, when
-    /// the transaction commits.
+    /// Writes events, unsequenced: the caller wakes this process's sequencer after the commit.
     async fn insert_events(&mut self, events: &[Event]) -> Result<()>;
     /// Becomes the sequencer for the rest of this transaction; false when another process
-    /// already is (it will sequence these events too).
+    /// already is.
     async fn lead_sequencer(&mut self) -> Result<bool>;
     /// Committed events without a seq yet, oldest first.
     async fn unsequenced_events(&mut self, limit: u32) -> Result<Vec<Event>>;

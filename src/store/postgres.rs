@@ -12,13 +12,13 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::rows::{
-    self, API_KEY_COLUMNS, ApiKeyRow, AttemptRow, AuditRow, ComponentRow, DELIVERY_COLUMNS, DbId, DbTime, DeliveryRow,
+    self, API_KEY_COLUMNS, ApiKeyRow, AttemptRow, AuditRow, ComponentRow, DELIVERY_COLUMNS, DbId, DeliveryRow,
     EVENT_COLUMNS, EventRow, INCIDENT_COLUMNS, IncidentRow, SUBSCRIPTION_COLUMNS, SUBSCRIPTION_SECRET_COLUMNS,
     SecretsRow, SubscriptionRow, TimelineRow, like_pattern,
 };
 use super::{
-    AttemptResult, AttemptsOf, ClaimedDelivery, EventFilter, IdempotencyClaim, IncidentFilter, Notice, Store,
-    Transaction,
+    AttemptResult, AttemptsOf, ClaimedDelivery, EventFilter, IdempotencyClaim, IncidentFilter, Lease, NewDelivery,
+    Notice, Store, Transaction,
 };
 use crate::domain::auth::{AuditFilter, IssuedKey};
 use crate::domain::page::PageToken;
@@ -88,11 +88,9 @@ static LOCK_INCIDENT_BY_REF: LazyLock<String> = LazyLock::new(|| format!("{} FOR
 static INSERT_INCIDENT: LazyLock<String> =
     LazyLock::new(|| format!("{} RETURNING reference_number", rows::insert_incident_sql('$', &[])));
 static UPDATE_INCIDENT: LazyLock<String> = LazyLock::new(|| rows::update_incident_sql('$'));
-static INSERT_TIMELINE: LazyLock<String> = LazyLock::new(|| rows::insert_timeline_sql('$'));
 static INSERT_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::insert_component_sql('$'));
 static UPDATE_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::update_component_sql('$'));
 static INSERT_API_KEY: LazyLock<String> = LazyLock::new(|| rows::insert_api_key_sql('$'));
-static INSERT_EVENT: LazyLock<String> = LazyLock::new(|| rows::insert_event_sql('$'));
 static SELECT_UNSEQUENCED: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq IS NULL ORDER BY id LIMIT $1"));
 /// The advisory lock the sequencer holds while it runs (one replica at a time).
@@ -102,23 +100,14 @@ static SELECT_SUBSCRIPTION: LazyLock<String> =
 static LOCK_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {SUBSCRIPTION_COLUMNS}, {SUBSCRIPTION_SECRET_COLUMNS} FROM subscriptions WHERE id = $1 FOR UPDATE")
 });
-static SELECT_ACTIVE_SUBSCRIPTIONS: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE disabled_at IS NULL"));
+static SELECT_ACTIVE_SUBSCRIPTIONS: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {SUBSCRIPTION_COLUMNS}, {SUBSCRIPTION_SECRET_COLUMNS} FROM subscriptions WHERE disabled_at IS NULL")
+});
 static INSERT_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| rows::insert_subscription_sql('$'));
 static UPDATE_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| rows::update_subscription_sql('$'));
 static DELETE_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| "DELETE FROM subscriptions WHERE id = $1".to_string());
 static SELECT_DELIVERY: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"));
-static INSERT_ATTEMPT: LazyLock<String> = LazyLock::new(|| rows::insert_attempt_sql('$'));
-/// Records the outcome, only while the worker still holds the lease.
-static FINISH_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
-    "UPDATE deliveries SET status = $3, attempts = attempts + 1, next_attempt_at = $4, last_attempt_at = $5, \
-     last_status_code = $6, last_error = $7, \
-     delivered_at = CASE WHEN $3 = 'delivered' THEN $5 ELSE delivered_at END, \
-     lease_owner = NULL, lease_expires_at = NULL \
-     WHERE id = $1 AND lease_owner = $2 AND status = 'sending'"
-        .to_string()
-});
 static CANCEL_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
     "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL, lease_expires_at = NULL \
      WHERE subscription_id = $1 AND status IN ('pending', 'sending')"
@@ -128,15 +117,21 @@ static FAILED_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
     "SELECT id FROM deliveries WHERE subscription_id = $1 AND status = 'failed' ORDER BY created_at".to_string()
 });
 static CLAIM_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
+    // Two scans in index order (due pending deliveries, then expired leases) that filter on
+    // the deliveries' own columns only: the paused and disabled subscriptions are looked up
+    // once per claim, so no join can lead the planner away from the index however stale its
+    // statistics (a queue table's always are).
     let returning: Vec<String> = DELIVERY_COLUMNS.split(',').map(|c| format!("d.{}", c.trim())).collect();
+    let sendable = "NOT (d2.subscription_id = ANY($5)) AND NOT (d2.subscription_id = ANY(ARRAY(\
+                    SELECT s.id FROM subscriptions s WHERE s.paused OR s.disabled_at IS NOT NULL)))";
     format!(
-        "UPDATE deliveries d SET status = 'sending', lease_owner = $1, lease_expires_at = $3 \
-         FROM (SELECT d2.id FROM deliveries d2 JOIN subscriptions s ON s.id = d2.subscription_id \
-               WHERE ((d2.status = 'pending' AND d2.next_attempt_at <= $2) \
-                      OR (d2.status = 'sending' AND d2.lease_expires_at < $2)) \
-                 AND NOT s.paused AND s.disabled_at IS NULL AND NOT (d2.subscription_id = ANY($5)) \
-               ORDER BY d2.next_attempt_at LIMIT $4 FOR UPDATE OF d2 SKIP LOCKED) due \
-         WHERE d.id = due.id RETURNING {}",
+        "WITH due AS (SELECT d2.id FROM deliveries d2 WHERE d2.status = 'pending' AND d2.next_attempt_at <= $2 \
+                      AND {sendable} ORDER BY d2.next_attempt_at LIMIT $4 FOR UPDATE OF d2 SKIP LOCKED), \
+              expired AS (SELECT d2.id FROM deliveries d2 WHERE d2.status = 'sending' AND d2.lease_expires_at < $2 \
+                      AND {sendable} ORDER BY d2.lease_expires_at LIMIT $4 FOR UPDATE OF d2 SKIP LOCKED) \
+         UPDATE deliveries d SET status = 'sending', lease_owner = $1, lease_expires_at = $3 \
+         FROM (SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT $4) claim \
+         WHERE d.id = claim.id RETURNING {}",
         returning.join(", ")
     )
 });
@@ -145,7 +140,6 @@ static SELECT_EVENTS_BY_ID: LazyLock<String> =
 static SELECT_SUBSCRIPTIONS_BY_ID: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {SUBSCRIPTION_COLUMNS}, {SUBSCRIPTION_SECRET_COLUMNS} FROM subscriptions WHERE id = ANY($1)")
 });
-static INSERT_AUDIT: LazyLock<String> = LazyLock::new(|| rows::insert_audit_sql('$'));
 static SELECT_API_KEY_BY_ID: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"));
 static REVOKE_API_KEY: LazyLock<String> = LazyLock::new(|| {
@@ -182,7 +176,7 @@ impl Store for PgStore {
 
     async fn begin(&self) -> Result<Box<dyn Transaction>> {
         let tx = self.pool.begin().await.map_err(db_err)?;
-        Ok(Box::new(PgTx { tx }))
+        Ok(Box::new(PgTx { tx, deferred: Vec::new() }))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -461,7 +455,7 @@ impl Store for PgStore {
 
     async fn notifications(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Notice>>> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await.map_err(db_err)?;
-        listener.listen_all(["incidentd_events", "incidentd_sequenced"]).await.map_err(db_err)?;
+        listener.listen("incidentd_sequenced").await.map_err(db_err)?;
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
             loop {
@@ -469,11 +463,7 @@ impl Store for PgStore {
                 // by polling.
                 match listener.recv().await {
                     Ok(n) => {
-                        let notice = match n.channel() {
-                            "incidentd_sequenced" => Notice::Sequenced(n.payload().parse().unwrap_or(0)),
-                            _ => Notice::EventsWritten,
-                        };
-                        if tx.send(notice).await.is_err() {
+                        if tx.send(Notice::Sequenced(n.payload().parse().unwrap_or(0))).await.is_err() {
                             return;
                         }
                     }
@@ -512,6 +502,45 @@ impl Store for PgStore {
 
 struct PgTx {
     tx: sqlx::Transaction<'static, Postgres>,
+    /// Timeline entries, events and audit records not yet written: they go in one statement
+    /// before the next one of this transaction (or the commit), saving a round trip each.
+    deferred: Vec<Deferred>,
+}
+
+enum Deferred {
+    Timeline(TimelineEntry),
+    Event(Event),
+    Audit(AuditEvent),
+}
+
+impl PgTx {
+    /// Writes what was deferred. Every other statement of the transaction runs after this, so
+    /// nothing can observe the delay.
+    async fn flush(&mut self) -> Result<()> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        let shape: Vec<(&str, &str)> = deferred
+            .iter()
+            .map(|d| match d {
+                Deferred::Timeline(_) => ("incident_updates", rows::TIMELINE_COLUMNS),
+                Deferred::Event(_) => ("events", EVENT_COLUMNS),
+                Deferred::Audit(_) => ("audit_events", rows::AUDIT_COLUMNS),
+            })
+            .collect();
+        let sql = rows::insert_many_sql(&shape);
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for d in &deferred {
+            q = match d {
+                Deferred::Timeline(e) => rows::bind_timeline_entry(q, e),
+                Deferred::Event(e) => rows::bind_event(q, e),
+                Deferred::Audit(e) => rows::bind_audit_event(q, e),
+            };
+        }
+        q.execute(&mut *self.tx).await.map_err(db_err)?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -524,6 +553,7 @@ impl Transaction for PgTx {
         now: DateTime<Utc>,
         expired_before: DateTime<Utc>,
     ) -> Result<IdempotencyClaim> {
+        self.flush().await?;
         // Waits on a concurrent holder of the key; an expired record is taken over.
         let claimed = sqlx::query(
             "INSERT INTO idempotency_keys (scope, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
@@ -554,6 +584,7 @@ impl Transaction for PgTx {
     }
 
     async fn save_idempotent_response(&mut self, scope: &str, key: &str, response: &serde_json::Value) -> Result<()> {
+        self.flush().await?;
         sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE scope = $1 AND key = $2")
             .bind(scope)
             .bind(key)
@@ -565,6 +596,7 @@ impl Transaction for PgTx {
     }
 
     async fn insert_incident(&mut self, incident: &Incident) -> Result<IncidentRef> {
+        self.flush().await?;
         let (n,): (i64,) = rows::bind_incident(sqlx::query(AssertSqlSafe(INSERT_INCIDENT.as_str())), incident)
             .try_map(|row: sqlx::postgres::PgRow| sqlx::FromRow::from_row(&row))
             .fetch_one(&mut *self.tx)
@@ -575,6 +607,7 @@ impl Transaction for PgTx {
     }
 
     async fn lock_incident(&mut self, key: IncidentKey) -> Result<Option<Incident>> {
+        self.flush().await?;
         let row: Option<IncidentRow> = match key {
             IncidentKey::Id(id) => {
                 sqlx::query_as(AssertSqlSafe(LOCK_INCIDENT_BY_ID.as_str())).bind(id).fetch_optional(&mut *self.tx).await
@@ -591,6 +624,7 @@ impl Transaction for PgTx {
     }
 
     async fn update_incident(&mut self, incident: &Incident, components_changed: bool) -> Result<()> {
+        self.flush().await?;
         rows::bind_incident(sqlx::query(AssertSqlSafe(UPDATE_INCIDENT.as_str())), incident)
             .execute(&mut *self.tx)
             .await
@@ -602,11 +636,13 @@ impl Transaction for PgTx {
     }
 
     async fn delete_incident(&mut self, id: Uuid) -> Result<()> {
+        self.flush().await?;
         sqlx::query("DELETE FROM incidents WHERE id = $1").bind(id).execute(&mut *self.tx).await.map_err(db_err)?;
         Ok(())
     }
 
     async fn resolve_incident_ids(&mut self, keys: &[IncidentKey]) -> Result<Vec<Option<Uuid>>> {
+        self.flush().await?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -637,14 +673,12 @@ impl Transaction for PgTx {
     }
 
     async fn insert_timeline_entry(&mut self, e: &TimelineEntry) -> Result<()> {
-        rows::bind_timeline_entry(sqlx::query(AssertSqlSafe(INSERT_TIMELINE.as_str())), e)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
+        self.deferred.push(Deferred::Timeline(e.clone()));
         Ok(())
     }
 
     async fn existing_component_ids(&mut self, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+        self.flush().await?;
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
@@ -657,6 +691,7 @@ impl Transaction for PgTx {
     }
 
     async fn insert_component(&mut self, c: &Component) -> Result<()> {
+        self.flush().await?;
         rows::bind_component(sqlx::query(AssertSqlSafe(INSERT_COMPONENT.as_str())), c)
             .execute(&mut *self.tx)
             .await
@@ -665,6 +700,7 @@ impl Transaction for PgTx {
     }
 
     async fn lock_component(&mut self, id: Uuid) -> Result<Option<(Component, Vec<ComponentStatus>)>> {
+        self.flush().await?;
         let row: Option<ComponentRow> = sqlx::query_as(AssertSqlSafe(LOCK_COMPONENT_BY_ID.as_str()))
             .bind(id)
             .fetch_optional(&mut *self.tx)
@@ -674,6 +710,7 @@ impl Transaction for PgTx {
     }
 
     async fn update_component(&mut self, c: &Component) -> Result<()> {
+        self.flush().await?;
         rows::bind_component(sqlx::query(AssertSqlSafe(UPDATE_COMPONENT.as_str())), c)
             .execute(&mut *self.tx)
             .await
@@ -682,6 +719,7 @@ impl Transaction for PgTx {
     }
 
     async fn delete_component(&mut self, id: Uuid) -> Result<()> {
+        self.flush().await?;
         let (open,): (i64,) = sqlx::query_as(AssertSqlSafe(COUNT_OPEN_INCIDENTS_FOR_COMPONENT.as_str()))
             .bind(id)
             .fetch_one(&mut *self.tx)
@@ -695,6 +733,7 @@ impl Transaction for PgTx {
     }
 
     async fn insert_api_key(&mut self, key: &IssuedKey) -> Result<()> {
+        self.flush().await?;
         rows::bind_api_key(sqlx::query(AssertSqlSafe(INSERT_API_KEY.as_str())), key)
             .execute(&mut *self.tx)
             .await
@@ -703,6 +742,7 @@ impl Transaction for PgTx {
     }
 
     async fn revoke_api_key(&mut self, id: Uuid, at: DateTime<Utc>) -> Result<Option<ApiKey>> {
+        self.flush().await?;
         let row: Option<ApiKeyRow> = sqlx::query_as(AssertSqlSafe(REVOKE_API_KEY.as_str()))
             .bind(id)
             .bind(at)
@@ -713,6 +753,7 @@ impl Transaction for PgTx {
     }
 
     async fn count_api_keys_exclusively(&mut self) -> Result<i64> {
+        self.flush().await?;
         // Replicas starting together: the second waits here, then sees the first's key.
         sqlx::query("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE").execute(&mut *self.tx).await.map_err(db_err)?;
         let (n,): (i64,) =
@@ -721,14 +762,12 @@ impl Transaction for PgTx {
     }
 
     async fn insert_audit_event(&mut self, event: &AuditEvent) -> Result<()> {
-        rows::bind_audit_event(sqlx::query(AssertSqlSafe(INSERT_AUDIT.as_str())), event)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
+        self.deferred.push(Deferred::Audit(event.clone()));
         Ok(())
     }
 
     async fn insert_subscription(&mut self, subscription: &Subscription, secrets: &SigningSecrets) -> Result<()> {
+        self.flush().await?;
         rows::bind_subscription(sqlx::query(AssertSqlSafe(INSERT_SUBSCRIPTION.as_str())), subscription, secrets)
             .execute(&mut *self.tx)
             .await
@@ -737,6 +776,7 @@ impl Transaction for PgTx {
     }
 
     async fn lock_subscription(&mut self, id: Uuid) -> Result<Option<(Subscription, SigningSecrets)>> {
+        self.flush().await?;
         let row = sqlx::query(AssertSqlSafe(LOCK_SUBSCRIPTION.as_str()))
             .bind(DbId(id))
             .fetch_optional(&mut *self.tx)
@@ -749,6 +789,7 @@ impl Transaction for PgTx {
     }
 
     async fn update_subscription(&mut self, subscription: &Subscription, secrets: &SigningSecrets) -> Result<()> {
+        self.flush().await?;
         rows::bind_subscription(sqlx::query(AssertSqlSafe(UPDATE_SUBSCRIPTION.as_str())), subscription, secrets)
             .execute(&mut *self.tx)
             .await
@@ -757,6 +798,7 @@ impl Transaction for PgTx {
     }
 
     async fn delete_subscription(&mut self, id: Uuid) -> Result<()> {
+        self.flush().await?;
         sqlx::query(AssertSqlSafe(DELETE_SUBSCRIPTION.as_str()))
             .bind(DbId(id))
             .execute(&mut *self.tx)
@@ -765,35 +807,77 @@ impl Transaction for PgTx {
         Ok(())
     }
 
-    async fn fanout_subscriptions(&mut self) -> Result<Vec<Subscription>> {
-        let rows: Vec<SubscriptionRow> = sqlx::query_as(AssertSqlSafe(SELECT_ACTIVE_SUBSCRIPTIONS.as_str()))
+    async fn fanout_subscriptions(&mut self) -> Result<Vec<(Subscription, SigningSecrets)>> {
+        self.flush().await?;
+        let rows = sqlx::query(AssertSqlSafe(SELECT_ACTIVE_SUBSCRIPTIONS.as_str()))
             .fetch_all(&mut *self.tx)
             .await
             .map_err(db_err)?;
-        rows.into_iter().map(Subscription::try_from).collect()
+        rows.iter()
+            .map(|row| {
+                let subscription: SubscriptionRow = sqlx::FromRow::from_row(row).map_err(db_err)?;
+                let secrets: SecretsRow = sqlx::FromRow::from_row(row).map_err(db_err)?;
+                Ok((Subscription::try_from(subscription)?, secrets.into()))
+            })
+            .collect()
     }
 
-    async fn record_attempt(&mut self, result: &AttemptResult) -> Result<bool> {
-        rows::bind_attempt(sqlx::query(AssertSqlSafe(INSERT_ATTEMPT.as_str())), &result.attempt)
+    async fn record_attempts(&mut self, results: &[AttemptResult]) -> Result<u64> {
+        self.flush().await?;
+        let mut updated = 0;
+        for chunk in results.chunks(1000) {
+            let attempts: Vec<&DeliveryAttempt> = chunk.iter().map(|r| &r.attempt).collect();
+            // The attempts and the deliveries' new state in one statement.
+            updated += sqlx::query(
+                "WITH a AS (INSERT INTO delivery_attempts (id, delivery_id, subscription_id, attempted_at, status_code, \
+                   latency_ms, response_excerpt, error) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], \
+                   $4::timestamptz[], $5::int4[], $6::int8[], $7::text[], $8::text[])) \
+                 UPDATE deliveries d SET status = r.status, attempts = d.attempts + 1, next_attempt_at = r.next_attempt_at, \
+                 last_attempt_at = r.attempted_at, last_status_code = r.status_code, last_error = r.error, \
+                 delivered_at = CASE WHEN r.status = 'delivered' THEN r.attempted_at ELSE d.delivered_at END, \
+                 lease_owner = NULL, lease_expires_at = NULL \
+                 FROM unnest($2::uuid[], $9::text[], $10::text[], $11::timestamptz[], $4::timestamptz[], $5::int4[], $8::text[]) \
+                   AS r(id, owner, status, next_attempt_at, attempted_at, status_code, error) \
+                 WHERE d.id = r.id AND d.lease_owner = r.owner AND d.status = 'sending'",
+            )
+            .bind(attempts.iter().map(|a| a.id).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|a| a.delivery_id).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|a| a.subscription_id).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|a| a.attempted_at).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|a| a.status_code).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|a| a.latency_ms).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|a| a.response_excerpt.as_deref()).collect::<Vec<_>>())
+            .bind(attempts.iter().map(|a| a.error.as_deref()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.owner.as_str()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.next_attempt_at).collect::<Vec<_>>())
             .execute(&mut *self.tx)
             .await
-            .map_err(db_err)?;
-        let a = &result.attempt;
-        let done = sqlx::query(AssertSqlSafe(FINISH_ATTEMPT.as_str()))
-            .bind(DbId(a.delivery_id))
-            .bind(result.owner.as_str())
-            .bind(result.status.as_str())
-            .bind(result.next_attempt_at.map(DbTime))
-            .bind(DbTime(a.attempted_at))
-            .bind(a.status_code)
-            .bind(a.error.as_deref())
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
+            .map_err(db_err)?
+            .rows_affected();
+        }
+        Ok(updated)
+    }
+
+    async fn clear_failing(&mut self, subscription_ids: &[Uuid], now: DateTime<Utc>) -> Result<()> {
+        self.flush().await?;
+        if subscription_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE subscriptions SET failing_since = NULL, version = version + 1, updated_at = $2 \
+             WHERE id = ANY($1) AND failing_since IS NOT NULL",
+        )
+        .bind(subscription_ids)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
 
     async fn cancel_deliveries(&mut self, subscription_id: Uuid) -> Result<u64> {
+        self.flush().await?;
         let done = sqlx::query(AssertSqlSafe(CANCEL_DELIVERIES.as_str()))
             .bind(DbId(subscription_id))
             .execute(&mut *self.tx)
@@ -803,6 +887,7 @@ impl Transaction for PgTx {
     }
 
     async fn failed_delivery_ids(&mut self, subscription_id: Uuid) -> Result<Vec<Uuid>> {
+        self.flush().await?;
         let rows: Vec<(DbId,)> = sqlx::query_as(AssertSqlSafe(FAILED_DELIVERIES.as_str()))
             .bind(DbId(subscription_id))
             .fetch_all(&mut *self.tx)
@@ -811,22 +896,30 @@ impl Transaction for PgTx {
         Ok(rows.into_iter().map(|(id,)| id.0).collect())
     }
 
-    async fn insert_deliveries(&mut self, pairs: &[(&Event, Uuid)], now: DateTime<Utc>) -> Result<()> {
-        for chunk in pairs.chunks(5000) {
-            let ids: Vec<Uuid> = chunk.iter().map(|_| Uuid::now_v7()).collect();
-            let events: Vec<Uuid> = chunk.iter().map(|(e, _)| e.id).collect();
-            let subs: Vec<Uuid> = chunk.iter().map(|(_, s)| *s).collect();
-            let types: Vec<&str> = chunk.iter().map(|(e, _)| e.event_type.as_str()).collect();
+    async fn insert_deliveries(
+        &mut self,
+        deliveries: &[NewDelivery<'_>],
+        now: DateTime<Utc>,
+        lease: Lease<'_>,
+    ) -> Result<()> {
+        self.flush().await?;
+        for chunk in deliveries.chunks(5000) {
             sqlx::query(
-                "INSERT INTO deliveries (id, event_id, subscription_id, event_type, status, next_attempt_at, created_at) \
-                 SELECT id, event_id, subscription_id, event_type, 'pending', $5, $5 \
-                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS t(id, event_id, subscription_id, event_type)",
+                "INSERT INTO deliveries (id, event_id, subscription_id, event_type, status, next_attempt_at, created_at, \
+                 lease_owner, lease_expires_at) \
+                 SELECT id, event_id, subscription_id, event_type, CASE WHEN claimed THEN 'sending' ELSE 'pending' END, $6, $6, \
+                 CASE WHEN claimed THEN $7 END, CASE WHEN claimed THEN $8::timestamptz END \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::bool[]) \
+                   AS t(id, event_id, subscription_id, event_type, claimed)",
             )
-            .bind(&ids)
-            .bind(&events)
-            .bind(&subs)
-            .bind(&types)
+            .bind(chunk.iter().map(|d| d.id).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|d| d.event.id).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|d| d.subscription_id).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|d| d.event.event_type.as_str()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|d| d.claimed).collect::<Vec<_>>())
             .bind(now)
+            .bind(lease.owner)
+            .bind(lease.until)
             .execute(&mut *self.tx)
             .await
             .map_err(db_err)?;
@@ -835,6 +928,7 @@ impl Transaction for PgTx {
     }
 
     async fn requeue_deliveries(&mut self, ids: &[Uuid], now: DateTime<Utc>) -> Result<u64> {
+        self.flush().await?;
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $2, lease_owner = NULL, \
              lease_expires_at = NULL WHERE id = ANY($1) AND status IN ('failed', 'cancelled', 'delivered')",
@@ -848,20 +942,12 @@ impl Transaction for PgTx {
     }
 
     async fn insert_events(&mut self, events: &[Event]) -> Result<()> {
-        for e in events {
-            rows::bind_event(sqlx::query(AssertSqlSafe(INSERT_EVENT.as_str())), e)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(db_err)?;
-        }
-        if !events.is_empty() {
-            // Delivered on commit, to every replica listening: one of them sequences.
-            sqlx::query("SELECT pg_notify('incidentd_events', '')").execute(&mut *self.tx).await.map_err(db_err)?;
-        }
+        self.deferred.extend(events.iter().cloned().map(Deferred::Event));
         Ok(())
     }
 
     async fn lead_sequencer(&mut self) -> Result<bool> {
+        self.flush().await?;
         let (led,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
             .bind(SEQUENCER_LOCK)
             .fetch_one(&mut *self.tx)
@@ -871,6 +957,7 @@ impl Transaction for PgTx {
     }
 
     async fn unsequenced_events(&mut self, limit: u32) -> Result<Vec<Event>> {
+        self.flush().await?;
         let rows: Vec<EventRow> = sqlx::query_as(AssertSqlSafe(SELECT_UNSEQUENCED.as_str()))
             .bind(i64::from(limit))
             .fetch_all(&mut *self.tx)
@@ -880,31 +967,27 @@ impl Transaction for PgTx {
     }
 
     async fn assign_sequence(&mut self, ids: &[Uuid]) -> Result<Vec<i64>> {
+        self.flush().await?;
+        // The counter, the events and the cross-process notice in one statement.
         let n = ids.len() as i64;
-        let (last,): (i64,) =
-            sqlx::query_as("UPDATE counters SET value = value + $1 WHERE name = 'event_seq' RETURNING value")
-                .bind(n)
-                .fetch_one(&mut *self.tx)
-                .await
-                .map_err(db_err)?;
-        let seqs: Vec<i64> = (last - n + 1..=last).collect();
-        sqlx::query(
-            "UPDATE events SET seq = s.seq FROM unnest($1::uuid[], $2::bigint[]) AS s(id, seq) WHERE events.id = s.id",
+        let (last,): (i64,) = sqlx::query_as(
+            "WITH c AS (UPDATE counters SET value = value + $2 WHERE name = 'event_seq' RETURNING value), \
+                  s AS (SELECT u.id, (SELECT value FROM c) - $2 + u.ord AS seq \
+                        FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, ord)), \
+                  e AS (UPDATE events SET seq = s.seq FROM s WHERE events.id = s.id) \
+             SELECT value FROM c, LATERAL (SELECT pg_notify('incidentd_sequenced', c.value::text)) AS notified",
         )
         .bind(ids)
-        .bind(&seqs)
-        .execute(&mut *self.tx)
+        .bind(n)
+        .fetch_one(&mut *self.tx)
         .await
         .map_err(db_err)?;
-        sqlx::query("SELECT pg_notify('incidentd_sequenced', $1)")
-            .bind(last.to_string())
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
+        let seqs: Vec<i64> = (last - n + 1..=last).collect();
         Ok(seqs)
     }
 
-    async fn commit(self: Box<Self>) -> Result<()> {
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        self.flush().await?;
         self.tx.commit().await.map_err(db_err)
     }
 }

@@ -762,6 +762,24 @@ fn insert_sql(sigil: char, table: &str, columns: &[&str]) -> String {
     format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), params.join(", "))
 }
 
+/// One statement that inserts rows into several tables in order, each `(table, columns)` a
+/// data-modifying CTE with its own run of parameters (Postgres): a transaction's log rows in
+/// one round trip.
+pub fn insert_many_sql(inserts: &[(&str, &str)]) -> String {
+    let mut next = 1;
+    let ctes: Vec<String> = inserts
+        .iter()
+        .enumerate()
+        .map(|(i, (table, columns))| {
+            let columns = column_names(columns);
+            let params: Vec<String> = (next..next + columns.len()).map(|n| format!("${n}")).collect();
+            next += columns.len();
+            format!("w{i} AS (INSERT INTO {table} ({}) VALUES ({}))", columns.join(", "), params.join(", "))
+        })
+        .collect();
+    format!("WITH {} SELECT 1", ctes.join(", "))
+}
+
 /// The names in a comma-separated column list.
 fn column_names(list: &str) -> Vec<&str> {
     list.split(',').map(str::trim).collect()
@@ -1136,18 +1154,23 @@ where
     for<'r> SubscriptionRow: sqlx::FromRow<'r, R>,
     for<'r> SecretsRow: sqlx::FromRow<'r, R>,
 {
-    let events: Vec<Event> = events.into_iter().map(Event::try_from).collect::<Result<_>>()?;
-    let mut subs = Vec::with_capacity(subscriptions.len());
+    let mut by_id = std::collections::HashMap::with_capacity(events.len());
+    for row in events {
+        let event = Event::try_from(row)?;
+        by_id.insert(event.id, std::sync::Arc::new(event));
+    }
+    let mut subs = std::collections::HashMap::with_capacity(subscriptions.len());
     for row in subscriptions {
         let s: SubscriptionRow = sqlx::FromRow::from_row(row).map_err(|e| Error::Internal(e.to_string()))?;
         let secrets: SecretsRow = sqlx::FromRow::from_row(row).map_err(|e| Error::Internal(e.to_string()))?;
-        subs.push((Subscription::try_from(s)?, SigningSecrets::from(secrets)));
+        let s = Subscription::try_from(s)?;
+        subs.insert(s.id, (std::sync::Arc::new(s), std::sync::Arc::new(SigningSecrets::from(secrets))));
     }
     deliveries
         .into_iter()
         .map(|delivery| {
-            let event = events.iter().find(|e| e.id == delivery.event_id).cloned();
-            let sub = subs.iter().find(|(s, _)| s.id == delivery.subscription_id).cloned();
+            let event = by_id.get(&delivery.event_id).cloned();
+            let sub = subs.get(&delivery.subscription_id).cloned();
             match (event, sub) {
                 (Some(event), Some((subscription, secrets))) => {
                     Ok(super::ClaimedDelivery { delivery, event, subscription, secrets })

@@ -24,8 +24,8 @@ use super::rows::{
     SecretsRow, SubscriptionRow, TimelineRow, like_pattern,
 };
 use super::{
-    AttemptResult, AttemptsOf, ClaimedDelivery, EventFilter, IdempotencyClaim, IncidentFilter, Notice, Store,
-    Transaction,
+    AttemptResult, AttemptsOf, ClaimedDelivery, EventFilter, IdempotencyClaim, IncidentFilter, Lease, NewDelivery,
+    Notice, Store, Transaction,
 };
 use crate::domain::auth::{AuditFilter, IssuedKey};
 use crate::domain::page::PageToken;
@@ -122,8 +122,9 @@ static SELECT_SUBSCRIPTION: LazyLock<String> =
 static LOCK_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {SUBSCRIPTION_COLUMNS}, {SUBSCRIPTION_SECRET_COLUMNS} FROM subscriptions WHERE id = ?1")
 });
-static SELECT_ACTIVE_SUBSCRIPTIONS: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE disabled_at IS NULL"));
+static SELECT_ACTIVE_SUBSCRIPTIONS: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {SUBSCRIPTION_COLUMNS}, {SUBSCRIPTION_SECRET_COLUMNS} FROM subscriptions WHERE disabled_at IS NULL")
+});
 static INSERT_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| rows::insert_subscription_sql('?'));
 static UPDATE_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| rows::update_subscription_sql('?'));
 static DELETE_SUBSCRIPTION: LazyLock<String> = LazyLock::new(|| "DELETE FROM subscriptions WHERE id = ?1".to_string());
@@ -148,13 +149,17 @@ static FAILED_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
     "SELECT id FROM deliveries WHERE subscription_id = ?1 AND status = 'failed' ORDER BY created_at".to_string()
 });
 static CLAIM_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
+    // As on Postgres: due pending deliveries and expired leases, each through its own index.
+    let sendable = "d.subscription_id NOT IN (SELECT value FROM json_each(?5)) AND d.subscription_id NOT IN \
+                    (SELECT s.id FROM subscriptions s WHERE s.paused OR s.disabled_at IS NOT NULL)";
     format!(
         "UPDATE deliveries SET status = 'sending', lease_owner = ?1, lease_expires_at = ?3 WHERE id IN \
-         (SELECT d.id FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id \
-          WHERE ((d.status = 'pending' AND d.next_attempt_at <= ?2) OR (d.status = 'sending' AND d.lease_expires_at < ?2)) \
-            AND NOT s.paused AND s.disabled_at IS NULL \
-            AND d.subscription_id NOT IN (SELECT value FROM json_each(?5)) \
-          ORDER BY d.next_attempt_at LIMIT ?4) RETURNING {DELIVERY_COLUMNS}"
+         (SELECT id FROM (SELECT d.id FROM deliveries d WHERE d.status = 'sending' AND d.lease_expires_at < ?2 \
+                          AND {sendable} ORDER BY d.lease_expires_at LIMIT ?4) \
+          UNION ALL \
+          SELECT id FROM (SELECT d.id FROM deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= ?2 \
+                          AND {sendable} ORDER BY d.next_attempt_at LIMIT ?4) \
+          LIMIT ?4) RETURNING {DELIVERY_COLUMNS}"
     )
 });
 static SELECT_EVENTS_BY_ID: LazyLock<String> =
@@ -779,32 +784,58 @@ impl Transaction for SqliteTx {
         Ok(())
     }
 
-    async fn fanout_subscriptions(&mut self) -> Result<Vec<Subscription>> {
-        let rows: Vec<SubscriptionRow> = sqlx::query_as(AssertSqlSafe(SELECT_ACTIVE_SUBSCRIPTIONS.as_str()))
+    async fn fanout_subscriptions(&mut self) -> Result<Vec<(Subscription, SigningSecrets)>> {
+        let rows = sqlx::query(AssertSqlSafe(SELECT_ACTIVE_SUBSCRIPTIONS.as_str()))
             .fetch_all(&mut *self.tx)
             .await
             .map_err(db_err)?;
-        rows.into_iter().map(Subscription::try_from).collect()
+        rows.iter()
+            .map(|row| {
+                let subscription: SubscriptionRow = sqlx::FromRow::from_row(row).map_err(db_err)?;
+                let secrets: SecretsRow = sqlx::FromRow::from_row(row).map_err(db_err)?;
+                Ok((Subscription::try_from(subscription)?, secrets.into()))
+            })
+            .collect()
     }
 
-    async fn record_attempt(&mut self, result: &AttemptResult) -> Result<bool> {
-        rows::bind_attempt(sqlx::query(AssertSqlSafe(INSERT_ATTEMPT.as_str())), &result.attempt)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
-        let a = &result.attempt;
-        let done = sqlx::query(AssertSqlSafe(FINISH_ATTEMPT.as_str()))
-            .bind(DbId(a.delivery_id))
-            .bind(result.owner.as_str())
-            .bind(result.status.as_str())
-            .bind(result.next_attempt_at.map(DbTime))
-            .bind(DbTime(a.attempted_at))
-            .bind(a.status_code)
-            .bind(a.error.as_deref())
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
+    async fn record_attempts(&mut self, results: &[AttemptResult]) -> Result<u64> {
+        let mut updated = 0;
+        for result in results {
+            rows::bind_attempt(sqlx::query(AssertSqlSafe(INSERT_ATTEMPT.as_str())), &result.attempt)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
+            let a = &result.attempt;
+            updated += sqlx::query(AssertSqlSafe(FINISH_ATTEMPT.as_str()))
+                .bind(DbId(a.delivery_id))
+                .bind(result.owner.as_str())
+                .bind(result.status.as_str())
+                .bind(result.next_attempt_at.map(DbTime))
+                .bind(DbTime(a.attempted_at))
+                .bind(a.status_code)
+                .bind(a.error.as_deref())
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+        }
+        Ok(updated)
+    }
+
+    async fn clear_failing(&mut self, subscription_ids: &[Uuid], now: DateTime<Utc>) -> Result<()> {
+        if subscription_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE subscriptions SET failing_since = NULL, version = version + 1, updated_at = ?2 \
+             WHERE failing_since IS NOT NULL AND id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_list(subscription_ids))
+        .bind(DbTime(now))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
 
     async fn cancel_deliveries(&mut self, subscription_id: Uuid) -> Result<u64> {
@@ -825,26 +856,37 @@ impl Transaction for SqliteTx {
         Ok(rows.into_iter().map(|(id,)| id.0).collect())
     }
 
-    async fn insert_deliveries(&mut self, pairs: &[(&Event, Uuid)], now: DateTime<Utc>) -> Result<()> {
-        for chunk in pairs.chunks(5000) {
-            let rows: Vec<(String, String, String, &str)> = chunk
+    async fn insert_deliveries(
+        &mut self,
+        deliveries: &[NewDelivery<'_>],
+        now: DateTime<Utc>,
+        lease: Lease<'_>,
+    ) -> Result<()> {
+        for chunk in deliveries.chunks(5000) {
+            let rows: Vec<(String, String, String, &str, bool)> = chunk
                 .iter()
-                .map(|(e, s)| {
+                .map(|d| {
                     (
-                        Uuid::now_v7().hyphenated().to_string(),
-                        e.id.hyphenated().to_string(),
-                        s.hyphenated().to_string(),
-                        e.event_type.as_str(),
+                        d.id.hyphenated().to_string(),
+                        d.event.id.hyphenated().to_string(),
+                        d.subscription_id.hyphenated().to_string(),
+                        d.event.event_type.as_str(),
+                        d.claimed,
                     )
                 })
                 .collect();
             sqlx::query(
-                "INSERT INTO deliveries (id, event_id, subscription_id, event_type, status, next_attempt_at, created_at) \
+                "INSERT INTO deliveries (id, event_id, subscription_id, event_type, status, next_attempt_at, created_at, \
+                 lease_owner, lease_expires_at) \
                  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), \
-                 json_extract(value, '$[3]'), 'pending', ?2, ?2 FROM json_each(?1)",
+                 json_extract(value, '$[3]'), CASE WHEN json_extract(value, '$[4]') THEN 'sending' ELSE 'pending' END, \
+                 ?2, ?2, CASE WHEN json_extract(value, '$[4]') THEN ?3 END, CASE WHEN json_extract(value, '$[4]') THEN ?4 END \
+                 FROM json_each(?1)",
             )
             .bind(Json(&rows))
             .bind(DbTime(now))
+            .bind(lease.owner)
+            .bind(DbTime(lease.until))
             .execute(&mut *self.tx)
             .await
             .map_err(db_err)?;
