@@ -31,6 +31,16 @@ pub enum Command {
     /// Manage API keys directly in the configured database.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Fill the configured database with a realistic dataset (for benchmarks and demos):
+    /// 20 components and N incidents with labels, updates and resolutions.
+    Seed {
+        /// How many incidents to write.
+        #[arg(long, default_value_t = 10_000)]
+        incidents: usize,
+        /// How many to write at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]

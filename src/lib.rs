@@ -8,6 +8,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod notify;
+pub mod seed;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -9,6 +9,18 @@ async fn main() -> anyhow::Result<()> {
     incidentd::telemetry::init(config.log_format, &config.log);
     match command.unwrap_or(Command::Serve) {
         Command::ApiKey(command) => incidentd::app::api_key_command(&config, command).await,
+        Command::Seed { incidents, concurrency } => {
+            let store = incidentd::app::migrate(config.database_url.expose_secret(), concurrency as u32).await?;
+            let service = incidentd::service::Service::new(store, config.auth_settings());
+            let seeded = incidentd::seed::seed(&service, incidents, concurrency).await?;
+            tracing::info!(
+                incidents = seeded.incidents,
+                components = seeded.components,
+                seconds = seeded.seconds,
+                "seeded"
+            );
+            Ok(())
+        }
         Command::Openapi => {
             println!("{}", incidentd::api::rest::openapi().to_pretty_json()?);
             Ok(())

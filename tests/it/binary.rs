@@ -251,3 +251,25 @@ async fn first_start_creates_an_admin_key_and_data_lives_in_incidentd_db() {
     stop(&mut server).await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn seed_writes_a_realistic_dataset_through_the_service() {
+    let url = fresh_database_url();
+    let seed =
+        |n: &str| command().args(["seed", "--incidents", n, "--concurrency", "4"]).env("DATABASE_URL", &url).output();
+    let out = seed("25").await.unwrap();
+    assert!(out.status.success(), "seed failed: {}", String::from_utf8_lossy(&out.stderr));
+    // Seeding again adds incidents and reuses the components.
+    let out = seed("5").await.unwrap();
+    assert!(out.status.success(), "second seed failed: {}", String::from_utf8_lossy(&out.stderr));
+    let db = Db::open(&url).await;
+    assert_eq!(db.scalar("SELECT count(*) FROM components").await, 20);
+    assert_eq!(db.scalar("SELECT count(*) FROM incidents").await, 30);
+    // Four in five are resolved; every one has its two updates, labels and components.
+    assert_eq!(db.scalar("SELECT count(*) FROM incidents WHERE status = 'resolved'").await, 24);
+    assert_eq!(db.scalar("SELECT count(*) FROM incident_updates WHERE kind = 'update'").await, 60);
+    assert_eq!(db.scalar("SELECT count(DISTINCT incident_id) FROM incident_components").await, 30);
+    assert_eq!(db.scalar("SELECT count(*) FROM events WHERE type = 'incident.created'").await, 30);
+    db.close().await;
+    drop_database(&url);
+}
