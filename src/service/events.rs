@@ -181,14 +181,15 @@ pub(crate) struct ComponentWatch {
 
 impl ComponentWatch {
     /// Reads (and locks) the components. Call before writing the change.
+    ///
+    /// Rows are locked in id order, whatever order the change names them in, so two changes
+    /// touching the same components cannot deadlock.
     pub(crate) async fn start(tx: &mut dyn Transaction, ids: impl IntoIterator<Item = Uuid>) -> Result<Self> {
         let mut before = Vec::new();
-        let mut seen = Vec::new();
+        let mut ids: Vec<Uuid> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
         for id in ids {
-            if seen.contains(&id) {
-                continue;
-            }
-            seen.push(id);
             if let Some((c, _)) = tx.lock_component(id).await? {
                 before.push(c);
             }

@@ -68,6 +68,11 @@ fn db_err(e: sqlx::Error) -> Error {
         {
             Error::Unavailable(e.to_string())
         }
+        // A deadlock or serialization failure: the change collided with a concurrent one and
+        // was rolled back whole; the caller may retry it.
+        sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "40P01" || c == "40001") => {
+            Error::Conflict("the change collided with a concurrent change and was not applied; retry it".into())
+        }
         _ => Error::Internal(e.to_string()),
     }
 }
@@ -157,7 +162,7 @@ static SELECT_COMPONENTS: LazyLock<String> = LazyLock::new(|| {
 });
 static SELECT_COMPONENT_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{} WHERE c.id = $1", *SELECT_COMPONENTS));
 static LOCK_COMPONENT_BY_ID: LazyLock<String> =
-    LazyLock::new(|| format!("{} WHERE c.id = $1 FOR UPDATE OF c", *SELECT_COMPONENTS));
+    LazyLock::new(|| format!("{} WHERE c.id = $1 FOR NO KEY UPDATE OF c", *SELECT_COMPONENTS));
 static COUNT_OPEN_INCIDENTS_FOR_COMPONENT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT count(*) FROM incident_components ic JOIN incidents i ON i.id = ic.incident_id \
@@ -682,7 +687,10 @@ impl Transaction for PgTx {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
-        let found: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM components WHERE id = ANY($1) FOR SHARE")
+        // KEY SHARE keeps the rows from being deleted (as the foreign key will) without blocking
+        // other changes from locking them for their status update (NO KEY UPDATE): a stronger
+        // lock here would deadlock two changes that both upgrade it.
+        let found: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM components WHERE id = ANY($1) FOR KEY SHARE")
             .bind(ids)
             .fetch_all(&mut *self.tx)
             .await
@@ -720,6 +728,13 @@ impl Transaction for PgTx {
 
     async fn delete_component(&mut self, id: Uuid) -> Result<()> {
         self.flush().await?;
+        // The strongest row lock: waits for changes that are about to reference the component
+        // (they hold KEY SHARE), so the count below sees them.
+        sqlx::query("SELECT 1 FROM components WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
         let (open,): (i64,) = sqlx::query_as(AssertSqlSafe(COUNT_OPEN_INCIDENTS_FOR_COMPONENT.as_str()))
             .bind(id)
             .fetch_one(&mut *self.tx)

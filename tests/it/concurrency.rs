@@ -259,3 +259,46 @@ async fn paging_while_inserting_has_no_duplicates_or_gaps() {
         assert!(pair[0] > pair[1], "strictly newest first: {pair:?}");
     }
 }
+
+/// Incidents naming the same components in opposite orders, declared and resolved at once:
+/// each change locks the components it touches, and none may deadlock or fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_sharing_components_in_any_order_do_not_deadlock() {
+    let app = Arc::new(TestApp::spawn().await);
+    let mut ids = Vec::new();
+    for name in ["Shared A", "Shared B", "Shared C"] {
+        let res = app.post("/v1/components", json!({"name": name})).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+        ids.push(res.body["id"].as_str().unwrap().to_string());
+    }
+    let mut tasks = Vec::new();
+    for n in 0..48 {
+        let app = app.clone();
+        let mut order = ids.clone();
+        order.rotate_left(n % 3);
+        if n % 2 == 1 {
+            order.reverse();
+        }
+        tasks.push(tokio::spawn(async move {
+            let affected: Vec<_> =
+                order.iter().map(|id| json!({"component_id": id, "status": "partial_outage"})).collect();
+            let res = app
+                .post(
+                    "/v1/incidents",
+                    json!({"title": format!("shared {n}"), "severity": "sev2", "affected_components": affected}),
+                )
+                .await;
+            assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+            let path = format!("/v1/incidents/{}/transitions", res.body["id"].as_str().unwrap());
+            let res = app.post(&path, json!({"to": "resolved"})).await;
+            assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for id in &ids {
+        let c = app.get(&format!("/v1/components/{id}")).await;
+        assert_eq!(c.body["effective_status"], "operational", "every incident is resolved");
+    }
+}
