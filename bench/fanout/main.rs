@@ -14,12 +14,11 @@
 //! Peak RSS is the service's `VmHWM` after both runs. See `bench/README.md`.
 
 use std::collections::{HashMap, HashSet};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -28,12 +27,12 @@ use axum::routing::post;
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-const TOKEN: &str = "bench-admin-token-0123456789abcdef";
+#[path = "../common.rs"]
+mod common;
+use common::{Service, TOKEN, bench_database_url, percentile};
 
 #[derive(Parser, Debug)]
 #[command(about = "incidentd notification fan-out benchmark")]
@@ -129,102 +128,6 @@ async fn start_sink() -> anyhow::Result<(Arc<Sink>, String)> {
     let addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok((sink, format!("http://{addr}")))
-}
-
-/// The service under test, as a child process.
-struct Service {
-    child: Child,
-    base: String,
-    database_url: String,
-}
-
-impl Service {
-    async fn start(database_url: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-            .env_remove("DATABASE_URL")
-            .env("INCIDENTD_DATABASE_URL", database_url)
-            .env("INCIDENTD_ADMIN_TOKEN", TOKEN)
-            .env("INCIDENTD_HTTP_ADDR", "127.0.0.1:0")
-            .env("INCIDENTD_GRPC_ADDR", "127.0.0.1:0")
-            .env("INCIDENTD_LOG_FORMAT", "json")
-            .env("INCIDENTD_RATE_LIMIT_PER_SECOND", "0")
-            .env("INCIDENTD_WEBHOOK_ALLOWLIST", "127.0.0.0/8")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting incidentd")?;
-        let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await? {
-                let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if json["message"] == "incidentd listening" {
-                    return anyhow::Ok(json["http_addr"].as_str().context("http_addr")?.to_string());
-                }
-                if json["level"] == "ERROR" {
-                    bail!("incidentd: {line}");
-                }
-            }
-            bail!("incidentd exited before listening")
-        })
-        .await
-        .context("incidentd did not start within 60 s")??;
-        // Keep draining the log so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Service { child, base: format!("http://{addr}"), database_url: database_url.to_string() })
-    }
-
-    fn peak_rss_kib(&self) -> Option<u64> {
-        let pid = self.child.id()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    }
-
-    async fn stop(mut self) -> anyhow::Result<()> {
-        self.child.kill().await?;
-        drop_database(&self.database_url).await
-    }
-}
-
-fn bench_database_url(server: &str, n: usize) -> String {
-    if server.starts_with("sqlite:") {
-        let dir = std::env::temp_dir().join(format!("incidentd_bench_{n}_{}", std::process::id()));
-        return format!("sqlite:{}", dir.join("incidentd.db").display());
-    }
-    let (base, query) = server.split_once('?').map_or((server, ""), |(b, q)| (b, q));
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    let query = if query.is_empty() { String::new() } else { format!("?{query}") };
-    format!("{base}/incidentd_bench_{n}_{}{query}", std::process::id())
-}
-
-async fn drop_database(url: &str) -> anyhow::Result<()> {
-    if let Some(path) = url.strip_prefix("sqlite:") {
-        if let Some(dir) = std::path::Path::new(path).parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        return Ok(());
-    }
-    let (rest, query) = url.split_once('?').map_or((url, ""), |(b, q)| (b, q));
-    let (base, name) = rest.rsplit_once('/').context("database name")?;
-    let admin_url = if query.is_empty() { format!("{base}/postgres") } else { format!("{base}/postgres?{query}") };
-    let admin = sqlx::PgPool::connect(&admin_url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-        .execute(&admin)
-        .await?;
-    admin.close().await;
-    Ok(())
-}
-
-/// The `p`th percentile of durations in microseconds, in milliseconds.
-fn percentile(sorted: &[i64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
 }
 
 fn micros(d: chrono::TimeDelta) -> i64 {
@@ -395,7 +298,7 @@ async fn scenario(
 ) -> anyhow::Result<Vec<String>> {
     let subscriptions = args.subscriptions[index];
     let rate = args.rates.get(index).copied().unwrap_or(0);
-    let service = Service::start(&bench_database_url(&args.database_url, subscriptions)).await?;
+    let service = Service::start(&bench_database_url(&args.database_url, &subscriptions.to_string())).await?;
     let measured = measure(args, client, sink, sink_base, &service.base, subscriptions, rate).await;
     let rss_mib = service.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     service.stop().await?;

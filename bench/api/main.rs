@@ -1,0 +1,562 @@
+//! `bench/api`: API throughput and latency against the database's own limit.
+//!
+//! For each backend (a throwaway Postgres database, then an SQLite file) it seeds a dataset with
+//! `incidentd seed`, starts the release `incidentd`, and drives six operations (create, get by
+//! id, get by reference, list with filters and paging, transition, post update):
+//!
+//! * over REST with [oha](https://crates.io/crates/oha) (stateless operations) and a small
+//!   reqwest driver (transitions, which depend on each incident's current status);
+//! * over gRPC with a small tonic driver;
+//!
+//! each at a fixed concurrency (closed model: throughput) and at a fixed request rate (open
+//! model, latency counted from when each request was due, so a stall is not hidden by
+//! coordinated omission). On Postgres it then runs pgbench with scripts issuing the service's own
+//! statements for create and get (`bench/api/pgbench/`) at the same concurrency and rate, and
+//! prints one table with each operation's ratio to pgbench. See `bench/README.md`.
+
+#[path = "../common.rs"]
+mod common;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use incidentd::proto;
+use proto::incident_service_client::IncidentServiceClient;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+use common::{Service, TOKEN, bench_database_url, percentile};
+
+#[derive(Parser, Debug)]
+#[command(about = "incidentd API benchmark: REST and gRPC against pgbench")]
+struct Args {
+    /// Postgres server to create the throwaway bench database on.
+    #[arg(
+        long,
+        env = "INCIDENTD_BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+    )]
+    database_url: String,
+    /// Backends to measure.
+    #[arg(long, value_delimiter = ',', default_value = "postgres,sqlite")]
+    backends: Vec<String>,
+    /// Incidents to seed (`incidentd seed`) before measuring.
+    #[arg(long, default_value_t = 10_000)]
+    incidents: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrent clients in the fixed-concurrency runs (and pgbench clients).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Requests per second in the fixed-rate runs; 0 skips them.
+    #[arg(long, default_value_t = 500)]
+    rate: u32,
+    /// Operations to measure (create, get_id, get_ref, list, transition, update).
+    #[arg(long, value_delimiter = ',', default_value = "get_id,get_ref,list,update,transition,create")]
+    ops: Vec<String>,
+    /// The oha binary (`cargo install oha`).
+    #[arg(long, default_value = "oha")]
+    oha: String,
+    /// The pgbench binary.
+    #[arg(long, default_value = "pgbench")]
+    pgbench: String,
+    /// `cargo bench` passes this; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Closed(usize),
+    Open(u32),
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mode::Closed(c) => write!(f, "c={c}"),
+            Mode::Open(r) => write!(f, "{r}/s"),
+        }
+    }
+}
+
+/// One measurement.
+#[derive(Debug, Clone)]
+struct Stats {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    errors: u64,
+}
+
+impl Stats {
+    fn from_micros(mut latencies: Vec<i64>, errors: u64, elapsed: Duration) -> Stats {
+        latencies.sort_unstable();
+        Stats {
+            rps: latencies.len() as f64 / elapsed.as_secs_f64(),
+            p50: percentile(&latencies, 50.0),
+            p99: percentile(&latencies, 99.0),
+            p999: percentile(&latencies, 99.9),
+            errors,
+        }
+    }
+}
+
+struct Row {
+    backend: String,
+    transport: &'static str,
+    op: String,
+    mode: Mode,
+    stats: Stats,
+    /// Throughput as a fraction of pgbench's for the same transaction and mode.
+    ratio: Option<f64>,
+}
+
+/// What the seeded dataset offers the operations.
+struct Targets {
+    /// A seeded incident's id and reference, for the get operations.
+    id: String,
+    reference: String,
+    /// Ids for post update (spread so updates do not all wait on one row lock).
+    update_ids: Vec<String>,
+    /// Open incidents for transitions, each with its current status.
+    open: Vec<(String, Mutex<&'static str>)>,
+    /// A component for the list filter.
+    component: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    rustls::crypto::ring::default_provider().install_default().ok();
+    let args = Args::parse();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mut rows = Vec::new();
+    let mut memory = Vec::new();
+    for backend in &args.backends {
+        let url = match backend.as_str() {
+            "postgres" => bench_database_url(&args.database_url, "api"),
+            "sqlite" => bench_database_url("sqlite:", "api"),
+            other => bail!("unknown backend {other:?} (postgres or sqlite)"),
+        };
+        eprintln!("{backend}: seeding {} incidents", args.incidents);
+        let seeded = Instant::now();
+        seed(&url, args.incidents).await?;
+        eprintln!("{backend}: seeded in {:.0} s", seeded.elapsed().as_secs_f64());
+        let service = Service::start(&url).await?;
+        let result = measure_backend(&args, backend, &url, &service).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        memory.push((backend.clone(), result.as_ref().map(|(_, idle)| *idle).unwrap_or(0), service.peak_rss_kib()));
+        service.stop().await?;
+        rows.extend(result?.0);
+    }
+    print_table(&args, cores, &rows, &memory);
+    Ok(())
+}
+
+async fn seed(url: &str, incidents: usize) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .args(["seed", "--incidents", &incidents.to_string(), "--concurrency", "16"])
+        .env_remove("DATABASE_URL")
+        .env("INCIDENTD_DATABASE_URL", url)
+        .env("INCIDENTD_LOG", "warn")
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!("incidentd seed failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Every operation on one backend; returns the rows and the idle RSS in KiB.
+async fn measure_backend(args: &Args, backend: &str, url: &str, service: &Service) -> anyhow::Result<(Vec<Row>, u64)> {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = service.memory_kib("VmRSS").unwrap_or(0);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
+    let targets = Arc::new(targets(&http, &service.base, args.concurrency).await?);
+    let channel = Channel::from_shared(service.grpc.clone())?.connect().await?;
+    let modes: Vec<Mode> = std::iter::once(Mode::Closed(args.concurrency))
+        .chain((args.rate > 0).then_some(Mode::Open(args.rate)))
+        .collect();
+    let duration = Duration::from_secs(args.duration);
+    let mut rows = Vec::new();
+    for op in &args.ops {
+        for &mode in &modes {
+            eprintln!("{backend}: {op} REST {mode}");
+            let stats = rest(args, &http, &service.base, &targets, op, mode, duration).await?;
+            rows.push(Row { backend: backend.into(), transport: "REST", op: op.clone(), mode, stats, ratio: None });
+            eprintln!("{backend}: {op} gRPC {mode}");
+            let stats = drive(grpc_call(&channel, &targets, op)?, mode, duration).await;
+            rows.push(Row { backend: backend.into(), transport: "gRPC", op: op.clone(), mode, stats, ratio: None });
+        }
+    }
+    if backend == "postgres" {
+        for (op, script) in [("create", "create.sql"), ("get_id", "get.sql")] {
+            if !args.ops.iter().any(|o| o == op) {
+                continue;
+            }
+            for &mode in &modes {
+                eprintln!("{backend}: {op} pgbench {mode}");
+                let stats = pgbench(args, url, script, &targets.id, mode).await?;
+                if let Mode::Closed(_) = mode {
+                    for r in rows.iter_mut().filter(|r| r.op == op && r.mode == mode) {
+                        r.ratio = Some(r.stats.rps / stats.rps);
+                    }
+                }
+                rows.push(Row {
+                    backend: backend.into(),
+                    transport: "pgbench",
+                    op: op.into(),
+                    mode,
+                    stats,
+                    ratio: None,
+                });
+            }
+        }
+    }
+    Ok((rows, idle))
+}
+
+/// Picks the incidents and component the operations work on from the seeded data.
+async fn targets(http: &reqwest::Client, base: &str, concurrency: usize) -> anyhow::Result<Targets> {
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            let res = http.get(format!("{base}{path}")).bearer_auth(TOKEN).send().await?;
+            anyhow::ensure!(res.status().is_success(), "GET {path}: {}", res.status());
+            anyhow::Ok(res.json::<Value>().await?)
+        }
+    };
+    let listed = get("/v1/incidents?page_size=100".into()).await?;
+    let incidents = listed["incidents"].as_array().context("incidents")?;
+    let first = incidents.first().context("the seed wrote no incidents")?;
+    let open = get(format!("/v1/incidents?open=true&page_size={}", (concurrency * 4).clamp(10, 500))).await?;
+    let open: Vec<(String, Mutex<&'static str>)> = open["incidents"]
+        .as_array()
+        .context("incidents")?
+        .iter()
+        .map(|i| {
+            let status = match i["status"].as_str() {
+                Some("identified") => "identified",
+                Some("monitoring") => "monitoring",
+                _ => "investigating",
+            };
+            (i["id"].as_str().unwrap_or_default().to_string(), Mutex::new(status))
+        })
+        .collect();
+    anyhow::ensure!(!open.is_empty(), "the seed left no open incident");
+    let components = get("/v1/components?page_size=1".into()).await?;
+    Ok(Targets {
+        id: first["id"].as_str().context("id")?.into(),
+        reference: first["reference"].as_str().context("reference")?.into(),
+        update_ids: incidents.iter().filter_map(|i| i["id"].as_str().map(str::to_string)).collect(),
+        open,
+        component: components["components"][0]["id"].as_str().context("component")?.into(),
+    })
+}
+
+const CREATE_BODY: &str = r#"{"title":"Checkout is failing for some customers","severity":"sev3","summary":"Card payments fail with a timeout","labels":{"team":"payments"}}"#;
+const UPDATE_BODY: &str = r#"{"body":"Still investigating; retries mostly succeed.","visibility":"public"}"#;
+
+fn list_query(t: &Targets) -> String {
+    format!("status=resolved&severity=sev2&component={}&page_size=20", t.component)
+}
+
+/// The next status in the open cycle investigating → identified → monitoring → investigating.
+fn next_status(current: &str) -> &'static str {
+    match current {
+        "investigating" => "identified",
+        "identified" => "monitoring",
+        _ => "investigating",
+    }
+}
+
+/// One REST measurement: oha for the stateless operations, the reqwest driver for transitions.
+async fn rest(
+    args: &Args,
+    http: &reqwest::Client,
+    base: &str,
+    t: &Arc<Targets>,
+    op: &str,
+    mode: Mode,
+    duration: Duration,
+) -> anyhow::Result<Stats> {
+    let alternatives = |ids: &[String]| ids.join("|");
+    let (method, url, body, regex) = match op {
+        "create" => ("POST", format!("{base}/v1/incidents"), Some(CREATE_BODY), false),
+        "get_id" => ("GET", format!("{base}/v1/incidents/{}", t.id), None, false),
+        "get_ref" => ("GET", format!("{base}/v1/incidents/{}", t.reference), None, false),
+        "list" => ("GET", format!("{base}/v1/incidents?{}", list_query(t)), None, false),
+        "update" => {
+            ("POST", format!("{base}/v1/incidents/({})/updates", alternatives(&t.update_ids)), Some(UPDATE_BODY), true)
+        }
+        "transition" => {
+            let (http, base, t) = (http.clone(), base.to_string(), t.clone());
+            let call: Call = Arc::new(move |n| {
+                let (http, base, t) = (http.clone(), base.clone(), t.clone());
+                Box::pin(async move {
+                    let (id, status) = &t.open[n as usize % t.open.len()];
+                    let mut status = status.lock().await;
+                    let to = next_status(&status);
+                    let res = http
+                        .post(format!("{base}/v1/incidents/{id}/transitions"))
+                        .bearer_auth(TOKEN)
+                        .json(&json!({"to": to}))
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if !res.status().is_success() {
+                        return Err(format!("{}", res.status()));
+                    }
+                    *status = to;
+                    Ok(())
+                })
+            });
+            return Ok(drive(call, mode, duration).await);
+        }
+        other => bail!("unknown operation {other:?}"),
+    };
+    let mut cmd = tokio::process::Command::new(&args.oha);
+    cmd.args(["--no-tui", "--output-format", "json", "-z", &format!("{}s", duration.as_secs()), "-m", method]);
+    cmd.args(["-H", &format!("authorization: Bearer {TOKEN}")]);
+    match mode {
+        Mode::Closed(c) => cmd.args(["-c", &c.to_string()]),
+        Mode::Open(r) => cmd.args(["-c", &args.concurrency.to_string(), "-q", &r.to_string(), "--latency-correction"]),
+    };
+    if let Some(body) = body {
+        cmd.args(["-T", "application/json", "-d", body]);
+    }
+    if regex {
+        cmd.arg("--rand-regex-url");
+    }
+    cmd.arg(&url);
+    let out = cmd.output().await.with_context(|| format!("running {} (cargo install oha)", args.oha))?;
+    if !out.status.success() {
+        bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let report: Value = serde_json::from_slice(&out.stdout).context("oha's JSON report")?;
+    let ms = |key: &str| report["latencyPercentiles"][key].as_f64().unwrap_or(f64::NAN) * 1000.0;
+    let statuses = report["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
+    let failed_statuses: u64 =
+        statuses.iter().filter(|(code, _)| !code.starts_with('2')).map(|(_, n)| n.as_u64().unwrap_or(0)).sum();
+    let ok: u64 = statuses.iter().filter(|(code, _)| code.starts_with('2')).map(|(_, n)| n.as_u64().unwrap_or(0)).sum();
+    let errors: u64 = report["errorDistribution"]
+        .as_object()
+        .map(|e| e.iter().filter(|(k, _)| !k.contains("deadline")).map(|(_, n)| n.as_u64().unwrap_or(0)).sum())
+        .unwrap_or(0);
+    let total = report["summary"]["total"].as_f64().unwrap_or(duration.as_secs_f64());
+    Ok(Stats {
+        rps: ok as f64 / total,
+        p50: ms("p50"),
+        p99: ms("p99"),
+        p999: ms("p99.9"),
+        errors: failed_statuses + errors,
+    })
+}
+
+type Call = Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// A gRPC call for `op`, on one shared HTTP/2 channel.
+fn grpc_call(channel: &Channel, t: &Arc<Targets>, op: &str) -> anyhow::Result<Call> {
+    let client = IncidentServiceClient::new(channel.clone());
+    let t = t.clone();
+    fn authed<T>(message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        req.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().expect("ascii"));
+        req
+    }
+    let op = op.to_string();
+    anyhow::ensure!(
+        ["create", "get_id", "get_ref", "list", "update", "transition"].contains(&op.as_str()),
+        "unknown operation {op:?}"
+    );
+    Ok(Arc::new(move |n| {
+        let (mut client, t, op) = (client.clone(), t.clone(), op.clone());
+        Box::pin(async move {
+            let result = match op.as_str() {
+                "create" => client
+                    .create_incident(authed(proto::CreateIncidentRequest {
+                        incident: Some(proto::Incident {
+                            title: "Checkout is failing for some customers".into(),
+                            summary: "Card payments fail with a timeout".into(),
+                            severity: proto::Severity::Sev3 as i32,
+                            labels: [("team".to_string(), "payments".to_string())].into(),
+                            ..Default::default()
+                        }),
+                        request_id: String::new(),
+                    }))
+                    .await
+                    .map(drop),
+                "get_id" => client.get_incident(authed(proto::GetIncidentRequest { id: t.id.clone() })).await.map(drop),
+                "get_ref" => {
+                    client.get_incident(authed(proto::GetIncidentRequest { id: t.reference.clone() })).await.map(drop)
+                }
+                "list" => client
+                    .list_incidents(authed(proto::ListIncidentsRequest {
+                        statuses: vec![proto::IncidentStatus::Resolved as i32],
+                        severities: vec![proto::Severity::Sev2 as i32],
+                        component_id: t.component.clone(),
+                        page_size: 20,
+                        ..Default::default()
+                    }))
+                    .await
+                    .map(drop),
+                "update" => client
+                    .create_incident_update(authed(proto::CreateIncidentUpdateRequest {
+                        incident_id: t.update_ids[n as usize % t.update_ids.len()].clone(),
+                        update: Some(proto::IncidentUpdate {
+                            body: "Still investigating; retries mostly succeed.".into(),
+                            visibility: proto::Visibility::Public as i32,
+                            ..Default::default()
+                        }),
+                        request_id: String::new(),
+                    }))
+                    .await
+                    .map(drop),
+                _ => {
+                    let (id, status) = &t.open[n as usize % t.open.len()];
+                    let mut status = status.lock().await;
+                    let to = next_status(&status);
+                    let target = match to {
+                        "identified" => proto::IncidentStatus::Identified,
+                        "monitoring" => proto::IncidentStatus::Monitoring,
+                        _ => proto::IncidentStatus::Investigating,
+                    };
+                    let res = client
+                        .transition_incident(authed(proto::TransitionIncidentRequest {
+                            id: id.clone(),
+                            to: target as i32,
+                            ..Default::default()
+                        }))
+                        .await;
+                    if res.is_ok() {
+                        *status = to;
+                    }
+                    res.map(drop)
+                }
+            };
+            result.map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        })
+    }))
+}
+
+/// Runs `call` for `duration`: `Closed(c)` keeps c calls in flight; `Open(r)` starts r calls a
+/// second on schedule whatever the ones before are doing, and times each from when it was due.
+async fn drive(call: Call, mode: Mode, duration: Duration) -> Stats {
+    let started = Instant::now();
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    match mode {
+        Mode::Closed(c) => {
+            let next = Arc::new(AtomicU64::new(0));
+            let deadline = started + duration;
+            for _ in 0..c {
+                let (call, next, errors) = (call.clone(), next.clone(), errors.clone());
+                tasks.spawn(async move {
+                    let mut latencies = Vec::new();
+                    while Instant::now() < deadline {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        let sent = Instant::now();
+                        match call(n).await {
+                            Ok(()) => latencies.push(sent.elapsed().as_micros() as i64),
+                            Err(_) => _ = errors.fetch_add(1, Ordering::Relaxed),
+                        }
+                    }
+                    latencies
+                });
+            }
+        }
+        Mode::Open(rate) => {
+            let total = u64::from(rate) * duration.as_secs();
+            for n in 0..total {
+                let due = started + Duration::from_secs_f64(n as f64 / f64::from(rate));
+                tokio::time::sleep_until(due.into()).await;
+                let (call, errors) = (call.clone(), errors.clone());
+                tasks.spawn(async move {
+                    match call(n).await {
+                        Ok(()) => vec![due.elapsed().as_micros() as i64],
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            Vec::new()
+                        }
+                    }
+                });
+            }
+        }
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done.unwrap_or_default());
+    }
+    Stats::from_micros(latencies, errors.load(Ordering::Relaxed), started.elapsed())
+}
+
+/// pgbench with one of `bench/api/pgbench/*.sql`, prepared statements, the same clients or
+/// rate; latencies from its per-transaction log.
+async fn pgbench(args: &Args, url: &str, script: &str, id: &str, mode: Mode) -> anyhow::Result<Stats> {
+    let dir = std::env::temp_dir().join(format!("incidentd_pgbench_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/api/pgbench").join(script);
+    let mut cmd = tokio::process::Command::new(&args.pgbench);
+    cmd.args(["-n", "-M", "prepared", "-j", "2", "-T", &args.duration.to_string(), "-l"]);
+    cmd.arg(format!("--log-prefix={}", dir.join("log").display()));
+    cmd.arg("-D").arg(format!("id={id}"));
+    cmd.arg("-f").arg(&script);
+    match mode {
+        Mode::Closed(c) => cmd.args(["-c", &c.to_string()]),
+        Mode::Open(r) => cmd.args(["-c", &args.concurrency.to_string(), "-R", &r.to_string()]),
+    };
+    // libpq takes a connection URI where a database name goes; pgbench's own `-d` is debug.
+    cmd.arg(url);
+    let out = cmd.output().await.with_context(|| format!("running {}", args.pgbench))?;
+    if !out.status.success() {
+        bail!("pgbench failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    let mut latencies = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let text = std::fs::read_to_string(entry?.path())?;
+        // client_id transaction_no time script_no time_epoch time_us [schedule_lag]; with a
+        // rate, `time` counts from the scheduled start.
+        latencies.extend(text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<i64>().ok()));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let failed = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("number of failed transactions: ")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Ok(Stats::from_micros(latencies, failed, Duration::from_secs(args.duration)))
+}
+
+fn print_table(args: &Args, cores: usize, rows: &[Row], memory: &[(String, u64, Option<u64>)]) {
+    println!(
+        "incidentd API bench: {cores} cores, {} incidents seeded, {} s per run, {} clients or {} requests/s",
+        args.incidents, args.duration, args.concurrency, args.rate
+    );
+    println!();
+    println!("| backend | op | transport | load | req/s | p50 ms | p99 ms | p99.9 ms | errors | × pgbench |");
+    println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let s = &r.stats;
+        let ratio = r.ratio.map(|x| format!("{x:.2}")).unwrap_or_default();
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {ratio} |",
+            r.backend, r.op, r.transport, r.mode, s.rps, s.p50, s.p99, s.p999, s.errors
+        );
+    }
+    println!();
+    for (backend, idle, peak) in memory {
+        println!(
+            "{backend}: service RSS idle {:.1} MiB, peak {:.1} MiB",
+            *idle as f64 / 1024.0,
+            peak.unwrap_or(0) as f64 / 1024.0
+        );
+    }
+}

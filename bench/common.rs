@@ -1,0 +1,129 @@
+//! What the benchmarks share: the service under test as a child process, throwaway databases,
+//! percentiles.
+
+// Each benchmark is its own crate and uses only part of this module.
+#![allow(dead_code)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The admin token the service under test is started with.
+pub const TOKEN: &str = "bench-admin-token-0123456789abcdef";
+
+/// The release `incidentd` binary, running as a child process.
+pub struct Service {
+    child: Child,
+    pub base: String,
+    pub grpc: String,
+    database_url: String,
+}
+
+impl Service {
+    /// Starts `incidentd serve` on `database_url` (rate limiting off, loopback receivers
+    /// allowed) and waits until it listens.
+    pub async fn start(database_url: &str) -> anyhow::Result<Self> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
+            .env_remove("DATABASE_URL")
+            .env("INCIDENTD_DATABASE_URL", database_url)
+            .env("INCIDENTD_ADMIN_TOKEN", TOKEN)
+            .env("INCIDENTD_HTTP_ADDR", "127.0.0.1:0")
+            .env("INCIDENTD_GRPC_ADDR", "127.0.0.1:0")
+            .env("INCIDENTD_LOG_FORMAT", "json")
+            .env("INCIDENTD_RATE_LIMIT_PER_SECOND", "0")
+            .env("INCIDENTD_WEBHOOK_ALLOWLIST", "127.0.0.0/8")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting incidentd")?;
+        let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+        let (http, grpc) = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if json["message"] == "incidentd listening" {
+                    let addr = |field: &str| json[field].as_str().map(str::to_string).context("listen address");
+                    return anyhow::Ok((addr("http_addr")?, addr("grpc_addr")?));
+                }
+                if json["level"] == "ERROR" {
+                    bail!("incidentd: {line}");
+                }
+            }
+            bail!("incidentd exited before listening")
+        })
+        .await
+        .context("incidentd did not start within 60 s")??;
+        // Keep draining the log so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Service {
+            child,
+            base: format!("http://{http}"),
+            grpc: format!("http://{grpc}"),
+            database_url: database_url.to_string(),
+        })
+    }
+
+    /// A `/proc/<pid>/status` figure in KiB (`VmHWM` peak, `VmRSS` now).
+    pub fn memory_kib(&self, field: &str) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.memory_kib("VmHWM")
+    }
+
+    /// Stops the service and drops its database.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        drop_database(&self.database_url).await
+    }
+}
+
+/// A throwaway database named after `name` on the server of `server` (a Postgres URL whose
+/// database part is replaced), or a file in a temporary directory for a `sqlite:` URL.
+pub fn bench_database_url(server: &str, name: &str) -> String {
+    if server.starts_with("sqlite:") {
+        let dir = std::env::temp_dir().join(format!("incidentd_bench_{name}_{}", std::process::id()));
+        return format!("sqlite:{}", dir.join("incidentd.db").display());
+    }
+    let (base, query) = server.split_once('?').map_or((server, ""), |(b, q)| (b, q));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+    format!("{base}/incidentd_bench_{name}_{}{query}", std::process::id())
+}
+
+/// Drops a database made by [`bench_database_url`].
+pub async fn drop_database(url: &str) -> anyhow::Result<()> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        return Ok(());
+    }
+    let (rest, query) = url.split_once('?').map_or((url, ""), |(b, q)| (b, q));
+    let (base, name) = rest.rsplit_once('/').context("database name")?;
+    let admin_url = if query.is_empty() { format!("{base}/postgres") } else { format!("{base}/postgres?{query}") };
+    let admin = sqlx::PgPool::connect(&admin_url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    Ok(())
+}
+
+/// The `p`th percentile of sorted durations in microseconds, in milliseconds.
+pub fn percentile(sorted: &[i64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
