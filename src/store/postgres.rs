@@ -92,7 +92,16 @@ static LOCK_INCIDENT_BY_REF: LazyLock<String> = LazyLock::new(|| format!("{} FOR
 /// The reference comes from the column default (a sequence).
 static INSERT_INCIDENT: LazyLock<String> =
     LazyLock::new(|| format!("{} RETURNING reference_number", rows::insert_incident_sql('$', &[])));
-static UPDATE_INCIDENT: LazyLock<String> = LazyLock::new(|| rows::update_incident_sql('$'));
+/// Updates the incident and, in the same statement, the open flag of its component rows.
+static UPDATE_INCIDENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH u AS ({} RETURNING status IN {open} AS open) \
+         UPDATE incident_components ic SET incident_open = u.open FROM u \
+         WHERE ic.incident_id = $1 AND ic.incident_open <> u.open",
+        rows::update_incident_sql('$'),
+        open = *OPEN_STATUSES
+    )
+});
 static INSERT_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::insert_component_sql('$'));
 static UPDATE_COMPONENT: LazyLock<String> = LazyLock::new(|| rows::update_component_sql('$'));
 static INSERT_API_KEY: LazyLock<String> = LazyLock::new(|| rows::insert_api_key_sql('$'));
@@ -155,21 +164,15 @@ static REVOKE_API_KEY: LazyLock<String> = LazyLock::new(|| {
 static SELECT_COMPONENTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT c.id, c.name, c.description, c.group_name, c.position, c.status, c.created_at, c.updated_at, \
-         c.version, ARRAY(SELECT ic.status FROM incident_components ic JOIN incidents i ON i.id = ic.incident_id \
-         WHERE ic.component_id = c.id AND i.status IN {}) AS imposed FROM components c",
-        *OPEN_STATUSES
+         c.version, ARRAY(SELECT ic.status FROM incident_components ic \
+         WHERE ic.component_id = c.id AND ic.incident_open) AS imposed FROM components c"
     )
 });
 static SELECT_COMPONENT_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{} WHERE c.id = $1", *SELECT_COMPONENTS));
 static LOCK_COMPONENT_BY_ID: LazyLock<String> =
     LazyLock::new(|| format!("{} WHERE c.id = $1 FOR NO KEY UPDATE OF c", *SELECT_COMPONENTS));
-static COUNT_OPEN_INCIDENTS_FOR_COMPONENT: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT count(*) FROM incident_components ic JOIN incidents i ON i.id = ic.incident_id \
-         WHERE ic.component_id = $1 AND i.status IN {}",
-        *OPEN_STATUSES
-    )
-});
+const COUNT_OPEN_INCIDENTS_FOR_COMPONENT: &str =
+    "SELECT count(*) FROM incident_components WHERE component_id = $1 AND incident_open";
 
 #[async_trait]
 impl Store for PgStore {
@@ -735,7 +738,7 @@ impl Transaction for PgTx {
             .execute(&mut *self.tx)
             .await
             .map_err(db_err)?;
-        let (open,): (i64,) = sqlx::query_as(AssertSqlSafe(COUNT_OPEN_INCIDENTS_FOR_COMPONENT.as_str()))
+        let (open,): (i64,) = sqlx::query_as(COUNT_OPEN_INCIDENTS_FOR_COMPONENT)
             .bind(id)
             .fetch_one(&mut *self.tx)
             .await
@@ -1026,12 +1029,13 @@ async fn sync_components(
     let ids: Vec<Uuid> = incident.affected_components.iter().map(|c| c.component_id).collect();
     let statuses: Vec<&str> = incident.affected_components.iter().map(|c| c.status.as_str()).collect();
     sqlx::query(
-        "INSERT INTO incident_components (incident_id, component_id, status) \
-         SELECT $1, * FROM unnest($2::uuid[], $3::text[])",
+        "INSERT INTO incident_components (incident_id, component_id, status, incident_open) \
+         SELECT $1, c, s, $4 FROM unnest($2::uuid[], $3::text[]) AS t (c, s)",
     )
     .bind(incident.id)
     .bind(ids)
     .bind(statuses)
+    .bind(incident.is_open())
     .execute(&mut **tx)
     .await
     .map_err(db_err)?;

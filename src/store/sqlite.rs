@@ -182,19 +182,12 @@ static SELECT_COMPONENTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT c.id, c.name, c.description, c.group_name, c.position, c.status, c.created_at, c.updated_at, \
          c.version, (SELECT json_group_array(ic.status) FROM incident_components ic \
-         JOIN incidents i ON i.id = ic.incident_id WHERE ic.component_id = c.id AND i.status IN {}) AS imposed \
-         FROM components c",
-        *OPEN_STATUSES
+         WHERE ic.component_id = c.id AND ic.incident_open) AS imposed FROM components c"
     )
 });
 static SELECT_COMPONENT_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{} WHERE c.id = ?1", *SELECT_COMPONENTS));
-static COUNT_OPEN_INCIDENTS_FOR_COMPONENT: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT count(*) FROM incident_components ic JOIN incidents i ON i.id = ic.incident_id \
-         WHERE ic.component_id = ?1 AND i.status IN {}",
-        *OPEN_STATUSES
-    )
-});
+const COUNT_OPEN_INCIDENTS_FOR_COMPONENT: &str =
+    "SELECT count(*) FROM incident_components WHERE component_id = ?1 AND incident_open";
 
 /// A JSON array of strings, for `IN (SELECT value FROM json_each(?))`.
 fn json_list<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
@@ -614,6 +607,15 @@ impl Transaction for SqliteTx {
             .map_err(db_err)?;
         if components_changed {
             sync_components(&mut self.tx, incident, true).await?;
+        } else {
+            sqlx::query(
+                "UPDATE incident_components SET incident_open = ?2 WHERE incident_id = ?1 AND incident_open <> ?2",
+            )
+            .bind(DbId(incident.id))
+            .bind(incident.is_open())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
         }
         Ok(())
     }
@@ -698,7 +700,7 @@ impl Transaction for SqliteTx {
     }
 
     async fn delete_component(&mut self, id: Uuid) -> Result<()> {
-        let (open,): (i64,) = sqlx::query_as(AssertSqlSafe(COUNT_OPEN_INCIDENTS_FOR_COMPONENT.as_str()))
+        let (open,): (i64,) = sqlx::query_as(COUNT_OPEN_INCIDENTS_FOR_COMPONENT)
             .bind(DbId(id))
             .fetch_one(&mut *self.tx)
             .await
@@ -976,11 +978,12 @@ async fn sync_components(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO incident_components (incident_id, component_id, status) \
-         SELECT ?1, json_extract(value, '$.component_id'), json_extract(value, '$.status') FROM json_each(?2)",
+        "INSERT INTO incident_components (incident_id, component_id, status, incident_open) \
+         SELECT ?1, json_extract(value, '$.component_id'), json_extract(value, '$.status'), ?3 FROM json_each(?2)",
     )
     .bind(DbId(incident.id))
     .bind(Json(&incident.affected_components))
+    .bind(incident.is_open())
     .execute(&mut **tx)
     .await
     .map_err(db_err)?;

@@ -125,6 +125,11 @@ async fn effective_status_is_the_worst_imposed_by_open_incidents() {
         "degraded_performance",
         "resolved incidents impose nothing"
     );
+    // Reopened, it imposes again; resolved again, it stops.
+    app.transition(major["id"].as_str().unwrap(), "investigating").await;
+    assert_eq!(app.get(&path).await.body["effective_status"], "major_outage", "a reopened incident imposes again");
+    app.transition(major["id"].as_str().unwrap(), "resolved").await;
+    assert_eq!(app.get(&path).await.body["effective_status"], "degraded_performance");
 
     // Editing the incident's components moves the effective status too.
     app.patch(&format!("/v1/incidents/{}", minor["id"].as_str().unwrap()), json!({"affected_components": []})).await;
