@@ -80,6 +80,12 @@ impl Service {
         self.memory_kib("VmHWM")
     }
 
+    /// Stops the service, keeping its database.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
     /// Stops the service and drops its database.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.child.kill().await?;

@@ -97,10 +97,13 @@ async fn incident(service: &Service, caller: &Caller, components: &[Uuid], n: us
         [Severity::Sev1, Severity::Sev2, Severity::Sev2, Severity::Sev3, Severity::Sev3, Severity::Sev4][n % 6];
     let team = TEAMS[n % TEAMS.len()];
     let region = REGIONS[(n / 7) % REGIONS.len()];
-    let first = components[(n * 7) % components.len()];
+    // Spread components independently of severity and labels, so every filter combination
+    // has matches.
+    let spread = |salt: usize| (n.wrapping_mul(2_654_435_761).wrapping_add(salt) >> 5) % components.len();
+    let first = components[spread(0)];
     let mut affected = vec![AffectedComponent { component_id: first, status: ComponentStatus::PartialOutage }];
     if n.is_multiple_of(3) {
-        let second = components[(n * 7 + 3) % components.len()];
+        let second = components[spread(0x9e37)];
         if second != first {
             affected.push(AffectedComponent { component_id: second, status: ComponentStatus::DegradedPerformance });
         }

@@ -179,10 +179,10 @@ static REVOKE_API_KEY: LazyLock<String> = LazyLock::new(|| {
 
 /// Components with the statuses open incidents impose on each (`imposed`, a JSON array).
 static SELECT_COMPONENTS: LazyLock<String> = LazyLock::new(|| {
-    format!(
+    String::from(
         "SELECT c.id, c.name, c.description, c.group_name, c.position, c.status, c.created_at, c.updated_at, \
          c.version, (SELECT json_group_array(ic.status) FROM incident_components ic \
-         WHERE ic.component_id = c.id AND ic.incident_open) AS imposed FROM components c"
+         WHERE ic.component_id = c.id AND ic.incident_open) AS imposed FROM components c",
     )
 });
 static SELECT_COMPONENT_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{} WHERE c.id = ?1", *SELECT_COMPONENTS));
