@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::rows::{
     self, API_KEY_COLUMNS, ApiKeyRow, AttemptRow, AuditRow, ComponentRow, DELIVERY_COLUMNS, DbId, DeliveryRow,
     EVENT_COLUMNS, EventRow, INCIDENT_COLUMNS, IncidentRow, SUBSCRIPTION_COLUMNS, SUBSCRIPTION_SECRET_COLUMNS,
-    SecretsRow, SubscriptionRow, TimelineRow, like_pattern,
+    SubscriptionRow, TimelineRow, like_pattern,
 };
 use super::{
     AttemptResult, AttemptsOf, ClaimedDelivery, EventFilter, IdempotencyClaim, IncidentFilter, Lease, NewDelivery,
@@ -801,9 +801,7 @@ impl Transaction for PgTx {
             .await
             .map_err(db_err)?;
         let Some(row) = row else { return Ok(None) };
-        let subscription: SubscriptionRow = sqlx::FromRow::from_row(&row).map_err(db_err)?;
-        let secrets: SecretsRow = sqlx::FromRow::from_row(&row).map_err(db_err)?;
-        Ok(Some((Subscription::try_from(subscription)?, secrets.into())))
+        rows::subscription_with_secrets(&row).map(Some)
     }
 
     async fn update_subscription(&mut self, subscription: &Subscription, secrets: &SigningSecrets) -> Result<()> {
@@ -831,13 +829,7 @@ impl Transaction for PgTx {
             .fetch_all(&mut *self.tx)
             .await
             .map_err(db_err)?;
-        rows.iter()
-            .map(|row| {
-                let subscription: SubscriptionRow = sqlx::FromRow::from_row(row).map_err(db_err)?;
-                let secrets: SecretsRow = sqlx::FromRow::from_row(row).map_err(db_err)?;
-                Ok((Subscription::try_from(subscription)?, secrets.into()))
-            })
-            .collect()
+        rows.iter().map(rows::subscription_with_secrets).collect()
     }
 
     async fn record_attempts(&mut self, results: &[AttemptResult]) -> Result<u64> {

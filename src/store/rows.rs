@@ -1144,6 +1144,17 @@ where
     Ok(q)
 }
 
+/// A subscription and its signing secrets, from a row carrying both column sets.
+pub fn subscription_with_secrets<R: sqlx::Row>(row: &R) -> Result<(Subscription, SigningSecrets)>
+where
+    for<'r> SubscriptionRow: sqlx::FromRow<'r, R>,
+    for<'r> SecretsRow: sqlx::FromRow<'r, R>,
+{
+    let subscription: SubscriptionRow = sqlx::FromRow::from_row(row).map_err(|e| Error::Internal(e.to_string()))?;
+    let secrets: SecretsRow = sqlx::FromRow::from_row(row).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok((Subscription::try_from(subscription)?, secrets.into()))
+}
+
 /// Joins claimed deliveries with their events and subscriptions (rows carrying secrets).
 pub fn join_claims<R: sqlx::Row>(
     deliveries: Vec<Delivery>,
@@ -1161,10 +1172,8 @@ where
     }
     let mut subs = std::collections::HashMap::with_capacity(subscriptions.len());
     for row in subscriptions {
-        let s: SubscriptionRow = sqlx::FromRow::from_row(row).map_err(|e| Error::Internal(e.to_string()))?;
-        let secrets: SecretsRow = sqlx::FromRow::from_row(row).map_err(|e| Error::Internal(e.to_string()))?;
-        let s = Subscription::try_from(s)?;
-        subs.insert(s.id, (std::sync::Arc::new(s), std::sync::Arc::new(SigningSecrets::from(secrets))));
+        let (s, secrets) = subscription_with_secrets(row)?;
+        subs.insert(s.id, (std::sync::Arc::new(s), std::sync::Arc::new(secrets)));
     }
     deliveries
         .into_iter()
