@@ -507,7 +507,12 @@ impl Service {
                 return Ok(started);
             }
             let full = claimed.len() == limit as usize;
-            d.leased.lock().expect("lease lock").extend(claimed.iter().map(|c| c.delivery.id));
+            // A lease of this process's own that looked lapsed (its heartbeat was late) comes
+            // back renewed; that delivery is already in flight here, so it is not sent again.
+            let claimed: Vec<ClaimedDelivery> = {
+                let mut leased = d.leased.lock().expect("lease lock");
+                claimed.into_iter().filter(|c| leased.insert(c.delivery.id)).collect()
+            };
             for c in claimed {
                 // Rarely waits: fan-out may have taken some since `free` was read, and then
                 // deliveries finish soon.
