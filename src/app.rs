@@ -13,17 +13,23 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::api::{grpc, rest};
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::service::Service;
 use crate::store::{self, DynStore};
 
 /// A built application: store connected and migrated, listeners bound, nothing served yet.
 pub struct Application {
     http: TcpListener,
-    grpc: TcpListener,
+    /// Bound when the process runs the API.
+    grpc: Option<TcpListener>,
+    /// Bound when metrics have a port of their own.
+    metrics: Option<TcpListener>,
     service: Service,
     rest: rest::RestSettings,
+    api: bool,
+    worker: bool,
     max_message_bytes: usize,
+    drain_delay: Duration,
     shutdown_timeout: Duration,
 }
 
@@ -82,7 +88,14 @@ impl Application {
         config: &Config,
         clock: std::sync::Arc<dyn crate::service::Clock>,
     ) -> anyhow::Result<Self> {
-        let store = migrate(config.database_url.expose_secret(), config.database_max_connections).await?;
+        let url = config.database_url.expose_secret();
+        let store = if config.migrate_on_start {
+            migrate(url, config.database_max_connections).await?
+        } else {
+            store::connect(url, config.database_max_connections)
+                .await
+                .with_context(|| format!("connecting to {}", store::redact_url(url)))?
+        };
         let (sender, mut dispatch) = config.notify_settings()?;
         dispatch.clock = clock;
         let service = Service::new(store, config.auth_settings())
@@ -92,9 +105,21 @@ impl Application {
         let http = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
-        let grpc = TcpListener::bind(config.grpc_addr)
-            .await
-            .with_context(|| format!("binding the gRPC address {}", config.grpc_addr))?;
+        let api = config.runs(Role::Api);
+        let grpc = match api {
+            true => Some(
+                TcpListener::bind(config.grpc_addr)
+                    .await
+                    .with_context(|| format!("binding the gRPC address {}", config.grpc_addr))?,
+            ),
+            false => None,
+        };
+        let metrics = match config.metrics_addr {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.with_context(|| format!("binding the metrics address {addr}"))?)
+            }
+            None => None,
+        };
         Ok(Self {
             http,
             grpc,
@@ -102,8 +127,13 @@ impl Application {
             rest: rest::RestSettings {
                 max_body_bytes: config.max_request_bytes,
                 cors_allowed_origins: config.cors_allowed_origins.clone(),
+                serve_metrics: metrics.is_none(),
             },
+            metrics,
+            api,
+            worker: config.runs(Role::Worker),
             max_message_bytes: config.max_request_bytes,
+            drain_delay: Duration::from_secs(config.drain_delay_secs),
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
         })
     }
@@ -112,8 +142,14 @@ impl Application {
         self.http.local_addr().expect("bound listener has an address")
     }
 
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().expect("bound listener has an address")
+    /// The gRPC address, when the process runs the API.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(|l| l.local_addr().expect("bound listener has an address"))
+    }
+
+    /// The metrics address, when metrics have a port of their own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|l| l.local_addr().expect("bound listener has an address"))
     }
 
     /// The service behind both transports (tests drive background work through it).
@@ -121,12 +157,16 @@ impl Application {
         &self.service
     }
 
-    /// Serves until `shutdown` is cancelled, then stops accepting, reports NOT_SERVING and
-    /// waits up to the shutdown timeout for in-flight requests.
+    /// Serves until `shutdown` is cancelled, then shuts down gracefully: readiness and gRPC
+    /// health report NOT_SERVING at once; requests keep being served for the drain delay
+    /// (while load balancers take the process out); then the listeners close, live streams
+    /// end, in-flight requests finish, the dispatcher stops claiming, hands back what it has
+    /// queued and records what it is sending; all within the shutdown timeout.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let http_addr = self.http_addr();
         let grpc_addr = self.grpc_addr();
+        let metrics_addr = self.metrics_addr();
 
         // The database answered during build: serve from the start; the watcher keeps the
         // status in step from then on.
@@ -135,38 +175,63 @@ impl Application {
         }
         let background = CancellationToken::new();
         tokio::spawn(watch_readiness(self.service.clone(), health.clone(), background.clone()));
-        self.service.start_background(background.clone()).await?;
-        tokio::spawn(purge_idempotency_keys(self.service.clone(), background.clone()));
+        let mut workers = self.service.start_background(background.clone(), self.worker).await?;
+        tokio::spawn(hourly_upkeep(self.service.clone(), background.clone()));
 
-        let rest_server = axum::serve(self.http, rest::router(self.service.clone(), &self.rest)?)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let grpc_server = grpc::server(self.service.clone(), health_service, self.max_message_bytes)?
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
-                shutdown.clone().cancelled_owned(),
-            );
-        tracing::info!(%http_addr, %grpc_addr, "incidentd listening");
-
-        let rest_task = tokio::spawn(async move { rest_server.await.context("REST server") });
-        let grpc_task = tokio::spawn(async move { grpc_server.await.context("gRPC server") });
+        // Closing the listeners waits for the drain delay; `shutdown` only starts the drain.
+        let closing = CancellationToken::new();
+        let mut servers = Vec::new();
+        let router = match self.api {
+            true => rest::router(self.service.clone(), &self.rest)?,
+            false => rest::operations_router(self.service.clone(), self.rest.serve_metrics),
+        };
+        let rest_server = axum::serve(self.http, router).with_graceful_shutdown(closing.clone().cancelled_owned());
+        servers.push(tokio::spawn(async move { rest_server.await.context("REST server") }));
+        if let Some(listener) = self.grpc {
+            let grpc_server = grpc::server(self.service.clone(), health_service, self.max_message_bytes)?
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    closing.clone().cancelled_owned(),
+                );
+            servers.push(tokio::spawn(async move { grpc_server.await.context("gRPC server") }));
+        }
+        if let Some(listener) = self.metrics {
+            let server = axum::serve(listener, rest::metrics_router(self.service.clone()))
+                .with_graceful_shutdown(closing.clone().cancelled_owned());
+            servers.push(tokio::spawn(async move { server.await.context("metrics server") }));
+        }
+        let roles = match (self.api, self.worker) {
+            (true, true) => "api,worker",
+            (true, false) => "api",
+            _ => "worker",
+        };
+        tracing::info!(%http_addr, grpc_addr = ?grpc_addr, metrics_addr = ?metrics_addr, roles, "incidentd listening");
 
         shutdown.cancelled().await;
-        tracing::info!("stopping: draining in-flight requests");
+        tracing::info!(drain_delay = ?self.drain_delay, "stopping: not ready any more; draining");
+        self.service.start_draining();
         for name in HEALTH_SERVICES {
             health.set_service_status(name, ServingStatus::NotServing).await;
         }
+        tokio::time::sleep(self.drain_delay).await;
+        tracing::info!("stopping: closing the listeners, finishing in-flight work");
+        closing.cancel();
+        self.service.end_streams();
         background.cancel();
         let drained = tokio::time::timeout(self.shutdown_timeout, async {
-            let (r, g) = tokio::join!(rest_task, grpc_task);
-            r??;
-            g??;
+            for task in workers.drain(..) {
+                let _ = task.await;
+            }
+            for server in servers {
+                server.await??;
+            }
             anyhow::Ok(())
         })
         .await;
         match drained {
             Ok(result) => result,
             Err(_) => {
-                tracing::warn!(timeout = ?self.shutdown_timeout, "in-flight requests did not finish in time");
+                tracing::warn!(timeout = ?self.shutdown_timeout, "in-flight work did not finish in time");
                 Ok(())
             }
         }
@@ -209,13 +274,16 @@ async fn watch_readiness(service: Service, health: tonic_health::server::HealthR
     }
 }
 
-/// Removes expired idempotency records every hour.
-async fn purge_idempotency_keys(service: Service, stop: CancellationToken) {
+/// Every hour: removes expired idempotency records and refreshes the planner's statistics.
+async fn hourly_upkeep(service: Service, stop: CancellationToken) {
     loop {
         match service.purge_expired_idempotency_keys().await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "purged expired idempotency keys"),
             Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+        }
+        if let Err(e) = service.refresh_statistics().await {
+            tracing::warn!(error = %e, "refreshing the query planner's statistics failed");
         }
         tokio::select! {
             _ = stop.cancelled() => return,

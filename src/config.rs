@@ -67,6 +67,15 @@ pub enum ApiKeyCommand {
     },
 }
 
+/// What a process runs. A process runs one or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The REST and gRPC APIs (and the event sequencer every process runs).
+    Api,
+    /// Notification delivery: claims deliveries and sends webhooks, chat messages and email.
+    Worker,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -177,9 +186,35 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_SECRET_ROTATION_GRACE_HOURS", default_value_t = 24, global = true)]
     pub secret_rotation_grace_hours: u64,
 
-    /// Seconds to wait for in-flight requests after a stop signal.
+    /// Seconds to wait for in-flight requests and deliveries once the drain delay is over.
     #[arg(long, env = "INCIDENTD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30, global = true)]
     pub shutdown_timeout_secs: u64,
+
+    /// Seconds between a stop signal and refusing new work: readiness and gRPC health report
+    /// NOT_SERVING at once, and requests keep being served while load balancers notice.
+    #[arg(long, env = "INCIDENTD_DRAIN_DELAY_SECS", default_value_t = 5, global = true)]
+    pub drain_delay_secs: u64,
+
+    /// What this process runs, comma-separated: `api` (REST and gRPC), `worker` (notification
+    /// delivery). A worker-only process serves only /healthz, /readyz and /metrics over HTTP.
+    #[arg(
+        long,
+        env = "INCIDENTD_ROLES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "api,worker",
+        global = true
+    )]
+    pub roles: Vec<Role>,
+
+    /// Apply database migrations when `serve` starts (under a Postgres advisory lock, so
+    /// replicas starting together are safe). Off when a migration job does it (`incidentd migrate`).
+    #[arg(long, env = "INCIDENTD_MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub migrate_on_start: bool,
+
+    /// Serve /metrics on this address instead of the HTTP address (e.g. 0.0.0.0:9090).
+    #[arg(long, env = "INCIDENTD_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 fn parse_secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -220,6 +255,7 @@ impl Config {
                 disable_failing_after: hours(self.disable_failing_after_hours),
                 rotation_grace: hours(self.secret_rotation_grace_hours),
                 lease: std::time::Duration::from_secs(self.delivery_lease_secs.max(3)),
+                drain: std::time::Duration::from_secs(self.shutdown_timeout_secs),
                 ..Default::default()
             },
         ))
@@ -233,6 +269,11 @@ impl Config {
             burst: NonZeroU32::new(self.rate_limit_burst).unwrap_or(per_second),
         });
         crate::service::AuthSettings { admin_token: self.admin_token.clone(), rate_limit }
+    }
+
+    /// Whether this process runs `role`.
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.contains(&role)
     }
 
     /// Where the generated bootstrap admin key goes: the configured file, else beside the
@@ -277,6 +318,10 @@ impl Config {
             secret_rotation_grace_hours: 24,
             delivery_lease_secs: 60,
             shutdown_timeout_secs: 5,
+            drain_delay_secs: 0,
+            roles: vec![Role::Api, Role::Worker],
+            migrate_on_start: true,
+            metrics_addr: None,
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct DispatchSettings {
     pub rotation_grace: Duration,
     /// A claimed delivery is another worker's to take after this long without a heartbeat.
     pub lease: Duration,
+    /// At shutdown, how long sends already under way may take to finish and be recorded.
+    pub drain: Duration,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -83,6 +85,7 @@ impl Default for DispatchSettings {
             disable_failing_after: Duration::from_secs(5 * 24 * 3600),
             rotation_grace: Duration::from_secs(24 * 3600),
             lease: Duration::from_secs(60),
+            drain: Duration::from_secs(25),
             clock: Arc::new(SystemClock),
         }
     }
@@ -101,6 +104,7 @@ const RECORD_BATCH: usize = 500;
 struct Finished {
     delivery_id: Uuid,
     subscription_id: Uuid,
+    channel: crate::domain::Channel,
     /// Attempts before this one.
     attempts: i32,
     sent: Sent,
@@ -555,6 +559,7 @@ impl Service {
             return;
         };
         let sent = d.sender.send(&c.event, &c.subscription, &c.secrets, d.now()).await;
+        self.metrics.observe_attempt(c.subscription.channel.as_str(), sent.latency);
         // The slots are free once the exchange is over; the lease stays with this worker (and
         // its heartbeat) until the recorder has written the outcome.
         drop(permits);
@@ -562,6 +567,7 @@ impl Service {
         let finished = Finished {
             delivery_id: c.delivery.id,
             subscription_id: c.subscription.id,
+            channel: c.subscription.channel,
             attempts: c.delivery.attempts,
             sent,
         };
@@ -581,14 +587,41 @@ impl Service {
                 biased;
                 n = finished.recv_many(&mut batch, RECORD_BATCH) => if n == 0 { return },
                 _ = stop.cancelled() => {
-                    while let Ok(f) = finished.try_recv() {
-                        batch.push(f);
-                    }
-                    self.record_with_retries(&mut batch).await;
+                    self.drain_recorder(&mut finished, &mut batch).await;
                     return;
                 }
             }
             self.record_with_retries(&mut batch).await;
+        }
+    }
+
+    /// At shutdown: records the sends that finish while the deliveries this process holds
+    /// are handed back or sent (up to the drain time), so that after a clean stop no delivery
+    /// waits for a lease to run out.
+    async fn drain_recorder(&self, finished: &mut mpsc::UnboundedReceiver<Finished>, batch: &mut Vec<Finished>) {
+        let d = self.dispatcher();
+        let deadline = tokio::time::Instant::now() + d.settings.drain;
+        loop {
+            while let Ok(f) = finished.try_recv() {
+                batch.push(f);
+            }
+            self.record_with_retries(batch).await;
+            let held = d.leased.lock().expect("lease lock").len();
+            if held == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    deliveries = held,
+                    "stopping with deliveries still being sent; their leases will run out"
+                );
+                return;
+            }
+            let _ = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + Duration::from_millis(100)),
+                finished.recv_many(batch, RECORD_BATCH),
+            )
+            .await;
         }
     }
 
@@ -696,11 +729,20 @@ impl Service {
         // A success ends a failing streak; in the usual case there is none and nothing is locked.
         tx.clear_failing(&healthy, now).await?;
         if events.is_empty() {
-            tx.commit().await
+            tx.commit().await?;
         } else {
             tx.insert_events(&events).await?;
-            self.commit_with_events(tx).await
+            self.commit_with_events(tx).await?;
         }
+        for (f, r) in batch.iter().zip(&results) {
+            let outcome = match r.status {
+                DeliveryStatus::Delivered => "delivered",
+                DeliveryStatus::Pending => "retry_scheduled",
+                _ => "failed",
+            };
+            self.metrics.count_outcome(f.channel.as_str(), outcome);
+        }
+        Ok(())
     }
 
     /// The dispatcher loop: sends due deliveries when woken (new deliveries, a finished one,

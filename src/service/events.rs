@@ -100,8 +100,14 @@ impl Service {
     }
 
     /// Starts the background work of this process: the sequencer and, on a shared database,
-    /// the listener for other processes' notices. Both stop with `stop`.
-    pub async fn start_background(&self, stop: CancellationToken) -> Result<()> {
+    /// the listener for other processes' notices, and (with `deliver`) the dispatcher. All stop
+    /// with `stop`; the handles finish once they have (the dispatcher after handing back or
+    /// recording what it holds).
+    pub async fn start_background(
+        &self,
+        stop: CancellationToken,
+        deliver: bool,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
         self.note_sequenced(self.store.latest_event_seq().await?);
         if let Some(mut notices) = self.store.notifications().await? {
             let service = self.clone();
@@ -120,10 +126,12 @@ impl Service {
         }
         let service = self.clone();
         let sequencer_stop = stop.clone();
-        tokio::spawn(async move { service.run_sequencer(sequencer_stop).await });
-        let service = self.clone();
-        tokio::spawn(async move { service.run_dispatcher(stop).await });
-        Ok(())
+        let mut tasks = vec![tokio::spawn(async move { service.run_sequencer(sequencer_stop).await })];
+        if deliver {
+            let service = self.clone();
+            tasks.push(tokio::spawn(async move { service.run_dispatcher(stop).await }));
+        }
+        Ok(tasks)
     }
 
     /// Reacts to a notice from another process.
@@ -235,6 +243,7 @@ impl Service {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let store = self.store.clone();
         let mut sequenced = self.watch_sequenced();
+        let closing = self.closing.clone();
         tokio::spawn(async move {
             loop {
                 // Everything up to `known` is visible once this query runs.
@@ -259,6 +268,9 @@ impl Service {
                 cursor = cursor.max(known);
                 tokio::select! {
                     _ = tx.closed() => return,
+                    // Shutdown: the stream ends; the client resumes from its last event id
+                    // on another replica.
+                    _ = closing.cancelled() => return,
                     changed = sequenced.changed() => if changed.is_err() { return },
                     _ = tokio::time::sleep(WATCH_POLL) => {}
                 }

@@ -8,6 +8,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::events::ComponentWatch;
+use super::metrics::Milestones;
 use super::{Created, Service, claim, fingerprint, save_response};
 use crate::domain::incident::{IncidentDraft, check_etag, related_keys};
 use crate::domain::page::{Page, PageToken};
@@ -186,6 +187,7 @@ impl Service {
         let now = now();
         let mut tx = self.store.begin().await?;
         let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
+        let before = Milestones::of(&incident);
         let t = incident.transition(input.to, now)?;
         let entry = TimelineEntry::status_change(&incident, t, input.message, input.visibility, &input.actor, now);
         let watch = ComponentWatch::start(tx.as_mut(), imposition_changes(&incident, t)).await?;
@@ -198,6 +200,7 @@ impl Service {
             .await?;
         tx.insert_events(&events).await?;
         self.commit_with_events(tx).await?;
+        self.metrics.observe_milestones(before, &incident);
         tracing::info!(incident = %incident.reference, from = %t.from, to = %t.to, "incident status changed");
         Ok(incident)
     }
@@ -211,6 +214,7 @@ impl Service {
         let now = now();
         let mut tx = self.store.begin().await?;
         let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
+        let before = Milestones::of(&incident);
         if incident.acknowledge(&by, now)? {
             tx.update_incident(&incident, false).await?;
             tx.insert_timeline_entry(&TimelineEntry::acknowledgement(&incident, &by, now)).await?;
@@ -219,6 +223,7 @@ impl Service {
             tx.insert_audit_event(&audit).await?;
             tx.insert_events(&[Event::incident_acknowledged(&incident, now)]).await?;
             self.commit_with_events(tx).await?;
+            self.metrics.observe_milestones(before, &incident);
         }
         Ok(incident)
     }
@@ -241,6 +246,7 @@ impl Service {
             return Ok(Created { value: replay, replayed: true });
         }
         let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
+        let before = Milestones::of(&incident);
         let transition = match update.status {
             Some(to) => Some(incident.transition(to, now)?),
             None => None,
@@ -268,6 +274,7 @@ impl Service {
         let value = (entry, incident);
         save_response(tx.as_mut(), &scope, idempotency_key, &value).await?;
         self.commit_with_events(tx).await?;
+        self.metrics.observe_milestones(before, &value.1);
         Ok(Created { value, replayed: false })
     }
 

@@ -6,10 +6,12 @@ mod components;
 mod deliveries;
 mod events;
 mod incidents;
+mod metrics;
 
 pub use crate::store::Notice;
 pub use auth::{AuthSettings, KEY_CACHE_TTL, RateLimit};
 pub use deliveries::{Clock, DispatchSettings, ManualClock, SubscriptionWithSecret, SystemClock, delivery_status};
+pub use metrics::Metrics;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,6 +32,11 @@ pub struct Service {
     /// Where the API is reached from outside: the CloudEvents `source`, links in messages.
     public_url: std::sync::Arc<str>,
     dispatcher: std::sync::Arc<deliveries::Dispatcher>,
+    metrics: std::sync::Arc<Metrics>,
+    /// Set at shutdown: readiness fails from then on.
+    draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Cancelled when the process stops taking work: live event streams end.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 /// The result of a create: the resource, and whether it is a replay of an earlier request
@@ -57,6 +64,9 @@ impl Service {
                 .expect("the default HTTP client builds"),
                 DispatchSettings::default(),
             )),
+            metrics: Default::default(),
+            draining: Default::default(),
+            closing: Default::default(),
         }
     }
 
@@ -81,14 +91,50 @@ impl Service {
         &self.public_url
     }
 
-    /// Whether the database answers (readiness).
+    /// Whether this process takes traffic: the database answers and it is not shutting down.
     pub async fn ready(&self) -> Result<()> {
+        if self.is_draining() {
+            return Err(Error::Unavailable("shutting down".into()));
+        }
         self.store.ping().await
+    }
+
+    /// Starts the shutdown: readiness fails from now on, so load balancers stop sending
+    /// traffic while requests already routed here are still served.
+    pub fn start_draining(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Ends live event streams (their clients resume elsewhere from their last event id).
+    pub fn end_streams(&self) {
+        self.closing.cancel();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The metrics the transports record into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The Prometheus text exposition, with the figures read from the database now.
+    pub async fn render_metrics(&self) -> String {
+        let observed = tokio::time::timeout(std::time::Duration::from_secs(5), self.store.observe())
+            .await
+            .unwrap_or_else(|_| Err(Error::Unavailable("reading the metrics timed out".into())));
+        self.metrics.render(observed)
     }
 
     /// Removes idempotency records older than [`IDEMPOTENCY_TTL`].
     pub async fn purge_expired_idempotency_keys(&self) -> Result<u64> {
         self.store.purge_idempotency_keys(crate::domain::now() - IDEMPOTENCY_TTL).await
+    }
+
+    /// Keeps the database's query planner statistics current (see `Store::refresh_statistics`).
+    pub async fn refresh_statistics(&self) -> Result<()> {
+        self.store.refresh_statistics().await
     }
 }
 

@@ -21,6 +21,45 @@ use crate::domain::{
     IncidentKey, IncidentRef, Result, Severity, Status, Subscription, TimelineEntry, Visibility,
 };
 
+/// The connection pool's state. `waiting` counts tasks waiting for a connection to start a
+/// transaction or read an incident (the paths that matter under load).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub in_use: i64,
+    pub idle: i64,
+    pub waiting: i64,
+    pub max: i64,
+}
+
+/// What `/metrics` reads from the database at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Open incidents counted by severity and status (only the combinations that exist).
+    pub open_incidents: Vec<(Severity, Status, i64)>,
+    /// Deliveries pending or being sent, for active and for paused subscriptions.
+    pub pending_active: i64,
+    pub pending_paused: i64,
+    /// When the oldest pending delivery of an active subscription was created.
+    pub oldest_pending: Option<DateTime<Utc>>,
+    pub pool: PoolStats,
+}
+
+/// Counts a task as waiting for a connection while it lives.
+pub(crate) struct Waiting<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl<'a> Waiting<'a> {
+    pub(crate) fn enter(counter: &'a std::sync::atomic::AtomicI64) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Filters for listing incidents; every field narrows the result.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IncidentFilter {
@@ -115,6 +154,11 @@ pub trait Store: Send + Sync + 'static {
     async fn migrate(&self) -> anyhow::Result<()>;
     /// Checks that the database answers.
     async fn ping(&self) -> Result<()>;
+    /// Figures for `/metrics`: open incidents, the delivery outbox, the pool.
+    async fn observe(&self) -> Result<Observed>;
+    /// Keeps the query planner's statistics current (SQLite has no autovacuum/autoanalyze;
+    /// Postgres's own autovacuum does this, so it does nothing there). Cheap: run hourly.
+    async fn refresh_statistics(&self) -> Result<()>;
 
     async fn get_incident(&self, key: IncidentKey) -> Result<Option<Incident>>;
     /// Incidents newest first (created_at, then id, descending), after `after`, at most `limit`.

@@ -33,6 +33,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/post
 
 pub struct PgStore {
     pool: PgPool,
+    /// Tasks waiting for a connection (see `PoolStats`).
+    waiting: std::sync::atomic::AtomicI64,
 }
 
 impl PgStore {
@@ -42,14 +44,19 @@ impl PgStore {
         let options = options.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
         if !Postgres::database_exists(url).await.unwrap_or(true) {
             tracing::info!(database = options.get_database().unwrap_or_default(), "creating database");
-            Postgres::create_database(url).await?;
+            // Replicas starting together may race to create it: losing the race is fine.
+            if let Err(e) = Postgres::create_database(url).await
+                && !Postgres::database_exists(url).await.unwrap_or(false)
+            {
+                return Err(e.into());
+            }
         }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, waiting: Default::default() })
     }
 }
 
@@ -183,7 +190,9 @@ impl Store for PgStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn Transaction>> {
+        let waiting = super::Waiting::enter(&self.waiting);
         let tx = self.pool.begin().await.map_err(db_err)?;
+        drop(waiting);
         Ok(Box::new(PgTx { tx, deferred: Vec::new() }))
     }
 
@@ -192,15 +201,38 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn refresh_statistics(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn observe(&self) -> Result<super::Observed> {
+        let open = sqlx::query_as(AssertSqlSafe(rows::OBSERVE_OPEN_SQL.as_str()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        let outbox = sqlx::query_as(rows::OBSERVE_OUTBOX_SQL).fetch_one(&self.pool).await.map_err(db_err)?;
+        let idle = self.pool.num_idle() as i64;
+        let pool = super::PoolStats {
+            in_use: i64::from(self.pool.size()) - idle,
+            idle,
+            waiting: self.waiting.load(std::sync::atomic::Ordering::Relaxed),
+            max: i64::from(self.pool.options().get_max_connections()),
+        };
+        rows::observed(open, outbox, pool)
+    }
+
     async fn get_incident(&self, key: IncidentKey) -> Result<Option<Incident>> {
+        let waiting = super::Waiting::enter(&self.waiting);
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        drop(waiting);
         let row: Option<IncidentRow> = match key {
             IncidentKey::Id(id) => {
-                sqlx::query_as(AssertSqlSafe(SELECT_INCIDENT_BY_ID.as_str())).bind(id).fetch_optional(&self.pool).await
+                sqlx::query_as(AssertSqlSafe(SELECT_INCIDENT_BY_ID.as_str())).bind(id).fetch_optional(&mut *conn).await
             }
             IncidentKey::Ref(r) => {
                 sqlx::query_as(AssertSqlSafe(SELECT_INCIDENT_BY_REF.as_str()))
                     .bind(r.0)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await
             }
         }

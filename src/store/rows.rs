@@ -1189,3 +1189,34 @@ where
         })
         .collect()
 }
+
+/// `/metrics`: open incidents by severity and status.
+pub static OBSERVE_OPEN_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let open: Vec<String> = crate::domain::Status::OPEN.iter().map(|s| format!("'{s}'")).collect();
+    format!(
+        "SELECT severity, status, count(*) FROM incidents WHERE status IN ({}) GROUP BY severity, status",
+        open.join(", ")
+    )
+});
+
+/// `/metrics`: the delivery outbox (pending or being sent) for active and paused
+/// subscriptions, and when the oldest active one was created.
+pub const OBSERVE_OUTBOX_SQL: &str = "SELECT \
+     count(*) FILTER (WHERE NOT s.paused), \
+     count(*) FILTER (WHERE s.paused), \
+     min(d.created_at) FILTER (WHERE NOT s.paused) \
+     FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id \
+     WHERE d.status IN ('pending', 'sending')";
+
+/// Builds the `/metrics` figures from the rows of the two queries above.
+pub fn observed(
+    open: Vec<(String, String, i64)>,
+    (pending_active, pending_paused, oldest): (i64, i64, Option<DbTime>),
+    pool: super::PoolStats,
+) -> Result<super::Observed> {
+    let open_incidents = open
+        .into_iter()
+        .map(|(severity, status, n)| Ok((parse("severity", &severity)?, parse("status", &status)?, n)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(super::Observed { open_incidents, pending_active, pending_paused, oldest_pending: oldest.map(|t| t.0), pool })
+}

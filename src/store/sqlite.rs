@@ -44,6 +44,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    /// Tasks waiting for a connection (see `PoolStats`).
+    waiting: std::sync::atomic::AtomicI64,
+    /// An in-memory database has one pool: `readers` is `writer`.
+    one_pool: bool,
 }
 
 impl SqliteStore {
@@ -62,12 +66,24 @@ impl SqliteStore {
         if !in_memory && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(BUSY_TIMEOUT)
-            .connect_with(options.clone())
-            .await?;
+        // Switching a new file to WAL takes a lock SQLite does not wait for: a process opening
+        // the file at the same moment as another gets "database is locked" and tries again.
+        let mut attempt = 1;
+        let writer = loop {
+            let opened = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .acquire_timeout(BUSY_TIMEOUT)
+                .connect_with(options.clone())
+                .await;
+            match opened {
+                Err(e) if attempt < 10 && is_locked(&e) => {
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
         let readers = if in_memory {
             writer.clone()
         } else {
@@ -78,7 +94,20 @@ impl SqliteStore {
                 .await?
         };
         tracing::info!(path = %path.display(), "using SQLite");
-        Ok(Self { writer, readers })
+        Ok(Self { writer, readers, waiting: Default::default(), one_pool: in_memory })
+    }
+}
+
+impl SqliteStore {
+    /// Runs `PRAGMA optimize` (SQLite's recommended upkeep: it re-analyses the tables whose
+    /// size changed a lot since their last analysis) with a bounded sample per index, so it
+    /// takes milliseconds even on a large file. Without statistics SQLite picks plans by
+    /// guesswork; the filtered incident list then walks a whole severity and sorts.
+    async fn optimize(&self, pragma: &'static str) -> Result<()> {
+        let mut conn = self.writer.acquire().await.map_err(db_err)?;
+        sqlx::query("PRAGMA analysis_limit = 1000").execute(&mut *conn).await.map_err(db_err)?;
+        sqlx::query(pragma).execute(&mut *conn).await.map_err(db_err)?;
+        Ok(())
     }
 }
 
@@ -87,14 +116,15 @@ impl SqliteStore {
 fn db_err(e: sqlx::Error) -> Error {
     match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Error::Unavailable(e.to_string()),
-        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-        sqlx::Error::Database(d)
-            if d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6)) =>
-        {
-            Error::Unavailable(e.to_string())
-        }
+        sqlx::Error::Database(_) if is_locked(&e) => Error::Unavailable(e.to_string()),
         _ => Error::Internal(e.to_string()),
     }
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), with their extended codes.
+fn is_locked(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d)
+        if d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6)))
 }
 
 /// `('investigating', 'identified', 'monitoring')`, from the domain's list of open statuses.
@@ -197,12 +227,32 @@ fn json_list<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR.run(&self.writer).await?;
+        // SQLite has no advisory lock: processes starting together on one file may both find
+        // a migration missing, and the second to apply it fails ("table already exists"). Each
+        // migration commits with its record, so running again skips what the other applied.
+        let mut attempt = 1;
+        while let Err(e) = MIGRATOR.run(&self.writer).await {
+            if attempt == 5 {
+                return Err(e.into());
+            }
+            tracing::debug!(error = %e, "another process is migrating this database; trying again");
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            attempt += 1;
+        }
+        // A database opened for the first time, or grown a lot since its last analysis, gets
+        // statistics now (0x10002: every table, not only those this connection has used).
+        self.optimize("PRAGMA optimize = 0x10002").await?;
         Ok(())
     }
 
+    async fn refresh_statistics(&self) -> Result<()> {
+        self.optimize("PRAGMA optimize").await
+    }
+
     async fn begin(&self) -> Result<Box<dyn Transaction>> {
+        let waiting = super::Waiting::enter(&self.waiting);
         let tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
+        drop(waiting);
         Ok(Box::new(SqliteTx { tx }))
     }
 
@@ -212,7 +262,29 @@ impl Store for SqliteStore {
     }
 
     async fn get_incident(&self, key: IncidentKey) -> Result<Option<Incident>> {
-        select_incident(&self.readers, key).await
+        let waiting = super::Waiting::enter(&self.waiting);
+        let mut conn = self.readers.acquire().await.map_err(db_err)?;
+        drop(waiting);
+        select_incident(&mut *conn, key).await
+    }
+
+    async fn observe(&self) -> Result<super::Observed> {
+        let open = sqlx::query_as(AssertSqlSafe(rows::OBSERVE_OPEN_SQL.as_str()))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_err)?;
+        let outbox = sqlx::query_as(rows::OBSERVE_OUTBOX_SQL).fetch_one(&self.readers).await.map_err(db_err)?;
+        // The writer and the readers together (one pool when the database is in memory).
+        let pools: &[&SqlitePool] = if self.one_pool { &[&self.writer] } else { &[&self.writer, &self.readers] };
+        let mut pool =
+            super::PoolStats { waiting: self.waiting.load(std::sync::atomic::Ordering::Relaxed), ..Default::default() };
+        for p in pools {
+            let idle = p.num_idle() as i64;
+            pool.idle += idle;
+            pool.in_use += i64::from(p.size()) - idle;
+            pool.max += i64::from(p.options().get_max_connections());
+        }
+        rows::observed(open, outbox, pool)
     }
 
     async fn list_incidents(

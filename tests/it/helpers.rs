@@ -186,7 +186,10 @@ pub type Authed = InterceptedService<Channel, Bearer>;
 
 pub struct TestApp {
     pub http: SocketAddr,
+    /// Port 0 when the app runs no API (a worker).
     pub grpc: SocketAddr,
+    /// Set when metrics have a port of their own.
+    pub metrics: Option<SocketAddr>,
     /// Sends the admin token on every request.
     pub client: reqwest::Client,
     /// The admin token (`INCIDENTD_ADMIN_TOKEN`) this app runs with.
@@ -293,6 +296,13 @@ impl TestApp {
         Self::start(Config::for_tests(database_url), false, None).await
     }
 
+    /// The same, with settings changed by `configure`.
+    pub async fn spawn_on_with(database_url: &str, configure: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = Config::for_tests(database_url);
+        configure(&mut config);
+        Self::start(config, false, None).await
+    }
+
     async fn start(
         mut config: Config,
         owns_database: bool,
@@ -310,15 +320,27 @@ impl TestApp {
             None => Application::build(&config).await,
         }
         .expect("application builds");
-        let (http, grpc) = (app.http_addr(), app.grpc_addr());
+        let (http, grpc) = (app.http_addr(), app.grpc_addr().unwrap_or_else(|| ([127, 0, 0, 1], 0).into()));
         let service = app.service().clone();
+        let metrics = app.metrics_addr();
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(stop.clone()));
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {admin_token}").parse().expect("header"));
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().default_headers(headers).build().expect("client");
-        TestApp { http, grpc, client, admin_token, database_url, service, owns_database, stop, task: Some(task) }
+        TestApp {
+            http,
+            grpc,
+            metrics,
+            client,
+            admin_token,
+            database_url,
+            service,
+            owns_database,
+            stop,
+            task: Some(task),
+        }
     }
 
     /// Authenticates gRPC calls as the admin token.

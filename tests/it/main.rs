@@ -13,6 +13,7 @@ mod helpers;
 mod incidents;
 mod lifecycle;
 mod parity;
+mod production;
 mod receivers;
 mod storage;
 mod validation;

@@ -9,8 +9,13 @@ pub mod incidents;
 pub mod status;
 pub mod subscriptions;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use tonic::transport::server::Router;
 use tonic_health::pb::health_server::{Health, HealthServer};
+use tower::layer::util::{Identity, Stack};
 
 use crate::proto::api_key_service_server::ApiKeyServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
@@ -33,7 +38,7 @@ pub fn server<H: Health>(
     service: Service,
     health: HealthServer<H>,
     max_message_bytes: usize,
-) -> anyhow::Result<Router> {
+) -> anyhow::Result<Router<Stack<MetricsLayer, Identity>>> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -42,6 +47,7 @@ pub fn server<H: Health>(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     Ok(tonic::transport::Server::builder()
+        .layer(MetricsLayer(service.clone()))
         .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
         .add_service(health)
         .add_service(reflection_v1)
@@ -91,4 +97,80 @@ pub(crate) fn mark_replayed<T>(mut res: tonic::Response<T>, replayed: bool) -> t
         res.metadata_mut().insert("idempotent-replayed", tonic::metadata::MetadataValue::from_static("true"));
     }
     res
+}
+
+/// Counts and times each call by method and status code (`grpc_requests_total`,
+/// `grpc_request_duration_seconds`). The code is read from the response head: tonic sends a
+/// failed unary call as trailers-only, so its code is there; a call whose head carries no
+/// code has started answering and is counted as OK.
+#[derive(Clone)]
+pub struct MetricsLayer(Service);
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = Metered<S>;
+
+    fn layer(&self, inner: S) -> Metered<S> {
+        Metered { inner, service: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Metered<S> {
+    inner: S,
+    service: Service,
+}
+
+/// The method label: the path of a known service, else `unknown` (so that arbitrary paths
+/// do not create series).
+fn method_label(path: &str) -> String {
+    let known = path.strip_prefix('/').and_then(|p| p.split_once('/')).is_some_and(|(service, method)| {
+        !method.is_empty()
+            && !method.contains('/')
+            && (HEALTH_AND_API.contains(&service) || service.starts_with("grpc.reflection."))
+    });
+    if known { path.to_string() } else { "unknown".to_string() }
+}
+
+const HEALTH_AND_API: [&str; 7] = [
+    "grpc.health.v1.Health",
+    INCIDENT_SERVICE_NAME,
+    COMPONENT_SERVICE_NAME,
+    API_KEY_SERVICE_NAME,
+    AUDIT_SERVICE_NAME,
+    EVENT_SERVICE_NAME,
+    SUBSCRIPTION_SERVICE_NAME,
+];
+
+impl<S, B, R> tower::Service<axum::http::Request<B>> for Metered<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let started = std::time::Instant::now();
+        let method = method_label(request.uri().path());
+        let service = self.service.clone();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await?;
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map(tonic::Code::from_i32)
+                .unwrap_or(tonic::Code::Ok);
+            let method = if code == tonic::Code::Unimplemented { "unknown".to_string() } else { method };
+            service.metrics().observe_grpc(&method, &format!("{code:?}"), started.elapsed());
+            Ok(response)
+        })
+    }
 }

@@ -33,11 +33,13 @@ pub struct RestSettings {
     pub max_body_bytes: usize,
     /// Origins browsers may call from (`*` for any); empty turns CORS off.
     pub cors_allowed_origins: Vec<String>,
+    /// Whether `/metrics` is served here (not when it has a port of its own).
+    pub serve_metrics: bool,
 }
 
 impl Default for RestSettings {
     fn default() -> Self {
-        RestSettings { max_body_bytes: 1024 * 1024, cors_allowed_origins: Vec::new() }
+        RestSettings { max_body_bytes: 1024 * 1024, cors_allowed_origins: Vec::new(), serve_metrics: true }
     }
 }
 
@@ -93,6 +95,7 @@ fn api() -> (Router<Service>, utoipa::openapi::OpenApi) {
         .routes(routes!(access::list_audit_events))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics))
         .split_for_parts()
 }
 
@@ -166,6 +169,8 @@ pub fn router(service: Service, settings: &RestSettings) -> anyhow::Result<Route
     secure(&mut doc);
     let doc = Arc::new(doc.to_json().expect("the OpenAPI document serializes"));
     let router = routes
+        .route_layer(axum::middleware::from_fn_with_state(service.clone(), record_request))
+        .layer(axum::Extension(MetricsHere(settings.serve_metrics)))
         .route(
             "/openapi.json",
             get(move || {
@@ -186,6 +191,68 @@ pub fn router(service: Service, settings: &RestSettings) -> anyhow::Result<Route
     })
 }
 
+/// The routes of a process that serves no API (a worker): health and, unless it has a port
+/// of its own, metrics.
+pub fn operations_router(service: Service, serve_metrics: bool) -> Router {
+    let mut router = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
+    if serve_metrics {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "not_found", "no such route (this process runs no API)") })
+        .layer(axum::Extension(MetricsHere(true)))
+        .layer(TraceLayer::new_for_http())
+        .with_state(service)
+}
+
+/// `/metrics` alone, for a separate metrics port.
+pub fn metrics_router(service: Service) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(axum::Extension(MetricsHere(true)))
+        .with_state(service)
+}
+
+/// Counts and times each request by its route template (not its path, which would give a
+/// series per incident).
+async fn record_request(
+    State(service): State<Service>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    service.metrics().observe_http(
+        method.as_str(),
+        route.as_deref().unwrap_or("unmatched"),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Whether this listener serves `/metrics`.
+#[derive(Debug, Clone, Copy)]
+struct MetricsHere(bool);
+
+/// Prometheus text exposition format, version 0.0.4.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus metrics (text exposition format 0.0.4): requests, \
+        the connection pool, open incidents, deliveries and the outbox, MTTA and MTTR", body = String,
+        content_type = "text/plain")))]
+async fn metrics(State(service): State<Service>, axum::Extension(here): axum::Extension<MetricsHere>) -> Response {
+    if !here.0 {
+        return problem(StatusCode::NOT_FOUND, "not_found", "metrics are served on the metrics port");
+    }
+    let body = service.render_metrics().await;
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_TEXT))], body).into_response()
+}
+
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct Health {
     status: &'static str,
@@ -200,9 +267,12 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "The database is reachable", body = Health),
-        (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable, or the process is shutting down", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn readyz(State(service): State<Service>) -> Response {
+    if service.is_draining() {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "shutting down");
+    }
     match service.ready().await {
         Ok(()) => Json(Health { status: "ready" }).into_response(),
         Err(e) => {

@@ -1,0 +1,392 @@
+//! Running in production: Prometheus metrics (scraped, and checked with promtool), roles that
+//! scale separately, migrations from replicas starting together, and a graceful stop on
+//! SIGTERM under load that fails no request and strands no delivery.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use incidentd::config::Role;
+use incidentd::proto;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::helpers::{Db, TestApp, drop_database, fresh_database_url, path_to};
+use crate::receivers::{Receiver, Reply};
+
+/// The value of the sample named exactly `series` (name and labels as exposed), if present.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Runs `promtool check metrics` on an exposition; panics with its findings if it fails.
+async fn promtool_check(body: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is on the PATH (Debian: apt-get install prometheus; ./scripts/test installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(body.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- exposition ---\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn scrape(url: &str) -> (String, String) {
+    let res = reqwest::get(url).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let content_type = res.headers()["content-type"].to_str().unwrap().to_string();
+    (content_type, res.text().await.unwrap())
+}
+
+/// Scrapes until `ready` holds for the exposition (the dispatcher records outcomes in
+/// batches, a moment after the receiver answered).
+async fn scrape_until(url: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = scrape(url).await;
+        if ready(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "metrics never got there:\n{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_incidents_and_deliveries_and_pass_promtool() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    let sub = app
+        .post(
+            "/v1/subscriptions",
+            json!({"channel": "webhook", "target": receiver.url, "event_types": ["incident.created"]}),
+        )
+        .await;
+    assert_eq!(sub.status, 201, "{}", sub.body);
+    app.create_incident(json!({"title": "Checkout down", "severity": "sev1"})).await;
+    let fixed = app.incident("Search slow").await;
+    let id = fixed["id"].as_str().unwrap();
+    let ack = app.post(&format!("/v1/incidents/{id}/acknowledge"), json!({})).await;
+    assert_eq!(ack.status, 200, "{}", ack.body);
+    for to in path_to("resolved") {
+        app.transition(id, to).await;
+    }
+    let mut grpc = app.incidents_grpc().await;
+    grpc.get_incident(proto::GetIncidentRequest { id: "INC-1".into() }).await.unwrap();
+    let missing = grpc.get_incident(proto::GetIncidentRequest { id: "INC-999".into() }).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    receiver.wait_for(2).await;
+
+    let url = app.url("/metrics");
+    let (content_type, _) = scrape(&url).await;
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let delivered = r#"incidentd_delivery_attempts_total{channel="webhook",outcome="delivered"}"#;
+    let body = scrape_until(&url, |b| sample(b, delivered) == Some(2.0)).await;
+    let value = |series: &str| sample(&body, series).unwrap_or_else(|| panic!("no sample {series} in:\n{body}"));
+
+    assert_eq!(value(r#"incidentd_http_requests_total{method="POST",route="/v1/incidents",status="201"}"#), 2.0);
+    assert_eq!(value(r#"incidentd_http_requests_total{method="POST",route="/v1/subscriptions",status="201"}"#), 1.0);
+    assert_eq!(
+        value(r#"incidentd_http_request_duration_seconds_count{method="POST",route="/v1/incidents",status="201"}"#),
+        2.0
+    );
+    // Route templates, never paths: one series whatever the incident.
+    assert!(!body.contains(id), "a path with an id became a label");
+    assert_eq!(
+        value(r#"incidentd_grpc_requests_total{code="Ok",method="/incidentd.v1.IncidentService/GetIncident"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"incidentd_grpc_requests_total{code="NotFound",method="/incidentd.v1.IncidentService/GetIncident"}"#),
+        1.0
+    );
+    // Open incidents by severity and status: the sev1 is open, the sev2 was resolved.
+    assert_eq!(value(r#"incidentd_incidents_open{severity="sev1",status="investigating"}"#), 1.0);
+    assert_eq!(value(r#"incidentd_incidents_open{severity="sev2",status="investigating"}"#), 0.0);
+    // MTTA and MTTR.
+    assert_eq!(value("incidentd_incident_time_to_acknowledge_seconds_count"), 1.0);
+    assert_eq!(value("incidentd_incident_time_to_resolve_seconds_count"), 1.0);
+    // Deliveries and the outbox.
+    assert_eq!(value(r#"incidentd_delivery_attempt_duration_seconds_count{channel="webhook"}"#), 2.0);
+    assert_eq!(value(r#"incidentd_deliveries_pending{subscription="active"}"#), 0.0);
+    assert_eq!(value("incidentd_deliveries_oldest_pending_age_seconds"), 0.0);
+    // The pool.
+    assert!(value("incidentd_db_pool_max_connections") >= 8.0);
+    assert!(value(r#"incidentd_db_pool_connections{state="idle"}"#) >= 1.0);
+    assert!(value(r#"incidentd_db_pool_connections{state="waiting"}"#) >= 0.0);
+    assert_eq!(value("incidentd_database_up"), 1.0);
+    promtool_check(&body).await;
+
+    // A paused subscription's backlog is counted apart, and does not age the outbox.
+    let sub_id = sub.body["id"].as_str().unwrap();
+    assert_eq!(app.post(&format!("/v1/subscriptions/{sub_id}/pause"), json!({})).await.status, 200);
+    app.incident("While paused").await;
+    let body =
+        scrape_until(&url, |b| sample(b, r#"incidentd_deliveries_pending{subscription="paused"}"#) == Some(1.0)).await;
+    assert_eq!(sample(&body, r#"incidentd_deliveries_pending{subscription="active"}"#), Some(0.0));
+    assert_eq!(sample(&body, "incidentd_deliveries_oldest_pending_age_seconds"), Some(0.0));
+    promtool_check(&body).await;
+}
+
+#[tokio::test]
+async fn metrics_can_have_a_port_of_their_own() {
+    let app = TestApp::spawn_with(|c| c.metrics_addr = Some("127.0.0.1:0".parse().unwrap())).await;
+    app.incident("Counted").await;
+    let metrics = app.metrics.expect("a metrics port");
+    let (_, body) = scrape(&format!("http://{metrics}/metrics")).await;
+    assert_eq!(
+        sample(&body, r#"incidentd_http_requests_total{method="POST",route="/v1/incidents",status="201"}"#),
+        Some(1.0)
+    );
+    promtool_check(&body).await;
+    // Not on the API port any more.
+    app.get("/metrics").await.problem(404);
+}
+
+/// An API-only process and a worker-only process on one database: the API takes requests and
+/// sends nothing; the worker serves no API and delivers what the API's requests produced.
+#[tokio::test]
+async fn api_and_worker_roles_run_apart() {
+    let api = TestApp::spawn_with(|c| c.roles = vec![Role::Api]).await;
+    let receiver = Receiver::start().await;
+    let sub = api
+        .post(
+            "/v1/subscriptions",
+            json!({"channel": "webhook", "target": receiver.url, "event_types": ["incident.created"]}),
+        )
+        .await;
+    assert_eq!(sub.status, 201, "{}", sub.body);
+    let incident = api.incident("Queued for the workers").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(receiver.received().is_empty(), "an API-only process sent a delivery");
+    let deliveries = api.get(&format!("/v1/subscriptions/{}/deliveries", sub.body["id"].as_str().unwrap())).await;
+    assert_eq!(deliveries.body["deliveries"][0]["status"], "pending", "{}", deliveries.body);
+
+    let worker = TestApp::spawn_on_with(&api.database_url, |c| c.roles = vec![Role::Worker]).await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].json()["data"]["incident"]["id"], incident["id"]);
+    // The worker serves health and metrics, no API and no gRPC.
+    assert_eq!(worker.grpc.port(), 0, "a worker-only process binds no gRPC port");
+    worker.get("/v1/incidents").await.problem(404);
+    assert_eq!(worker.get("/readyz").await.status, 200);
+    let (_, body) = scrape(&worker.url("/metrics")).await;
+    let body = if sample(&body, r#"incidentd_delivery_attempts_total{channel="webhook",outcome="delivered"}"#).is_some()
+    {
+        body
+    } else {
+        scrape_until(&worker.url("/metrics"), |b| {
+            sample(b, r#"incidentd_delivery_attempts_total{channel="webhook",outcome="delivered"}"#) == Some(1.0)
+        })
+        .await
+    };
+    promtool_check(&body).await;
+    drop(worker);
+}
+
+/// Replicas starting at once each apply migrations: on Postgres they queue on an advisory
+/// lock (and race to create the database), on SQLite the losers of a race run again; none
+/// fails and the schema is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_together_migrate_safely() {
+    let url = fresh_database_url();
+    let mut starts = Vec::new();
+    for _ in 0..3 {
+        let url = url.clone();
+        starts.push(tokio::spawn(async move { incidentd::app::migrate(&url, 2).await.map(|_| ()) }));
+    }
+    for s in starts {
+        s.await.unwrap().expect("every replica migrates");
+    }
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".sql"))
+        .count();
+    let db = Db::open(&url).await;
+    assert_eq!(db.scalar("SELECT count(*) FROM _sqlx_migrations WHERE success").await, migrations as i64);
+    db.close().await;
+    let app = TestApp::spawn_on(&url).await;
+    app.incident("Schema works").await;
+    drop(app);
+    drop_database(&url);
+}
+
+const TOKEN: &str = "graceful-test-admin-token";
+
+async fn start_binary(url: &str, drain_secs: u64) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .env_remove("DATABASE_URL")
+        .env("INCIDENTD_DATABASE_URL", url)
+        .env("INCIDENTD_ADMIN_TOKEN", TOKEN)
+        .env("INCIDENTD_HTTP_ADDR", "127.0.0.1:0")
+        .env("INCIDENTD_GRPC_ADDR", "127.0.0.1:0")
+        .env("INCIDENTD_LOG_FORMAT", "json")
+        .env("INCIDENTD_LOG", "info")
+        .env("INCIDENTD_RATE_LIMIT_PER_SECOND", "0")
+        .env("INCIDENTD_WEBHOOK_ALLOWLIST", "127.0.0.0/8")
+        .env("INCIDENTD_DRAIN_DELAY_SECS", drain_secs.to_string())
+        .env("INCIDENTD_SHUTDOWN_TIMEOUT_SECS", "20")
+        // A long lease: a delivery left behind by the stop would wait a minute to be sent.
+        .env("INCIDENTD_DELIVERY_LEASE_SECS", "60")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if json["message"] == "incidentd listening" {
+                return json["http_addr"].as_str().unwrap().to_string();
+            }
+        }
+        panic!("exited before listening");
+    })
+    .await
+    .expect("starts");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}"))
+}
+
+/// SIGTERM while clients create incidents and deliveries are in flight to a slow receiver:
+/// readiness fails first while requests are still served, the process exits cleanly within
+/// the grace period, no request fails, and no delivery is left under the stopped process's
+/// lease: after a restart every event is delivered at once, not a lease later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_fails_no_request_and_strands_no_delivery() {
+    let url = fresh_database_url();
+    let (mut child, base) = start_binary(&url, 2).await;
+    let client = crate::helpers::http_client();
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::After(Duration::from_millis(300)));
+    let res = client
+        .post(format!("{base}/v1/subscriptions"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"channel": "webhook", "target": receiver.url, "event_types": ["incident.created"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    // The load balancer: stops routing new requests here once readiness fails.
+    let routed = Arc::new(AtomicBool::new(true));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let created = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
+    let during_drain = Arc::new(AtomicUsize::new(0));
+    let terminated = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let (client, base, routed, failures, created, during_drain, terminated) = (
+            client.clone(),
+            base.clone(),
+            routed.clone(),
+            failures.clone(),
+            created.clone(),
+            during_drain.clone(),
+            terminated.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut n = 0;
+            while routed.load(Ordering::SeqCst) {
+                n += 1;
+                let res = client
+                    .post(format!("{base}/v1/incidents"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"title": format!("client {c} incident {n}"), "severity": "sev2"}))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == 201 => {
+                        let body: serde_json::Value = r.json().await.unwrap();
+                        created.lock().unwrap().insert(body["id"].as_str().unwrap().to_string());
+                        if terminated.load(Ordering::SeqCst) {
+                            during_drain.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    Ok(r) => {
+                        let failure = format!("{}: {}", r.status(), r.text().await.unwrap_or_default());
+                        failures.lock().unwrap().push(failure);
+                    }
+                    Err(e) => failures.lock().unwrap().push(e.to_string()),
+                }
+            }
+        }));
+    }
+    receiver.wait_for(10).await;
+
+    let pid = child.id().unwrap().to_string();
+    let signalled = Instant::now();
+    terminated.store(true, Ordering::SeqCst);
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    loop {
+        let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+        if ready.status() == 503 {
+            break;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(1), "readiness still passes after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let not_ready_after = signalled.elapsed();
+    // Traffic already routed keeps being served for a moment, as the balancer catches up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    routed.store(false, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let status = tokio::time::timeout(Duration::from_secs(25), child.wait()).await.expect("exits in time").unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(signalled.elapsed() >= Duration::from_secs(2), "stopped before the drain delay was over");
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "{} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(during_drain.load(Ordering::SeqCst) > 0, "no request was served during the drain");
+
+    // Nothing is left under the stopped process's lease.
+    let db = Db::open(&url).await;
+    assert_eq!(db.scalar("SELECT count(*) FROM deliveries WHERE status = 'sending'").await, 0);
+    db.close().await;
+
+    // A new process sends the rest straight away (well within the 60 s lease).
+    receiver.always(Reply::Status(204));
+    let (mut child, base) = start_binary(&url, 0).await;
+    let created = created.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let subjects: HashSet<String> = receiver
+            .received()
+            .iter()
+            .map(|m| m.json()["data"]["incident"]["id"].as_str().unwrap().to_string())
+            .collect();
+        let missing = created.iter().filter(|id| !subjects.contains(*id)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{missing} of {} incidents never reached the receiver", created.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let db = Db::open(&url).await;
+    assert_eq!(db.scalar("SELECT count(*) FROM deliveries WHERE status <> 'delivered'").await, 0);
+    db.close().await;
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    println!(
+        "{} incidents created; not ready {:?} after SIGTERM; {} requests served while draining",
+        created.len(),
+        not_ready_after,
+        during_drain.load(Ordering::SeqCst)
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    drop_database(&url);
+}
