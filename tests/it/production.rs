@@ -390,3 +390,150 @@ async fn sigterm_under_load_fails_no_request_and_strands_no_delivery() {
     child.wait().await.unwrap();
     drop_database(&url);
 }
+
+/// The load balancer of the scale-out test: replicas by slot, each routed or not.
+#[derive(Default)]
+struct Balancer {
+    replicas: std::sync::RwLock<Vec<(String, bool)>>,
+}
+
+impl Balancer {
+    /// A routed replica's base URL, round-robin from `n`.
+    fn pick(&self, n: usize) -> Option<String> {
+        let replicas = self.replicas.read().unwrap();
+        (0..replicas.len()).map(|i| &replicas[(n + i) % replicas.len()]).find(|r| r.1).map(|r| r.0.clone())
+    }
+
+    fn set(&self, slot: usize, base: &str, routed: bool) {
+        self.replicas.write().unwrap()[slot] = (base.to_string(), routed);
+    }
+}
+
+/// Three processes on one Postgres behind a balancer that routes by readiness, clients
+/// creating incidents on all three, one process restarted in the middle (SIGTERM, drained,
+/// replaced): no request fails, every event reaches the receiver, and no delivery is ever
+/// sent twice (so none was claimed by two processes at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_and_a_rolling_restart_fail_nothing_and_deliver_everything_once() {
+    if crate::helpers::backend() != crate::helpers::Backend::Postgres {
+        return;
+    }
+    let url = fresh_database_url();
+    let mut children = Vec::new();
+    let balancer = Arc::new(Balancer::default());
+    for _ in 0..3 {
+        let (child, base) = start_binary(&url, 2).await;
+        balancer.replicas.write().unwrap().push((base, true));
+        children.push(child);
+    }
+    let client = crate::helpers::http_client();
+    let receiver = Receiver::start().await;
+    let first = balancer.pick(0).unwrap();
+    let res = client
+        .post(format!("{first}/v1/subscriptions"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"channel": "webhook", "target": receiver.url, "event_types": ["incident.created"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    let running = Arc::new(AtomicBool::new(true));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let created = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
+    let mut clients = Vec::new();
+    for c in 0..6 {
+        let (client, balancer, running, failures, created) =
+            (client.clone(), balancer.clone(), running.clone(), failures.clone(), created.clone());
+        clients.push(tokio::spawn(async move {
+            let mut n = c;
+            while running.load(Ordering::SeqCst) {
+                n += 1;
+                let Some(base) = balancer.pick(n) else { continue };
+                let res = client
+                    .post(format!("{base}/v1/incidents"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"title": format!("client {c} incident {n}"), "severity": "sev3"}))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == 201 => {
+                        let body: serde_json::Value = r.json().await.unwrap();
+                        created.lock().unwrap().insert(body["id"].as_str().unwrap().to_string());
+                    }
+                    Ok(r) => {
+                        let failure = format!("{base}: {}: {}", r.status(), r.text().await.unwrap_or_default());
+                        failures.lock().unwrap().push(failure);
+                    }
+                    Err(e) => failures.lock().unwrap().push(format!("{base}: {e}")),
+                }
+            }
+        }));
+    }
+    receiver.wait_for(50).await;
+
+    // Rolling restart of the second replica: SIGTERM; the balancer takes it out when its
+    // readiness fails; a new process takes its slot.
+    let (old_base, _) = balancer.replicas.read().unwrap()[1].clone();
+    let pid = children[1].id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let signalled = Instant::now();
+    loop {
+        if client.get(format!("{old_base}/readyz")).send().await.unwrap().status() == 503 {
+            balancer.set(1, &old_base, false);
+            break;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(1), "readiness still passes after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = tokio::time::timeout(Duration::from_secs(25), children[1].wait()).await.expect("exits").unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let (child, base) = start_binary(&url, 2).await;
+    children[1] = child;
+    balancer.set(1, &base, true);
+    let before = created.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while created.lock().unwrap().len() < before + 100 {
+        assert!(Instant::now() < deadline, "the replicas stopped taking requests");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.store(false, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "{} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+
+    let created = created.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let subjects: HashSet<String> = receiver
+            .received()
+            .iter()
+            .map(|m| m.json()["data"]["incident"]["id"].as_str().unwrap().to_string())
+            .collect();
+        let missing = created.iter().filter(|id| !subjects.contains(*id)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{missing} of {} incidents never reached the receiver", created.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let received = receiver.received();
+    let ids: HashSet<&str> = received.iter().map(|m| m.header("webhook-id")).collect();
+    assert_eq!(ids.len(), received.len(), "a delivery was sent more than once");
+    let db = Db::open(&url).await;
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM (SELECT delivery_id FROM delivery_attempts GROUP BY delivery_id HAVING count(*) > 1) d")
+            .await,
+        0,
+        "a delivery was attempted more than once"
+    );
+    db.close().await;
+    println!("{} incidents over three replicas and a restart; each delivered once", created.len());
+    for mut child in children {
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+    }
+    drop_database(&url);
+}
