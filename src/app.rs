@@ -205,7 +205,8 @@ impl Application {
             (true, false) => "api",
             _ => "worker",
         };
-        tracing::info!(%http_addr, grpc_addr = ?grpc_addr, metrics_addr = ?metrics_addr, roles, "incidentd listening");
+        let shown = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
+        tracing::info!(%http_addr, grpc_addr = %shown(grpc_addr), metrics_addr = %shown(metrics_addr), roles, "incidentd listening");
 
         shutdown.cancelled().await;
         tracing::info!(drain_delay = ?self.drain_delay, "stopping: not ready any more; draining");

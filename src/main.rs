@@ -6,7 +6,13 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let (command, config) = Config::from_cli();
-    incidentd::telemetry::init(config.log_format, &config.log);
+    let telemetry = incidentd::telemetry::init(config.log_format, &config.log);
+    let result = run(command, config).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
     match command.unwrap_or(Command::Serve) {
         Command::ApiKey(command) => incidentd::app::api_key_command(&config, command).await,
         Command::Seed { incidents, concurrency } => {

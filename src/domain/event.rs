@@ -53,6 +53,9 @@ pub struct Event {
     pub data: Value,
     /// The data for public subscribers; `None` when the event is internal only.
     pub public_data: Option<Value>,
+    /// The W3C `traceparent` of the request that caused the event, if it was traced: its
+    /// deliveries continue that trace.
+    pub traceparent: Option<String>,
 }
 
 /// The public view of an incident: what customers may read. Internal fields (root cause,
@@ -112,6 +115,7 @@ impl Event {
             component_ids: incident.affected_components.iter().map(|c| c.component_id).collect(),
             data,
             public_data: public,
+            traceparent: None,
         }
     }
 
@@ -183,6 +187,7 @@ impl Event {
             component_ids: vec![component.id],
             public_data: Some(data.clone()),
             data,
+            traceparent: None,
         }
     }
 
@@ -198,6 +203,7 @@ impl Event {
             component_ids: Vec::new(),
             data: json!({"subscription_id": subscription_id, "reason": reason}),
             public_data: None,
+            traceparent: None,
         }
     }
 

@@ -106,12 +106,17 @@ impl Sender {
                 // Receivers compare the timestamp with their own clock: it is wall time.
                 let timestamp = Utc::now().timestamp();
                 let signature = sign::signature(&secrets.active(now), &id, timestamp, &body);
-                let headers = [
+                let mut headers = vec![
                     ("content-type", "application/cloudevents+json".to_string()),
                     ("webhook-id", id),
                     ("webhook-timestamp", timestamp.to_string()),
                     ("webhook-signature", signature),
                 ];
+                // The attempt's span (in the trace of the request behind the event): the
+                // receiver's own spans join the same trace.
+                if let Some(traceparent) = crate::telemetry::current_traceparent() {
+                    headers.push(("traceparent", traceparent));
+                }
                 self.post(&subscription.target, &headers, body).await
             }
             Channel::Slack | Channel::Teams => {
@@ -270,5 +275,6 @@ pub fn test_event(subscription: &Subscription, now: DateTime<Utc>) -> Event {
         component_ids: Vec::new(),
         public_data: Some(data.clone()),
         data,
+        traceparent: crate::telemetry::current_traceparent(),
     }
 }

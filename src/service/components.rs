@@ -94,7 +94,12 @@ impl Service {
             let details = json!({"fields": fields});
             tx.insert_audit_event(&AuditEvent::new(caller, "component.update", "component", id, details, now)).await?;
             if component.effective_status != before.effective_status {
-                tx.insert_events(&[Event::component_status_changed(&component, before.effective_status, now)]).await?;
+                tx.insert_events(&Self::traced(vec![Event::component_status_changed(
+                    &component,
+                    before.effective_status,
+                    now,
+                )]))
+                .await?;
                 self.commit_with_events(tx).await?;
             } else {
                 tx.commit().await?;

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{Created, Service};
@@ -558,7 +559,15 @@ impl Service {
             d.leased.lock().expect("lease lock").remove(&c.delivery.id);
             return;
         };
-        let sent = d.sender.send(&c.event, &c.subscription, &c.secrets, d.now()).await;
+        let span = crate::telemetry::delivery_span(
+            c.event.traceparent.as_deref(),
+            c.delivery.id,
+            c.subscription.channel.as_str(),
+            c.delivery.attempts + 1,
+        );
+        let sent = d.sender.send(&c.event, &c.subscription, &c.secrets, d.now()).instrument(span.clone()).await;
+        span.record("http.response.status_code", sent.status_code);
+        drop(span);
         self.metrics.observe_attempt(c.subscription.channel.as_str(), sent.latency);
         // The slots are free once the exchange is over; the lease stays with this worker (and
         // its heartbeat) until the recorder has written the outcome.
@@ -731,7 +740,7 @@ impl Service {
         if events.is_empty() {
             tx.commit().await?;
         } else {
-            tx.insert_events(&events).await?;
+            tx.insert_events(&Self::traced(events)).await?;
             self.commit_with_events(tx).await?;
         }
         for (f, r) in batch.iter().zip(&results) {

@@ -174,6 +174,17 @@ impl Service {
         self.store.latest_event_seq().await
     }
 
+    /// Stamps events with the trace context of the request that causes them, so that the
+    /// deliveries they fan out to continue its trace.
+    pub(crate) fn traced(mut events: Vec<Event>) -> Vec<Event> {
+        if let Some(traceparent) = crate::telemetry::current_traceparent() {
+            for e in &mut events {
+                e.traceparent = Some(traceparent.clone());
+            }
+        }
+        events
+    }
+
     /// Commits a transaction that wrote events and wakes the sequencer.
     pub(crate) async fn commit_with_events(&self, tx: Box<dyn Transaction>) -> Result<()> {
         tx.commit().await?;

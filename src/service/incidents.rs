@@ -66,7 +66,7 @@ impl Service {
         tx.insert_timeline_entry(&TimelineEntry::created(&incident, &caller.name, now)).await?;
         let mut events = vec![Event::incident_created(&incident, now)];
         events.extend(watch.finish(tx.as_mut(), now).await?);
-        tx.insert_events(&events).await?;
+        tx.insert_events(&Self::traced(events)).await?;
         let details =
             json!({"reference": incident.reference, "severity": incident.severity, "status": incident.status});
         tx.insert_audit_event(&AuditEvent::new(caller, "incident.create", "incident", incident.id, details, now))
@@ -150,7 +150,7 @@ impl Service {
         events.extend(watch.finish(tx.as_mut(), now).await?);
         tx.insert_timeline_entry(&TimelineEntry::field_change(&incident, changes, &caller.name, now)).await?;
         tx.insert_audit_event(&audit).await?;
-        tx.insert_events(&events).await?;
+        tx.insert_events(&Self::traced(events)).await?;
         self.commit_with_events(tx).await?;
         Ok(incident)
     }
@@ -169,7 +169,7 @@ impl Service {
         let details = json!({"reference": incident.reference, "title": incident.title});
         tx.insert_audit_event(&AuditEvent::new(caller, "incident.delete", "incident", incident.id, details, now))
             .await?;
-        tx.insert_events(&events).await?;
+        tx.insert_events(&Self::traced(events)).await?;
         self.commit_with_events(tx).await?;
         tracing::info!(incident = %incident.reference, "incident deleted");
         Ok(())
@@ -198,7 +198,7 @@ impl Service {
         let details = json!({"from": t.from, "to": t.to, "reopened": t.reopened});
         tx.insert_audit_event(&AuditEvent::new(caller, "incident.transition", "incident", incident.id, details, now))
             .await?;
-        tx.insert_events(&events).await?;
+        tx.insert_events(&Self::traced(events)).await?;
         self.commit_with_events(tx).await?;
         self.metrics.observe_milestones(before, &incident);
         tracing::info!(incident = %incident.reference, from = %t.from, to = %t.to, "incident status changed");
@@ -221,7 +221,7 @@ impl Service {
             let details = json!({"by": by});
             let audit = AuditEvent::new(caller, "incident.acknowledge", "incident", incident.id, details, now);
             tx.insert_audit_event(&audit).await?;
-            tx.insert_events(&[Event::incident_acknowledged(&incident, now)]).await?;
+            tx.insert_events(&Self::traced(vec![Event::incident_acknowledged(&incident, now)])).await?;
             self.commit_with_events(tx).await?;
             self.metrics.observe_milestones(before, &incident);
         }
@@ -259,7 +259,7 @@ impl Service {
         }
         let mut events = vec![Event::update_posted(&incident, &entry, transition.map(|t| t.from), now)];
         events.extend(watch.finish(tx.as_mut(), now).await?);
-        tx.insert_events(&events).await?;
+        tx.insert_events(&Self::traced(events)).await?;
         tx.insert_timeline_entry(&entry).await?;
         let details = json!({"update_id": entry.id, "visibility": entry.visibility, "status_to": entry.status_to});
         tx.insert_audit_event(&AuditEvent::new(

@@ -193,7 +193,7 @@ impl Store for PgStore {
         let waiting = super::Waiting::enter(&self.waiting);
         let tx = self.pool.begin().await.map_err(db_err)?;
         drop(waiting);
-        Ok(Box::new(PgTx { tx, deferred: Vec::new() }))
+        Ok(Box::new(PgTx { tx, deferred: Vec::new(), _span: crate::telemetry::transaction_span("postgresql") }))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -545,6 +545,8 @@ struct PgTx {
     /// Timeline entries, events and audit records not yet written: they go in one statement
     /// before the next one of this transaction (or the commit), saving a round trip each.
     deferred: Vec<Deferred>,
+    /// Open from `begin` until commit or rollback (drop).
+    _span: tracing::Span,
 }
 
 enum Deferred {

@@ -786,7 +786,7 @@ fn column_names(list: &str) -> Vec<&str> {
 }
 
 /// Every event column, in the order of [`EventRow`] and of the insert's parameters.
-pub const EVENT_COLUMNS: &str = "id, seq, type, subject, time, severity, component_ids, data, public_data";
+pub const EVENT_COLUMNS: &str = "id, seq, type, subject, time, severity, component_ids, data, public_data, traceparent";
 
 pub fn insert_event_sql(sigil: char) -> String {
     insert_sql(sigil, "events", &column_names(EVENT_COLUMNS))
@@ -816,6 +816,7 @@ where
         .bind(Json(&e.component_ids))
         .bind(Json(&e.data))
         .bind(e.public_data.as_ref().map(Json))
+        .bind(e.traceparent.as_deref())
 }
 
 #[derive(sqlx::FromRow)]
@@ -830,6 +831,7 @@ pub struct EventRow {
     component_ids: Json<Vec<Uuid>>,
     data: Json<serde_json::Value>,
     public_data: Option<Json<serde_json::Value>>,
+    traceparent: Option<String>,
 }
 
 impl TryFrom<EventRow> for Event {
@@ -845,6 +847,7 @@ impl TryFrom<EventRow> for Event {
             component_ids: r.component_ids.0,
             data: r.data.0,
             public_data: r.public_data.map(|d| d.0),
+            traceparent: r.traceparent,
         })
     }
 }

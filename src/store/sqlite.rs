@@ -253,7 +253,7 @@ impl Store for SqliteStore {
         let waiting = super::Waiting::enter(&self.waiting);
         let tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
         drop(waiting);
-        Ok(Box::new(SqliteTx { tx }))
+        Ok(Box::new(SqliteTx { tx, _span: crate::telemetry::transaction_span("sqlite") }))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -602,6 +602,8 @@ async fn select_component<'e, E: sqlx::SqliteExecutor<'e>>(
 /// reads are already serialized with every other writer: no row locks are needed.
 struct SqliteTx {
     tx: sqlx::Transaction<'static, Sqlite>,
+    /// Open from `begin` until commit or rollback (drop).
+    _span: tracing::Span,
 }
 
 #[async_trait]

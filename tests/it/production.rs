@@ -537,3 +537,198 @@ async fn three_replicas_and_a_rolling_restart_fail_nothing_and_deliver_everythin
     }
     drop_database(&url);
 }
+
+/// An OTLP/HTTP trace collector on a loopback port: keeps every exported span with its
+/// resource's service name.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<std::sync::Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>>,
+}
+
+impl Collector {
+    async fn start(&self) -> String {
+        use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+        use prost::Message;
+        let spans = self.spans.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let spans = spans.clone();
+                async move {
+                    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export");
+                    for resource in request.resource_spans {
+                        let service = resource
+                            .resource
+                            .iter()
+                            .flat_map(|r| &r.attributes)
+                            .find(|a| a.key == "service.name")
+                            .and_then(|a| a.value.as_ref())
+                            .map(|v| format!("{:?}", v.value))
+                            .unwrap_or_default();
+                        for scope in resource.scope_spans {
+                            for span in scope.spans {
+                                spans.lock().unwrap().push((service.clone(), span));
+                            }
+                        }
+                    }
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        ExportTraceServiceResponse::default().encode_to_vec(),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// OpenTelemetry: with OTEL_EXPORTER_OTLP_ENDPOINT set, the binary exports the spans of a REST
+/// request (continuing the caller's `traceparent`), of its database transaction, of the
+/// webhook delivery it causes (whose request carries a `traceparent` in the same trace) and of
+/// a gRPC call; none of the exporter's own HTTP internals; the tracer is flushed at SIGTERM;
+/// JSON log lines carry the trace id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn traces_run_from_the_caller_through_incidentd_to_the_receiver() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let url = fresh_database_url();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .env_remove("DATABASE_URL")
+        .env("INCIDENTD_DATABASE_URL", &url)
+        .env("INCIDENTD_ADMIN_TOKEN", TOKEN)
+        .env("INCIDENTD_HTTP_ADDR", "127.0.0.1:0")
+        .env("INCIDENTD_GRPC_ADDR", "127.0.0.1:0")
+        .env("INCIDENTD_LOG_FORMAT", "json")
+        .env("INCIDENTD_LOG", "info")
+        .env("INCIDENTD_WEBHOOK_ALLOWLIST", "127.0.0.0/8")
+        .env("INCIDENTD_DRAIN_DELAY_SECS", "0")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_SERVICE_NAME", "incidentd-under-test")
+        .env_remove("OTEL_SDK_DISABLED")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (http, grpc) = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if json["message"] == "incidentd listening" {
+                return (
+                    json["http_addr"].as_str().unwrap().to_string(),
+                    json["grpc_addr"].as_str().unwrap().to_string(),
+                );
+            }
+        }
+        panic!("exited before listening");
+    })
+    .await
+    .expect("starts");
+    let logs = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log_sink = logs.clone();
+    let log_task = tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            log_sink.lock().unwrap().push(line);
+        }
+    });
+    let base = format!("http://{http}");
+    let client = crate::helpers::http_client();
+    let receiver = Receiver::start().await;
+    let res = client
+        .post(format!("{base}/v1/subscriptions"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"channel": "webhook", "target": receiver.url, "event_types": ["incident.created"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    // The caller's trace.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let res = client
+        .post(format!("{base}/v1/incidents"))
+        .bearer_auth(TOKEN)
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&json!({"title": "Traced", "severity": "sev2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let webhook = receiver.wait_for(1).await.remove(0);
+    let traceparent = webhook.header("traceparent").to_string();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[1], trace_id, "the webhook continues the caller's trace");
+    assert_ne!(parts[2], caller_span, "the webhook's parent is incidentd's delivery span");
+
+    // A gRPC call in a trace of its own.
+    let grpc_trace = "0af7651916cd43dd8448eb211c80319c";
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+    let mut incidents = proto::incident_service_client::IncidentServiceClient::new(channel);
+    let mut request = tonic::Request::new(proto::GetIncidentRequest { id: "INC-1".into() });
+    request.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    request.metadata_mut().insert("traceparent", format!("00-{grpc_trace}-b7ad6b7169203331-01").parse().unwrap());
+    incidents.get_incident(request).await.unwrap();
+
+    // SIGTERM flushes what is buffered.
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits").unwrap();
+    assert!(status.success());
+    log_task.await.unwrap();
+
+    let spans = collector.spans.lock().unwrap().clone();
+    assert!(!spans.is_empty(), "no span was exported");
+    assert!(spans.iter().all(|(service, _)| service.contains("incidentd-under-test")), "service.name");
+    let in_trace: Vec<&opentelemetry_proto::tonic::trace::v1::Span> =
+        spans.iter().map(|(_, s)| s).filter(|s| hex(&s.trace_id) == trace_id).collect();
+    let names: Vec<&str> = in_trace.iter().map(|s| s.name.as_str()).collect();
+    let request_span = in_trace
+        .iter()
+        .find(|s| s.name == "POST /v1/incidents")
+        .unwrap_or_else(|| panic!("no request span in the caller's trace: {names:?}"));
+    assert_eq!(hex(&request_span.parent_span_id), caller_span, "the request span's parent is the caller's span");
+    assert!(
+        in_trace.iter().any(|s| s.name == "db.transaction" && s.parent_span_id == request_span.span_id),
+        "no transaction span under the request: {names:?}"
+    );
+    let delivery = in_trace
+        .iter()
+        .find(|s| s.name == "deliver webhook")
+        .unwrap_or_else(|| panic!("no delivery span in the caller's trace: {names:?}"));
+    assert_eq!(hex(&delivery.span_id), parts[2], "the webhook's traceparent names the delivery span");
+    assert!(
+        spans.iter().any(|(_, s)| hex(&s.trace_id) == grpc_trace
+            && s.name == "incidentd.v1.IncidentService/GetIncident"
+            && hex(&s.parent_span_id) == "b7ad6b7169203331"),
+        "no gRPC span in the gRPC caller's trace"
+    );
+    // Only incidentd's own spans: nothing from the HTTP/2 and HTTP client internals.
+    for (_, s) in &spans {
+        let ours = s.name == "db.transaction"
+            || s.name.starts_with("deliver ")
+            || s.name.starts_with("incidentd.v1.")
+            || s.name.starts_with("grpc.")
+            || ["GET ", "POST ", "PATCH ", "DELETE "].iter().any(|m| s.name.starts_with(m));
+        assert!(ours, "an internal span was exported: {}", s.name);
+    }
+    // JSON log lines carry the trace id of the request they belong to.
+    let logs = logs.lock().unwrap().clone();
+    assert!(
+        logs.iter().any(|l| l.contains("incident declared") && l.contains(trace_id)),
+        "no log line of the request carries its trace id: {:?}",
+        logs.iter().filter(|l| l.contains("incident declared")).collect::<Vec<_>>()
+    );
+    assert!(logs.iter().all(|l| !l.contains(TOKEN)), "the admin token was logged");
+    drop_database(&url);
+}

@@ -48,7 +48,7 @@ pub fn server<H: Health>(
     let reflection_v1alpha = reflection().build_v1alpha()?;
     Ok(tonic::transport::Server::builder()
         .layer(MetricsLayer(service.clone()))
-        .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
+        .trace_fn(crate::telemetry::grpc_request_span)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -183,7 +183,7 @@ pub fn router(service: Service, settings: &RestSettings) -> anyhow::Result<Route
             problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
         })
         .layer(axum::extract::DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::http_request_span::<axum::body::Body>))
         .with_state(service);
     Ok(match cors(settings)? {
         Some(cors) => router.layer(cors),
@@ -201,7 +201,7 @@ pub fn operations_router(service: Service, serve_metrics: bool) -> Router {
     router
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not_found", "no such route (this process runs no API)") })
         .layer(axum::Extension(MetricsHere(true)))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::http_request_span::<axum::body::Body>))
         .with_state(service)
 }
 
