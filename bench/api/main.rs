@@ -46,7 +46,8 @@ struct Args {
     /// Backends to measure.
     #[arg(long, value_delimiter = ',', default_value = "postgres,sqlite")]
     backends: Vec<String>,
-    /// Incidents to seed (`incidentd seed`) before measuring.
+    /// Incidents to seed before measuring. Up to 10⁴ are written by `incidentd seed` (through
+    /// the service); on Postgres a larger number is reached by copying those (see `amplify`).
     #[arg(long, default_value_t = 10_000)]
     incidents: usize,
     /// Seconds per measurement.
@@ -158,10 +159,41 @@ async fn main() -> anyhow::Result<()> {
         let empty = Service::start(&url).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle_empty = empty.memory_kib("VmRSS").unwrap_or(0);
+        if args.ops.iter().any(|o| o == "list") && args.rate > 0 {
+            // The list's latency on an empty database: the reference the large dataset's
+            // figure is compared with.
+            eprintln!("{backend}: list REST on the empty database");
+            let http = reqwest::Client::new();
+            let nothing = Arc::new(Targets {
+                id: String::new(),
+                reference: String::new(),
+                update_ids: Vec::new(),
+                open: Vec::new(),
+                component: uuid::Uuid::now_v7().to_string(),
+            });
+            let mode = Mode::Open(args.rate);
+            let duration = Duration::from_secs(args.duration);
+            let stats = rest(&args, &http, &empty.base, &nothing, "list", mode, duration).await?;
+            rows.push(Row {
+                backend: backend.clone(),
+                transport: "REST",
+                op: "list_empty".into(),
+                mode,
+                stats,
+                ratio: None,
+            });
+        }
         empty.kill().await?;
-        eprintln!("{backend}: seeding {} incidents", args.incidents);
+        let through_service =
+            if backend == "postgres" { args.incidents.min(SEEDED_THROUGH_SERVICE) } else { args.incidents };
+        eprintln!("{backend}: seeding {through_service} incidents");
         let seeded = Instant::now();
-        seed(&url, args.incidents).await?;
+        seed(&url, through_service).await?;
+        if through_service < args.incidents {
+            let factor = args.incidents.div_ceil(through_service);
+            eprintln!("{backend}: copying them {factor}-fold");
+            amplify(&url, factor).await?;
+        }
         eprintln!("{backend}: seeded in {:.0} s", seeded.elapsed().as_secs_f64());
         let service = Service::start(&url).await?;
         // Let the service number the seed's events, then read its idle size.
@@ -199,6 +231,81 @@ async fn seed(url: &str, incidents: usize) -> anyhow::Result<()> {
         sqlx::query("ANALYZE").execute(&pool).await?;
         pool.close().await;
     }
+    Ok(())
+}
+
+/// On Postgres, incidents beyond this many are copies of those written through the service.
+const SEEDED_THROUGH_SERVICE: usize = 10_000;
+
+/// Grows a seeded Postgres database `factor`-fold: each incident is copied `factor - 1` times
+/// with a new id and reference, created an hour further back per copy, together with its
+/// affected components (with their open flags). The copies keep the seed's distributions
+/// (severities, statuses, components, labels); only the incidents and their components are
+/// copied, which is what listing reads. 10⁶ incidents take minutes this way instead of the
+/// better part of an hour through the service.
+async fn amplify(url: &str, factor: usize) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(url).await?;
+    let columns = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_name = $1 AND is_generated = 'NEVER' ORDER BY ordinal_position",
+            )
+            .bind(table)
+            .fetch_all(&pool)
+            .await?;
+            anyhow::Ok(names)
+        }
+    };
+    let copy_of = |column: &str| format!("md5({column}::text || k::text)::uuid");
+    let incident_columns = columns("incidents").await?;
+    let incident_values: Vec<String> = incident_columns
+        .iter()
+        .map(|c| match c.as_str() {
+            "id" => copy_of("id"),
+            "reference_number" => "reference_number + k * m.top".to_string(),
+            "created_at" => "created_at - k * interval '1 hour'".to_string(),
+            other => other.to_string(),
+        })
+        .collect();
+    let component_columns = columns("incident_components").await?;
+    let component_values: Vec<String> =
+        component_columns.iter().map(|c| if c == "incident_id" { copy_of("incident_id") } else { c.clone() }).collect();
+    let top: i64 = sqlx::query_scalar("SELECT max(reference_number) FROM incidents").fetch_one(&pool).await?;
+    for k in 1..factor as i64 {
+        let mut tx = pool.begin().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO incidents ({}) SELECT {} FROM incidents, (SELECT $1::bigint AS top) m, (SELECT $2::bigint AS k) n \
+             WHERE reference_number <= m.top",
+            incident_columns.join(", "),
+            incident_values.join(", ")
+        )))
+        .bind(top)
+        .bind(k)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO incident_components ({}) SELECT {} FROM incident_components ic, (SELECT $1::bigint AS k) n \
+             WHERE EXISTS (SELECT 1 FROM incidents i WHERE i.id = ic.incident_id AND i.reference_number <= $2)",
+            component_columns.join(", "),
+            component_values.join(", ")
+        )))
+        .bind(k)
+        .bind(top)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if k % 10 == 0 {
+            eprintln!("  {k} of {} copies", factor - 1);
+        }
+    }
+    sqlx::query("SELECT setval('incident_reference_seq', (SELECT max(reference_number) FROM incidents))")
+        .execute(&pool)
+        .await?;
+    sqlx::query("VACUUM ANALYZE incidents").execute(&pool).await?;
+    sqlx::query("VACUUM ANALYZE incident_components").execute(&pool).await?;
+    pool.close().await;
     Ok(())
 }
 
