@@ -177,6 +177,7 @@ impl Application {
         tokio::spawn(watch_readiness(self.service.clone(), health.clone(), background.clone()));
         let mut workers = self.service.start_background(background.clone(), self.worker).await?;
         tokio::spawn(hourly_upkeep(self.service.clone(), background.clone()));
+        tokio::spawn(release_memory_now_and_then(background.clone()));
 
         // Closing the listeners waits for the drain delay; `shutdown` only starts the drain.
         let closing = CancellationToken::new();
@@ -290,6 +291,18 @@ async fn hourly_upkeep(service: Service, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
+    }
+}
+
+/// Every 30 s: gives memory freed since to the system (see `crate::alloc`), so the process
+/// shrinks back after a load spike.
+async fn release_memory_now_and_then(stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        crate::alloc::release_free_memory();
     }
 }
 

@@ -3,6 +3,7 @@
 //! Data flows one way: transport (`api::rest`, `api::grpc`) → [`service`] → [`domain`]
 //! rules and [`store`].
 
+pub mod alloc;
 pub mod api;
 pub mod app;
 pub mod config;

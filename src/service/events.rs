@@ -17,6 +17,8 @@ const SEQUENCE_BATCH: u32 = 1000;
 /// How long to wait before trying again when another process is sequencing, and how often.
 const SEQUENCER_RETRY: Duration = Duration::from_millis(5);
 const SEQUENCER_WAIT_ROUNDS: u32 = 200;
+/// After sequencing at least this many events in one go, freed memory is given back.
+const TRIM_AFTER_EVENTS: usize = 5_000;
 /// How often the sequencer looks without being woken (another replica's events when
 /// notifications were lost, or no notifications at all).
 const SEQUENCER_POLL: Duration = Duration::from_secs(1);
@@ -88,8 +90,11 @@ impl Service {
     /// crashed process committed but did not sequence), until `stop`.
     pub async fn run_sequencer(&self, stop: CancellationToken) {
         loop {
-            if let Err(e) = self.sequence_all().await {
-                tracing::warn!(error = %e, "sequencing events failed");
+            match self.sequence_all().await {
+                // A backlog (a start after downtime, a burst): its batches are freed now.
+                Ok(n) if n >= TRIM_AFTER_EVENTS => crate::alloc::release_free_memory(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sequencing events failed"),
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
