@@ -18,7 +18,7 @@ const SEQUENCE_BATCH: u32 = 1000;
 const SEQUENCER_RETRY: Duration = Duration::from_millis(5);
 const SEQUENCER_WAIT_ROUNDS: u32 = 200;
 /// After sequencing at least this many events in one go, freed memory is given back.
-const TRIM_AFTER_EVENTS: usize = 5_000;
+const TRIM_AFTER_EVENTS: usize = SEQUENCE_BATCH as usize;
 /// How often the sequencer looks without being woken (another replica's events when
 /// notifications were lost, or no notifications at all).
 const SEQUENCER_POLL: Duration = Duration::from_secs(1);
