@@ -54,11 +54,28 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings every connection on acquire by default: a round trip per request on
+            // top of the query (and the ping it makes on release). A connection used within
+            // the last half second is known good; one idle for longer (it may have been cut
+            // by a failover or a restart) is still checked first. A connection that fails
+            // anyway is discarded when it is released.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > TRUST_RECENTLY_USED {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         Ok(Self { pool, waiting: Default::default() })
     }
 }
+
+/// How recently a pooled connection must have been used to be handed out without a ping.
+const TRUST_RECENTLY_USED: Duration = Duration::from_millis(500);
 
 /// Maps a driver error: connection trouble is `Unavailable`, everything else `Internal`.
 fn db_err(e: sqlx::Error) -> Error {
