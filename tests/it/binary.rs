@@ -99,9 +99,7 @@ async fn migrate_then_serve_with_json_logs_and_stop_on_sigterm() {
         .unwrap();
     assert_eq!(created.status(), 201);
 
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(kill.success());
+    crate::helpers::sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("stops in time").unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
     let mut rest = Vec::new();
@@ -166,8 +164,7 @@ async fn start_bare(dir: &std::path::Path) -> Server {
 }
 
 async fn stop(server: &mut Server) {
-    let pid = server.child.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    crate::helpers::sigterm(&server.child);
     let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait()).await.unwrap().unwrap();
     assert!(status.success());
 }

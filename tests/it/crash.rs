@@ -2,51 +2,27 @@
 //! restart every committed event reaches every matching subscription at least once.
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::helpers::{drop_database, fresh_database_url};
+use crate::helpers::{drop_database, fresh_database_url, serve_binary};
 use crate::receivers::{Receiver, Reply};
 
 const TOKEN: &str = "crash-test-admin-token";
 
+/// The binary with short leases (a killed process's deliveries are taken over quickly) and
+/// a small per-subscription concurrency (so the slow receiver keeps a backlog).
 async fn start(url: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .env_remove("DATABASE_URL")
-        .env("INCIDENTD_DATABASE_URL", url)
-        .env("INCIDENTD_ADMIN_TOKEN", TOKEN)
-        .env("INCIDENTD_HTTP_ADDR", "127.0.0.1:0")
-        .env("INCIDENTD_GRPC_ADDR", "127.0.0.1:0")
-        .env("INCIDENTD_LOG_FORMAT", "json")
-        .env("INCIDENTD_LOG", "info")
-        .env("INCIDENTD_RATE_LIMIT_PER_SECOND", "0")
-        .env("INCIDENTD_WEBHOOK_ALLOWLIST", "127.0.0.0/8")
-        .env("INCIDENTD_DELIVERY_LEASE_SECS", "3")
-        .env("INCIDENTD_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION", "4")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if json["message"] == "incidentd listening" {
-                return json["http_addr"].as_str().unwrap().to_string();
-            }
-        }
-        panic!("exited before listening");
-    })
-    .await
-    .expect("starts");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{addr}"))
+    let served = serve_binary(
+        url,
+        TOKEN,
+        &[("INCIDENTD_DELIVERY_LEASE_SECS", "3"), ("INCIDENTD_DELIVERY_CONCURRENCY_PER_SUBSCRIPTION", "4")],
+    )
+    .await;
+    (served.child, served.base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -507,3 +507,75 @@ pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
         .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
         .unwrap_or_default()
 }
+
+/// The `incidentd` binary serving a database, started by [`serve_binary`].
+pub struct Served {
+    pub child: tokio::process::Child,
+    /// The REST base URL (`http://127.0.0.1:port`).
+    pub base: String,
+    /// The gRPC address (`127.0.0.1:port`).
+    pub grpc: String,
+    /// Every line it wrote on stderr (JSON logs).
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Finishes when stderr closes (the process exited): `logs` is then complete.
+    pub logs_done: tokio::task::JoinHandle<()>,
+}
+
+/// Starts `incidentd serve` on `url` on loopback ports, with `token` as the admin token, JSON
+/// logs at info, rate limiting off and loopback receivers allowed, then `env` on top; returns
+/// once it listens.
+pub async fn serve_binary(url: &str, token: &str, env: &[(&str, &str)]) -> Served {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_incidentd"));
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("OTEL_SDK_DISABLED")
+        .env("INCIDENTD_DATABASE_URL", url)
+        .env("INCIDENTD_ADMIN_TOKEN", token)
+        .env("INCIDENTD_HTTP_ADDR", "127.0.0.1:0")
+        .env("INCIDENTD_GRPC_ADDR", "127.0.0.1:0")
+        .env("INCIDENTD_LOG_FORMAT", "json")
+        .env("INCIDENTD_LOG", "info")
+        .env("INCIDENTD_RATE_LIMIT_PER_SECOND", "0")
+        .env("INCIDENTD_WEBHOOK_ALLOWLIST", "127.0.0.0/8");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("incidentd starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (http, grpc) = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let json: Value = serde_json::from_str(&line).unwrap_or_default();
+            logs.lock().unwrap().push(line);
+            if json["message"] == "incidentd listening" {
+                return (
+                    json["http_addr"].as_str().unwrap().to_string(),
+                    json["grpc_addr"].as_str().unwrap().to_string(),
+                );
+            }
+        }
+        panic!("exited before listening: {:?}", logs.lock().unwrap());
+    })
+    .await
+    .expect("listens within 30 s");
+    let sink = logs.clone();
+    let logs_done = tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    Served { child, base: format!("http://{http}"), grpc, logs, logs_done }
+}
+
+/// Sends SIGTERM to a child process (as Kubernetes does to stop a pod).
+pub fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("the process is running").to_string();
+    let kill = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+    assert!(kill.success(), "kill -TERM {pid} failed");
+}

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use incidentd::config::Role;
 use incidentd::proto;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
-use crate::helpers::{Db, TestApp, drop_database, fresh_database_url, path_to};
+use crate::helpers::{Db, TestApp, drop_database, fresh_database_url, path_to, serve_binary, sigterm};
 use crate::receivers::{Receiver, Reply};
 
 /// The value of the sample named exactly `series` (name and labels as exposed), if present.
@@ -224,44 +224,40 @@ async fn replicas_starting_together_migrate_safely() {
 
 const TOKEN: &str = "graceful-test-admin-token";
 
-/// Starts the binary; returns it with its REST base URL and its gRPC address.
+/// Starts the binary with this drain delay; returns it with its REST base URL and gRPC address.
 async fn start_binary(url: &str, drain_secs: u64) -> (Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .env_remove("DATABASE_URL")
-        .env("INCIDENTD_DATABASE_URL", url)
-        .env("INCIDENTD_ADMIN_TOKEN", TOKEN)
-        .env("INCIDENTD_HTTP_ADDR", "127.0.0.1:0")
-        .env("INCIDENTD_GRPC_ADDR", "127.0.0.1:0")
-        .env("INCIDENTD_LOG_FORMAT", "json")
-        .env("INCIDENTD_LOG", "info")
-        .env("INCIDENTD_RATE_LIMIT_PER_SECOND", "0")
-        .env("INCIDENTD_WEBHOOK_ALLOWLIST", "127.0.0.0/8")
-        .env("INCIDENTD_DRAIN_DELAY_SECS", drain_secs.to_string())
-        .env("INCIDENTD_SHUTDOWN_TIMEOUT_SECS", "20")
-        // A long lease: a delivery left behind by the stop would wait a minute to be sent.
-        .env("INCIDENTD_DELIVERY_LEASE_SECS", "60")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if json["message"] == "incidentd listening" {
-                return (
-                    json["http_addr"].as_str().unwrap().to_string(),
-                    json["grpc_addr"].as_str().unwrap().to_string(),
-                );
-            }
+    let drain = drain_secs.to_string();
+    let served = serve_binary(
+        url,
+        TOKEN,
+        &[
+            ("INCIDENTD_DRAIN_DELAY_SECS", &drain),
+            ("INCIDENTD_SHUTDOWN_TIMEOUT_SECS", "20"),
+            // A long lease: a delivery left behind by the stop would wait a minute to be sent.
+            ("INCIDENTD_DELIVERY_LEASE_SECS", "60"),
+        ],
+    )
+    .await;
+    (served.child, served.base, served.grpc)
+}
+
+/// Waits until every incident in `created` reached the receiver (its `incident.created`
+/// webhook), for at most `timeout`.
+async fn wait_until_delivered(receiver: &Receiver, created: &HashSet<String>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let subjects: HashSet<String> = receiver
+            .received()
+            .iter()
+            .map(|m| m.json()["data"]["incident"]["id"].as_str().unwrap().to_string())
+            .collect();
+        let missing = created.iter().filter(|id| !subjects.contains(*id)).count();
+        if missing == 0 {
+            return;
         }
-        panic!("exited before listening");
-    })
-    .await
-    .expect("starts");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{}", addr.0), addr.1)
+        assert!(Instant::now() < deadline, "{missing} of {} incidents never reached the receiver", created.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// SIGTERM while clients create incidents and deliveries are in flight to a slow receiver:
@@ -336,10 +332,9 @@ async fn sigterm_under_load_fails_no_request_and_strands_no_delivery() {
     }
     receiver.wait_for(10).await;
 
-    let pid = child.id().unwrap().to_string();
     let signalled = Instant::now();
     terminated.store(true, Ordering::SeqCst);
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    sigterm(&child);
     loop {
         let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
         if ready.status() == 503 {
@@ -375,19 +370,7 @@ async fn sigterm_under_load_fails_no_request_and_strands_no_delivery() {
     let (mut child, base, _) = start_binary(&url, 0).await;
     let created = created.lock().unwrap().clone();
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let subjects: HashSet<String> = receiver
-            .received()
-            .iter()
-            .map(|m| m.json()["data"]["incident"]["id"].as_str().unwrap().to_string())
-            .collect();
-        let missing = created.iter().filter(|id| !subjects.contains(*id)).count();
-        if missing == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{missing} of {} incidents never reached the receiver", created.len());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_delivered(&receiver, &created, Duration::from_secs(20)).await;
     // Their outcomes are recorded a moment after the receiver answered.
     let db = Db::open(&url).await;
     while db.scalar("SELECT count(*) FROM deliveries WHERE status <> 'delivered'").await > 0 {
@@ -492,8 +475,7 @@ async fn three_replicas_and_a_rolling_restart_fail_nothing_and_deliver_everythin
     // Rolling restart of the second replica: SIGTERM; the balancer takes it out when its
     // readiness fails; a new process takes its slot.
     let (old_base, _) = balancer.replicas.read().unwrap()[1].clone();
-    let pid = children[1].id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    sigterm(&children[1]);
     let signalled = Instant::now();
     loop {
         if client.get(format!("{old_base}/readyz")).send().await.unwrap().status() == 503 {
@@ -522,20 +504,7 @@ async fn three_replicas_and_a_rolling_restart_fail_nothing_and_deliver_everythin
     assert!(failures.is_empty(), "{} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
 
     let created = created.lock().unwrap().clone();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let subjects: HashSet<String> = receiver
-            .received()
-            .iter()
-            .map(|m| m.json()["data"]["incident"]["id"].as_str().unwrap().to_string())
-            .collect();
-        let missing = created.iter().filter(|id| !subjects.contains(*id)).count();
-        if missing == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{missing} of {} incidents never reached the receiver", created.len());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_delivered(&receiver, &created, Duration::from_secs(30)).await;
     let received = receiver.received();
     let ids: HashSet<&str> = received.iter().map(|m| m.header("webhook-id")).collect();
     assert_eq!(ids.len(), received.len(), "a delivery was sent more than once");
@@ -616,48 +585,18 @@ async fn traces_run_from_the_caller_through_incidentd_to_the_receiver() {
     let collector = Collector::default();
     let endpoint = collector.start().await;
     let url = fresh_database_url();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .env_remove("DATABASE_URL")
-        .env("INCIDENTD_DATABASE_URL", &url)
-        .env("INCIDENTD_ADMIN_TOKEN", TOKEN)
-        .env("INCIDENTD_HTTP_ADDR", "127.0.0.1:0")
-        .env("INCIDENTD_GRPC_ADDR", "127.0.0.1:0")
-        .env("INCIDENTD_LOG_FORMAT", "json")
-        .env("INCIDENTD_LOG", "info")
-        .env("INCIDENTD_WEBHOOK_ALLOWLIST", "127.0.0.0/8")
-        .env("INCIDENTD_DRAIN_DELAY_SECS", "0")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        .env("OTEL_SERVICE_NAME", "incidentd-under-test")
-        .env_remove("OTEL_SDK_DISABLED")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (http, grpc) = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if json["message"] == "incidentd listening" {
-                return (
-                    json["http_addr"].as_str().unwrap().to_string(),
-                    json["grpc_addr"].as_str().unwrap().to_string(),
-                );
-            }
-        }
-        panic!("exited before listening");
-    })
-    .await
-    .expect("starts");
-    let logs = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let log_sink = logs.clone();
-    let log_task = tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            log_sink.lock().unwrap().push(line);
-        }
-    });
-    let base = format!("http://{http}");
+    let served = serve_binary(
+        &url,
+        TOKEN,
+        &[
+            ("INCIDENTD_DRAIN_DELAY_SECS", "0"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_SERVICE_NAME", "incidentd-under-test"),
+        ],
+    )
+    .await;
+    let (mut child, base, grpc) = (served.child, served.base, served.grpc);
     let client = crate::helpers::http_client();
     let receiver = Receiver::start().await;
     let res = client
@@ -698,11 +637,10 @@ async fn traces_run_from_the_caller_through_incidentd_to_the_receiver() {
     incidents.get_incident(request).await.unwrap();
 
     // SIGTERM flushes what is buffered.
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits").unwrap();
     assert!(status.success());
-    log_task.await.unwrap();
+    served.logs_done.await.unwrap();
 
     let spans = collector.spans.lock().unwrap().clone();
     assert!(!spans.is_empty(), "no span was exported");
@@ -740,7 +678,7 @@ async fn traces_run_from_the_caller_through_incidentd_to_the_receiver() {
         assert!(ours, "an internal span was exported: {}", s.name);
     }
     // JSON log lines carry the trace id of the request they belong to.
-    let logs = logs.lock().unwrap().clone();
+    let logs = served.logs.lock().unwrap().clone();
     assert!(
         logs.iter().any(|l| l.contains("incident declared") && l.contains(trace_id)),
         "no log line of the request carries its trace id: {:?}",
