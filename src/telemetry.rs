@@ -138,12 +138,15 @@ fn record_ids(span: &Span) {
 }
 
 /// The span of one REST request, continuing the caller's trace when it sent `traceparent`.
+/// It is named after the method until routing names the route ([`record_route`]): a path
+/// would give a span name per incident.
 pub fn http_request_span<B>(request: &axum::http::Request<B>) -> Span {
     let span = tracing::info_span!(
         "http.request",
-        otel.name = %format!("{} {}", request.method(), request.uri().path()),
+        otel.name = %request.method(),
         otel.kind = "server",
         http.request.method = %request.method(),
+        http.route = tracing::field::Empty,
         url.path = %request.uri().path(),
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
@@ -153,9 +156,19 @@ pub fn http_request_span<B>(request: &axum::http::Request<B>) -> Span {
     span
 }
 
-/// The span of one gRPC call, continuing the caller's trace when it sent `traceparent`.
-pub fn grpc_request_span<B>(request: &axum::http::Request<B>) -> Span {
-    let method = request.uri().path().trim_start_matches('/');
+/// Names a request span after its route template (`GET /v1/incidents/{id}`).
+pub fn record_route(span: &Span, method: &str, route: &str) {
+    let name = format!("{method} {route}");
+    span.record("http.route", route);
+    span.record("otel.name", name.as_str());
+    // The OpenTelemetry span already exists (its ids were read for the logs), so the layer
+    // no longer applies `otel.name`: rename it directly.
+    span.context().span().update_name(name);
+}
+
+/// The span of one gRPC call, continuing the caller's trace when it sent `traceparent`;
+/// `method` is the call's method (`incidentd.v1.IncidentService/GetIncident`, or `unknown`).
+pub fn grpc_request_span<B>(request: &axum::http::Request<B>, method: &str) -> Span {
     let span = tracing::info_span!(
         "grpc.request",
         otel.name = %method,

@@ -620,6 +620,10 @@ async fn traces_run_from_the_caller_through_incidentd_to_the_receiver() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
+    let incident: serde_json::Value = res.json().await.unwrap();
+    let incident_id = incident["id"].as_str().unwrap().to_string();
+    let read = client.get(format!("{base}/v1/incidents/{incident_id}")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(read.status(), 200);
     let webhook = receiver.wait_for(1).await.remove(0);
     let traceparent = webhook.header("traceparent").to_string();
     let parts: Vec<&str> = traceparent.split('-').collect();
@@ -668,6 +672,9 @@ async fn traces_run_from_the_caller_through_incidentd_to_the_receiver() {
             && hex(&s.parent_span_id) == "b7ad6b7169203331"),
         "no gRPC span in the gRPC caller's trace"
     );
+    // Request spans are named after the route template, never the path.
+    assert!(spans.iter().any(|(_, s)| s.name == "GET /v1/incidents/{id}"), "no span named after the route");
+    assert!(spans.iter().all(|(_, s)| !s.name.contains(&incident_id)), "a span is named after a path");
     // Only incidentd's own spans: nothing from the HTTP/2 and HTTP client internals.
     for (_, s) in &spans {
         let ours = s.name == "db.transaction"

@@ -48,7 +48,9 @@ pub fn server<H: Health>(
     let reflection_v1alpha = reflection().build_v1alpha()?;
     Ok(tonic::transport::Server::builder()
         .layer(MetricsLayer(service.clone()))
-        .trace_fn(crate::telemetry::grpc_request_span)
+        .trace_fn(|req| {
+            crate::telemetry::grpc_request_span(req, method_label(req.uri().path()).trim_start_matches('/'))
+        })
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -215,7 +215,7 @@ pub fn metrics_router(service: Service) -> Router {
 }
 
 /// Counts and times each request by its route template (not its path, which would give a
-/// series per incident).
+/// series per incident), and names its span after the route.
 async fn record_request(
     State(service): State<Service>,
     request: axum::extract::Request,
@@ -224,6 +224,9 @@ async fn record_request(
     let started = std::time::Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    if let Some(route) = &route {
+        crate::telemetry::record_route(&tracing::Span::current(), method.as_str(), route);
+    }
     let response = next.run(request).await;
     service.metrics().observe_http(
         method.as_str(),
