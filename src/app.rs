@@ -276,7 +276,8 @@ async fn watch_readiness(service: Service, health: tonic_health::server::HealthR
     }
 }
 
-/// Every hour: removes expired idempotency records and refreshes the planner's statistics.
+/// At start and then every hour: removes expired idempotency records and refreshes the
+/// planner's statistics (a database opened for the first time gets them now).
 async fn hourly_upkeep(service: Service, stop: CancellationToken) {
     loop {
         match service.purge_expired_idempotency_keys().await {

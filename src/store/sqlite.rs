@@ -98,19 +98,6 @@ impl SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// Runs `PRAGMA optimize` (SQLite's recommended upkeep: it re-analyses the tables whose
-    /// size changed a lot since their last analysis) with a bounded sample per index, so it
-    /// takes milliseconds even on a large file. Without statistics SQLite picks plans by
-    /// guesswork; the filtered incident list then walks a whole severity and sorts.
-    async fn optimize(&self, pragma: &'static str) -> Result<()> {
-        let mut conn = self.writer.acquire().await.map_err(db_err)?;
-        sqlx::query("PRAGMA analysis_limit = 1000").execute(&mut *conn).await.map_err(db_err)?;
-        sqlx::query(pragma).execute(&mut *conn).await.map_err(db_err)?;
-        Ok(())
-    }
-}
-
 /// Maps a driver error: a locked database or a lost connection is `Unavailable`, everything
 /// else `Internal`.
 fn db_err(e: sqlx::Error) -> Error {
@@ -239,14 +226,20 @@ impl Store for SqliteStore {
             tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
             attempt += 1;
         }
-        // A database opened for the first time, or grown a lot since its last analysis, gets
-        // statistics now (0x10002: every table, not only those this connection has used).
-        self.optimize("PRAGMA optimize = 0x10002").await?;
         Ok(())
     }
 
+    /// `PRAGMA optimize`, SQLite's recommended upkeep: it analyses the tables never analysed
+    /// or grown a lot since (0x10002: every table, not only those this connection has read,
+    /// which for the writer would leave out what only the readers query), sampling a bounded
+    /// number of rows per index, so it takes milliseconds even on a large file. Without
+    /// statistics SQLite plans by guesswork: the filtered incident list walked a whole
+    /// severity and sorted it.
     async fn refresh_statistics(&self) -> Result<()> {
-        self.optimize("PRAGMA optimize").await
+        let mut conn = self.writer.acquire().await.map_err(db_err)?;
+        sqlx::query("PRAGMA analysis_limit = 1000").execute(&mut *conn).await.map_err(db_err)?;
+        sqlx::query("PRAGMA optimize = 0x10002").execute(&mut *conn).await.map_err(db_err)?;
+        Ok(())
     }
 
     async fn begin(&self) -> Result<Box<dyn Transaction>> {
