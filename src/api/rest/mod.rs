@@ -273,11 +273,9 @@ async fn healthz() -> Json<Health> {
         (status = 503, description = "The database is unreachable, or the process is shutting down", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn readyz(State(service): State<Service>) -> Response {
-    if service.is_draining() {
-        return problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "shutting down");
-    }
     match service.ready().await {
         Ok(()) => Json(Health { status: "ready" }).into_response(),
+        Err(_) if service.is_draining() => problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "shutting down"),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
             problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is unreachable")
