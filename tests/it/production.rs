@@ -260,6 +260,116 @@ async fn wait_until_delivered(receiver: &Receiver, created: &HashSet<String>, ti
     }
 }
 
+/// The load balancer of the shutdown tests: replicas by slot, each routed or not.
+#[derive(Default)]
+struct Balancer {
+    replicas: std::sync::RwLock<Vec<(String, bool)>>,
+}
+
+impl Balancer {
+    /// A routed replica's base URL, round-robin from `n`.
+    fn pick(&self, n: usize) -> Option<String> {
+        let replicas = self.replicas.read().unwrap();
+        (0..replicas.len()).map(|i| &replicas[(n + i) % replicas.len()]).find(|r| r.1).map(|r| r.0.clone())
+    }
+
+    fn with(bases: &[&str]) -> Arc<Balancer> {
+        Arc::new(Balancer { replicas: std::sync::RwLock::new(bases.iter().map(|b| (b.to_string(), true)).collect()) })
+    }
+
+    fn set(&self, slot: usize, base: &str, routed: bool) {
+        self.replicas.write().unwrap()[slot] = (base.to_string(), routed);
+    }
+}
+
+/// Clients creating incidents back to back through a balancer, until stopped: what they
+/// created, and every request that failed.
+struct Load {
+    running: Arc<AtomicBool>,
+    created: Arc<std::sync::Mutex<HashSet<String>>>,
+    failures: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Set by [`Load::mark`]; creations completed after it are counted in `after_mark`.
+    marked: Arc<AtomicBool>,
+    after_mark: Arc<AtomicUsize>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(clients: usize, http: &reqwest::Client, balancer: &Arc<Balancer>) -> Load {
+        let mut load = Load {
+            running: Arc::new(AtomicBool::new(true)),
+            created: Default::default(),
+            failures: Default::default(),
+            marked: Default::default(),
+            after_mark: Default::default(),
+            clients: Vec::new(),
+        };
+        for c in 0..clients {
+            let (client, balancer) = (http.clone(), balancer.clone());
+            let (running, created, failures, marked, after_mark) = (
+                load.running.clone(),
+                load.created.clone(),
+                load.failures.clone(),
+                load.marked.clone(),
+                load.after_mark.clone(),
+            );
+            load.clients.push(tokio::spawn(async move {
+                let mut n = c;
+                while running.load(Ordering::SeqCst) {
+                    n += 1;
+                    let Some(base) = balancer.pick(n) else {
+                        // Nothing routed: wait for a replica or the end.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    };
+                    let res = client
+                        .post(format!("{base}/v1/incidents"))
+                        .bearer_auth(TOKEN)
+                        .json(&json!({"title": format!("client {c} incident {n}"), "severity": "sev2"}))
+                        .send()
+                        .await;
+                    match res {
+                        Ok(r) if r.status() == 201 => {
+                            let body: serde_json::Value = r.json().await.unwrap();
+                            created.lock().unwrap().insert(body["id"].as_str().unwrap().to_string());
+                            if marked.load(Ordering::SeqCst) {
+                                after_mark.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Ok(r) => {
+                            let failure = format!("{base}: {}: {}", r.status(), r.text().await.unwrap_or_default());
+                            failures.lock().unwrap().push(failure);
+                        }
+                        Err(e) => failures.lock().unwrap().push(format!("{base}: {e}")),
+                    }
+                }
+            }));
+        }
+        load
+    }
+
+    fn mark(&self) {
+        self.marked.store(true, Ordering::SeqCst);
+    }
+
+    fn created_count(&self) -> usize {
+        self.created.lock().unwrap().len()
+    }
+
+    /// Stops the clients and waits for them; returns what they created, after asserting that
+    /// no request failed, and how many were created after the mark.
+    async fn stop(self) -> (HashSet<String>, usize) {
+        self.running.store(false, Ordering::SeqCst);
+        for c in self.clients {
+            c.await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        assert!(failures.is_empty(), "{} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+        let created = self.created.lock().unwrap().clone();
+        (created, self.after_mark.load(Ordering::SeqCst))
+    }
+}
+
 /// SIGTERM while clients create incidents and deliveries are in flight to a slow receiver:
 /// readiness fails first while requests are still served, the process exits cleanly within
 /// the grace period, no request fails, and no delivery is left under the stopped process's
@@ -287,53 +397,13 @@ async fn sigterm_under_load_fails_no_request_and_strands_no_delivery() {
     assert_eq!(res.status(), 201);
 
     // The load balancer: stops routing new requests here once readiness fails.
-    let routed = Arc::new(AtomicBool::new(true));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let created = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
-    let during_drain = Arc::new(AtomicUsize::new(0));
-    let terminated = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for c in 0..8 {
-        let (client, base, routed, failures, created, during_drain, terminated) = (
-            client.clone(),
-            base.clone(),
-            routed.clone(),
-            failures.clone(),
-            created.clone(),
-            during_drain.clone(),
-            terminated.clone(),
-        );
-        clients.push(tokio::spawn(async move {
-            let mut n = 0;
-            while routed.load(Ordering::SeqCst) {
-                n += 1;
-                let res = client
-                    .post(format!("{base}/v1/incidents"))
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"title": format!("client {c} incident {n}"), "severity": "sev2"}))
-                    .send()
-                    .await;
-                match res {
-                    Ok(r) if r.status() == 201 => {
-                        let body: serde_json::Value = r.json().await.unwrap();
-                        created.lock().unwrap().insert(body["id"].as_str().unwrap().to_string());
-                        if terminated.load(Ordering::SeqCst) {
-                            during_drain.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                    Ok(r) => {
-                        let failure = format!("{}: {}", r.status(), r.text().await.unwrap_or_default());
-                        failures.lock().unwrap().push(failure);
-                    }
-                    Err(e) => failures.lock().unwrap().push(e.to_string()),
-                }
-            }
-        }));
-    }
+    // The load balancer: stops routing new requests here once readiness fails.
+    let balancer = Balancer::with(&[&base]);
+    let load = Load::start(8, &client, &balancer);
     receiver.wait_for(10).await;
 
     let signalled = Instant::now();
-    terminated.store(true, Ordering::SeqCst);
+    load.mark();
     sigterm(&child);
     loop {
         let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
@@ -349,16 +419,12 @@ async fn sigterm_under_load_fails_no_request_and_strands_no_delivery() {
     assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
     // Traffic already routed keeps being served for a moment, as the balancer catches up.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    routed.store(false, Ordering::SeqCst);
-    for c in clients {
-        c.await.unwrap();
-    }
+    balancer.set(0, &base, false);
+    let (created, during_drain) = load.stop().await;
     let status = tokio::time::timeout(Duration::from_secs(25), child.wait()).await.expect("exits in time").unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
     assert!(signalled.elapsed() >= Duration::from_secs(2), "stopped before the drain delay was over");
-    let failures = failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "{} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    assert!(during_drain.load(Ordering::SeqCst) > 0, "no request was served during the drain");
+    assert!(during_drain > 0, "no request was served during the drain");
 
     // Nothing is left under the stopped process's lease.
     let db = Db::open(&url).await;
@@ -368,7 +434,6 @@ async fn sigterm_under_load_fails_no_request_and_strands_no_delivery() {
     // A new process sends the rest straight away (well within the 60 s lease).
     receiver.always(Reply::Status(204));
     let (mut child, base, _) = start_binary(&url, 0).await;
-    let created = created.lock().unwrap().clone();
     let deadline = Instant::now() + Duration::from_secs(20);
     wait_until_delivered(&receiver, &created, Duration::from_secs(20)).await;
     // Their outcomes are recorded a moment after the receiver answered.
@@ -384,29 +449,11 @@ async fn sigterm_under_load_fails_no_request_and_strands_no_delivery() {
         "{} incidents created; not ready {:?} after SIGTERM; {} requests served while draining",
         created.len(),
         not_ready_after,
-        during_drain.load(Ordering::SeqCst)
+        during_drain
     );
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     drop_database(&url);
-}
-
-/// The load balancer of the scale-out test: replicas by slot, each routed or not.
-#[derive(Default)]
-struct Balancer {
-    replicas: std::sync::RwLock<Vec<(String, bool)>>,
-}
-
-impl Balancer {
-    /// A routed replica's base URL, round-robin from `n`.
-    fn pick(&self, n: usize) -> Option<String> {
-        let replicas = self.replicas.read().unwrap();
-        (0..replicas.len()).map(|i| &replicas[(n + i) % replicas.len()]).find(|r| r.1).map(|r| r.0.clone())
-    }
-
-    fn set(&self, slot: usize, base: &str, routed: bool) {
-        self.replicas.write().unwrap()[slot] = (base.to_string(), routed);
-    }
 }
 
 /// Three processes on one Postgres behind a balancer that routes by readiness, clients
@@ -420,12 +467,13 @@ async fn three_replicas_and_a_rolling_restart_fail_nothing_and_deliver_everythin
     }
     let url = fresh_database_url();
     let mut children = Vec::new();
-    let balancer = Arc::new(Balancer::default());
+    let mut bases = Vec::new();
     for _ in 0..3 {
         let (child, base, _) = start_binary(&url, 2).await;
-        balancer.replicas.write().unwrap().push((base, true));
+        bases.push(base);
         children.push(child);
     }
+    let balancer = Balancer::with(&bases.iter().map(String::as_str).collect::<Vec<_>>());
     let client = crate::helpers::http_client();
     let receiver = Receiver::start().await;
     let first = balancer.pick(0).unwrap();
@@ -438,38 +486,7 @@ async fn three_replicas_and_a_rolling_restart_fail_nothing_and_deliver_everythin
         .unwrap();
     assert_eq!(res.status(), 201);
 
-    let running = Arc::new(AtomicBool::new(true));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let created = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
-    let mut clients = Vec::new();
-    for c in 0..6 {
-        let (client, balancer, running, failures, created) =
-            (client.clone(), balancer.clone(), running.clone(), failures.clone(), created.clone());
-        clients.push(tokio::spawn(async move {
-            let mut n = c;
-            while running.load(Ordering::SeqCst) {
-                n += 1;
-                let Some(base) = balancer.pick(n) else { continue };
-                let res = client
-                    .post(format!("{base}/v1/incidents"))
-                    .bearer_auth(TOKEN)
-                    .json(&json!({"title": format!("client {c} incident {n}"), "severity": "sev3"}))
-                    .send()
-                    .await;
-                match res {
-                    Ok(r) if r.status() == 201 => {
-                        let body: serde_json::Value = r.json().await.unwrap();
-                        created.lock().unwrap().insert(body["id"].as_str().unwrap().to_string());
-                    }
-                    Ok(r) => {
-                        let failure = format!("{base}: {}: {}", r.status(), r.text().await.unwrap_or_default());
-                        failures.lock().unwrap().push(failure);
-                    }
-                    Err(e) => failures.lock().unwrap().push(format!("{base}: {e}")),
-                }
-            }
-        }));
-    }
+    let load = Load::start(6, &client, &balancer);
     receiver.wait_for(50).await;
 
     // Rolling restart of the second replica: SIGTERM; the balancer takes it out when its
@@ -490,20 +507,14 @@ async fn three_replicas_and_a_rolling_restart_fail_nothing_and_deliver_everythin
     let (child, base, _) = start_binary(&url, 2).await;
     children[1] = child;
     balancer.set(1, &base, true);
-    let before = created.lock().unwrap().len();
+    let before = load.created_count();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while created.lock().unwrap().len() < before + 100 {
+    while load.created_count() < before + 100 {
         assert!(Instant::now() < deadline, "the replicas stopped taking requests");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    running.store(false, Ordering::SeqCst);
-    for c in clients {
-        c.await.unwrap();
-    }
-    let failures = failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "{} requests failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    let (created, _) = load.stop().await;
 
-    let created = created.lock().unwrap().clone();
     wait_until_delivered(&receiver, &created, Duration::from_secs(30)).await;
     let received = receiver.received();
     let ids: HashSet<&str> = received.iter().map(|m| m.header("webhook-id")).collect();
