@@ -93,6 +93,19 @@ impl Service {
     }
 }
 
+/// The server both benchmarks create their throwaway databases on.
+#[derive(clap::Args, Debug)]
+pub struct BenchServer {
+    /// Postgres server to create the throwaway bench database on (`bench/fanout` also takes a
+    /// `sqlite:` URL).
+    #[arg(
+        long,
+        env = "INCIDENTD_BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+    )]
+    pub database_url: String,
+}
+
 /// A throwaway database named after `name` on the server of `server` (a Postgres URL whose
 /// database part is replaced), or a file in a temporary directory for a `sqlite:` URL.
 pub fn bench_database_url(server: &str, name: &str) -> String {

@@ -36,13 +36,8 @@ use common::{Service, TOKEN, bench_database_url, percentile};
 #[derive(Parser, Debug)]
 #[command(about = "incidentd API benchmark: REST and gRPC against pgbench")]
 struct Args {
-    /// Postgres server to create the throwaway bench database on.
-    #[arg(
-        long,
-        env = "INCIDENTD_BENCH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    server: common::BenchServer,
     /// Backends to measure.
     #[arg(long, value_delimiter = ',', default_value = "postgres,sqlite")]
     backends: Vec<String>,
@@ -152,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
     let mut memory = Vec::new();
     for backend in &args.backends {
         let url = match backend.as_str() {
-            "postgres" => bench_database_url(&args.database_url, "api"),
+            "postgres" => bench_database_url(&args.server.database_url, "api"),
             "sqlite" => bench_database_url("sqlite:", "api"),
             other => bail!("unknown backend {other:?} (postgres or sqlite)"),
         };

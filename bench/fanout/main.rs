@@ -37,13 +37,8 @@ use common::{Service, TOKEN, bench_database_url, percentile};
 #[derive(Parser, Debug)]
 #[command(about = "incidentd notification fan-out benchmark")]
 struct Args {
-    /// Postgres server to create the throwaway bench database on (or a `sqlite:` URL).
-    #[arg(
-        long,
-        env = "INCIDENTD_BENCH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    server: common::BenchServer,
     /// Subscription counts to measure, one scenario each.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
     subscriptions: Vec<usize>,
@@ -298,7 +293,7 @@ async fn scenario(
 ) -> anyhow::Result<Vec<String>> {
     let subscriptions = args.subscriptions[index];
     let rate = args.rates.get(index).copied().unwrap_or(0);
-    let service = Service::start(&bench_database_url(&args.database_url, &subscriptions.to_string())).await?;
+    let service = Service::start(&bench_database_url(&args.server.database_url, &subscriptions.to_string())).await?;
     let measured = measure(args, client, sink, sink_base, &service.base, subscriptions, rate).await;
     let rss_mib = service.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     service.stop().await?;
