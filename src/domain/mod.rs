@@ -9,6 +9,7 @@ pub mod ids;
 pub mod incident;
 pub mod page;
 pub mod patch;
+pub mod query;
 pub mod subscription;
 pub mod timeline;
 pub mod validate;

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::{Created, Service};
 use crate::domain::page::{Page, PageToken};
+use crate::domain::query::AttemptsOf;
 use crate::domain::subscription::{
     NewSubscription, Outcome, SigningSecrets, SubscriptionPatch, jitter, new_signing_secret, next_attempt_at,
 };
@@ -25,7 +26,7 @@ use crate::domain::{
     Subscription,
 };
 use crate::notify::{Sender, Sent};
-use crate::store::{AttemptResult, AttemptsOf, ClaimedDelivery, Lease, NewDelivery, Transaction};
+use crate::store::{AttemptResult, ClaimedDelivery, Lease, NewDelivery, Transaction};
 
 /// A clock the dispatcher reads, so tests can move time instead of waiting.
 pub trait Clock: Send + Sync + 'static {

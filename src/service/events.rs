@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use super::Service;
 use crate::domain::component::Component;
+use crate::domain::query::EventFilter;
 use crate::domain::{Caller, Event, Permission, Result};
-use crate::store::{EventFilter, Notice, Transaction};
+use crate::store::{Notice, Transaction};
 
 /// How many events one sequencer round takes.
 const SEQUENCE_BATCH: u32 = 1000;

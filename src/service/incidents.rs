@@ -12,13 +12,14 @@ use super::metrics::Milestones;
 use super::{Created, Service, claim, fingerprint, save_response};
 use crate::domain::incident::{IncidentDraft, check_etag, related_keys};
 use crate::domain::page::{Page, PageToken};
+use crate::domain::query::IncidentFilter;
 use crate::domain::timeline::actor;
 use crate::domain::validate::Violations;
 use crate::domain::{
     AffectedComponent, AuditEvent, Caller, Error, Event, IdempotencyKey, Incident, IncidentKey, IncidentPatch,
     NewIncident, NewUpdate, PageRequest, Permission, Result, TimelineEntry, TransitionInput, Visibility, now,
 };
-use crate::store::{IncidentFilter, Transaction};
+use crate::store::Transaction;
 
 const CREATE_SCOPE: &str = "incidents.create";
 const UPDATE_SCOPE: &str = "incident_updates.create";

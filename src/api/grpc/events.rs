@@ -7,12 +7,12 @@ use tonic::{Request, Response, Status};
 use super::authorize;
 use super::convert::{json_to_pb, ts};
 use super::status::to_status;
+use crate::domain::query::EventFilter;
 use crate::domain::validate::Violations;
 use crate::domain::{Event, EventType, PageRequest, Permission};
 use crate::proto as pb;
 use crate::proto::event_service_server::EventService;
 use crate::service::Service;
-use crate::store::EventFilter;
 
 pub struct GrpcEventService {
     service: Service,

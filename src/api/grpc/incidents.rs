@@ -9,12 +9,12 @@ use super::convert::{
 use super::status::to_status;
 use super::{authorize, mark_replayed};
 use crate::domain::incident::search_terms;
+use crate::domain::query::IncidentFilter;
 use crate::domain::validate::Violations;
 use crate::domain::{Error, IdempotencyKey, IncidentKey, NewUpdate, PageRequest, Permission, TransitionInput};
 use crate::proto as pb;
 use crate::proto::incident_service_server::IncidentService;
 use crate::service::Service;
-use crate::store::IncidentFilter;
 
 pub struct GrpcIncidentService {
     service: Service,

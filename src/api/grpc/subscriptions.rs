@@ -7,6 +7,7 @@ use super::authorize;
 use super::convert::{severity_from_pb, severity_to_pb, ts};
 use super::status::to_status;
 use crate::domain::ids::parse_uuid;
+use crate::domain::query::AttemptsOf;
 use crate::domain::subscription::{NewSubscription, SubscriptionPatch};
 use crate::domain::validate::Violations;
 use crate::domain::{
@@ -15,7 +16,6 @@ use crate::domain::{
 use crate::proto as pb;
 use crate::proto::subscription_service_server::SubscriptionService;
 use crate::service::Service;
-use crate::store::AttemptsOf;
 
 pub struct GrpcSubscriptionService {
     service: Service,

@@ -17,10 +17,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{Authorized, ReadIncidents};
 use super::extract::QueryParams;
 use super::problem::{ApiError, Problem};
+use crate::domain::query::EventFilter;
 use crate::domain::validate::Violations;
 use crate::domain::{Error, EventType, PageRequest};
 use crate::service::Service;
-use crate::store::EventFilter;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventList {

@@ -14,13 +14,13 @@ use super::auth::{Authorized, ReadIncidents, WriteIncidents};
 use super::extract::{JsonBody, Obj, OptionalJsonBody, QueryParams, idempotency_key, if_match, incident_key, nullable};
 use super::problem::{ApiError, Problem};
 use crate::domain::incident::search_terms;
+use crate::domain::query::IncidentFilter;
 use crate::domain::validate::Violations;
 use crate::domain::{
     AffectedComponent, Cause, CauseKind, Impact, Incident, IncidentPatch, LabelsPatch, NewIncident, NewUpdate,
     PageRequest, Severity, Status, TimelineEntry, TransitionInput, Visibility, Workaround, WorkaroundAvailability,
 };
 use crate::service::{Created, Service};
-use crate::store::IncidentFilter;
 
 /// A response with an `ETag` header.
 pub(super) fn tagged(status: StatusCode, etag: &str, body: impl Serialize) -> Response {

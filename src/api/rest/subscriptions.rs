@@ -13,11 +13,11 @@ use super::extract::{JsonBody, QueryParams, if_match, nullable};
 use super::incidents::tagged;
 use super::problem::{ApiError, Problem};
 use crate::domain::ids::parse_uuid;
+use crate::domain::query::AttemptsOf;
 use crate::domain::subscription::{NewSubscription, SubscriptionPatch};
 use crate::domain::validate::Violations;
 use crate::domain::{Channel, Delivery, DeliveryAttempt, EventType, PageRequest, Permission, Severity, Subscription};
 use crate::service::{Service, SubscriptionWithSecret, delivery_status};
-use crate::store::AttemptsOf;
 
 /// Routes that need `subscriptions:manage`.
 pub struct ManageSubscriptions;
