@@ -96,11 +96,9 @@ impl Application {
                 .await
                 .with_context(|| format!("connecting to {}", store::redact_url(url)))?
         };
-        let (sender, mut dispatch) = config.notify_settings()?;
-        dispatch.clock = clock;
-        let service = Service::new(store, config.auth_settings())
-            .with_public_url(&config.public_url)
-            .with_dispatch(sender, dispatch)?;
+        let mut settings = config.service_settings()?;
+        settings.dispatch.clock = clock;
+        let service = Service::new(store, settings)?;
         bootstrap(config, &service).await?;
         let http = TcpListener::bind(config.http_addr)
             .await
@@ -170,14 +168,12 @@ impl Application {
 
         // The database answered during build: serve from the start; the watcher keeps the
         // status in step from then on.
-        for name in HEALTH_SERVICES {
+        for name in health_services() {
             health.set_service_status(name, ServingStatus::Serving).await;
         }
-        let background = CancellationToken::new();
-        tokio::spawn(watch_readiness(self.service.clone(), health.clone(), background.clone()));
-        let mut workers = self.service.start_background(background.clone(), self.worker).await?;
-        tokio::spawn(hourly_upkeep(self.service.clone(), background.clone()));
-        tokio::spawn(release_memory_now_and_then(background.clone()));
+        let mut background = self.service.start_background(self.worker).await?;
+        let (service, reporter) = (self.service.clone(), health.clone());
+        background.spawn("readiness", |stop| watch_readiness(service, reporter, stop));
 
         // Closing the listeners waits for the drain delay; `shutdown` only starts the drain.
         let closing = CancellationToken::new();
@@ -212,18 +208,15 @@ impl Application {
         shutdown.cancelled().await;
         tracing::info!(drain_delay = ?self.drain_delay, "stopping: not ready any more; draining");
         self.service.start_draining();
-        for name in HEALTH_SERVICES {
+        for name in health_services() {
             health.set_service_status(name, ServingStatus::NotServing).await;
         }
         tokio::time::sleep(self.drain_delay).await;
         tracing::info!("stopping: closing the listeners, finishing in-flight work");
         closing.cancel();
         self.service.end_streams();
-        background.cancel();
         let drained = tokio::time::timeout(self.shutdown_timeout, async {
-            for task in workers.drain(..) {
-                let _ = task.await;
-            }
+            background.stop().await;
             for server in servers {
                 server.await??;
             }
@@ -241,15 +234,9 @@ impl Application {
 }
 
 /// The names gRPC health reports on: the server as a whole and each service.
-const HEALTH_SERVICES: [&str; 7] = [
-    "",
-    grpc::SUBSCRIPTION_SERVICE_NAME,
-    grpc::EVENT_SERVICE_NAME,
-    grpc::INCIDENT_SERVICE_NAME,
-    grpc::COMPONENT_SERVICE_NAME,
-    grpc::API_KEY_SERVICE_NAME,
-    grpc::AUDIT_SERVICE_NAME,
-];
+fn health_services() -> impl Iterator<Item = &'static str> {
+    std::iter::once("").chain(grpc::SERVICE_NAMES.iter().copied())
+}
 
 /// Keeps the gRPC health status in step with the database: NOT_SERVING while it is
 /// unreachable.
@@ -264,7 +251,7 @@ async fn watch_readiness(service: Service, health: tonic_health::server::HealthR
             }
         };
         if last != status {
-            for name in HEALTH_SERVICES {
+            for name in health_services() {
                 health.set_service_status(name, status).await;
             }
             last = status;
@@ -273,37 +260,6 @@ async fn watch_readiness(service: Service, health: tonic_health::server::HealthR
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
-    }
-}
-
-/// At start and then every hour: removes expired idempotency records and refreshes the
-/// planner's statistics (a database opened for the first time gets them now).
-async fn hourly_upkeep(service: Service, stop: CancellationToken) {
-    loop {
-        match service.purge_expired_idempotency_keys().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(removed = n, "purged expired idempotency keys"),
-            Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
-        }
-        if let Err(e) = service.refresh_statistics().await {
-            tracing::warn!(error = %e, "refreshing the query planner's statistics failed");
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-        }
-    }
-}
-
-/// Every 30 s: gives memory freed since to the system (see `crate::alloc`), so the process
-/// shrinks back after a load spike.
-async fn release_memory_now_and_then(stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-        }
-        crate::alloc::release_free_memory();
     }
 }
 
@@ -333,11 +289,11 @@ pub async fn cancel_on_signal(token: CancellationToken) {
 /// `incidentd api-key …`: manage keys directly in the configured database (as the system).
 pub async fn api_key_command(config: &Config, command: crate::config::ApiKeyCommand) -> anyhow::Result<()> {
     use crate::config::ApiKeyCommand;
-    use crate::domain::auth::NewApiKey;
+    use crate::domain::access::NewApiKey;
     use crate::domain::{Caller, PageRequest, Scope};
 
     let store = migrate(config.database_url.expose_secret(), 1).await?;
-    let service = Service::new(store, config.auth_settings());
+    let service = Service::new(store, config.service_settings()?)?;
     let system = Caller::system();
     match command {
         ApiKeyCommand::Create { name, scopes, expires_in_days } => {

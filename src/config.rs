@@ -239,17 +239,23 @@ impl Config {
         (cli.command, cli.config)
     }
 
-    /// How notifications are sent.
-    pub fn notify_settings(&self) -> anyhow::Result<(crate::notify::SenderSettings, crate::service::DispatchSettings)> {
+    /// What the service is built from: access control, how notifications are sent and made.
+    pub fn service_settings(&self) -> anyhow::Result<crate::service::ServiceSettings> {
+        use std::num::NonZeroU32;
         let hours = |h: u64| std::time::Duration::from_secs(h * 3600);
-        Ok((
-            crate::notify::SenderSettings {
+        let rate_limit = NonZeroU32::new(self.rate_limit_per_second).map(|per_second| crate::service::RateLimit {
+            per_second,
+            burst: NonZeroU32::new(self.rate_limit_burst).unwrap_or(per_second),
+        });
+        Ok(crate::service::ServiceSettings {
+            access: crate::service::AccessSettings { admin_token: self.admin_token.clone(), rate_limit },
+            sender: crate::notify::SenderSettings {
                 guard: crate::notify::Guard::new(crate::notify::Allowlist::parse(&self.webhook_allowlist)?),
                 smtp_url: self.smtp_url.clone(),
                 smtp_from: self.smtp_from.clone(),
                 public_url: self.public_url.trim_end_matches('/').to_string(),
             },
-            crate::service::DispatchSettings {
+            dispatch: crate::service::DispatchSettings {
                 max_in_flight: self.delivery_concurrency.max(1),
                 per_subscription: self.delivery_concurrency_per_subscription.max(1),
                 disable_failing_after: hours(self.disable_failing_after_hours),
@@ -258,17 +264,7 @@ impl Config {
                 drain: std::time::Duration::from_secs(self.shutdown_timeout_secs),
                 ..Default::default()
             },
-        ))
-    }
-
-    /// How callers are authenticated and rate-limited.
-    pub fn auth_settings(&self) -> crate::service::AuthSettings {
-        use std::num::NonZeroU32;
-        let rate_limit = NonZeroU32::new(self.rate_limit_per_second).map(|per_second| crate::service::RateLimit {
-            per_second,
-            burst: NonZeroU32::new(self.rate_limit_burst).unwrap_or(per_second),
-        });
-        crate::service::AuthSettings { admin_token: self.admin_token.clone(), rate_limit }
+        })
     }
 
     /// Whether this process runs `role`.

@@ -17,7 +17,7 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
         Command::ApiKey(command) => incidentd::app::api_key_command(&config, command).await,
         Command::Seed { incidents, concurrency } => {
             let store = incidentd::app::migrate(config.database_url.expose_secret(), concurrency as u32).await?;
-            let service = incidentd::service::Service::new(store, config.auth_settings());
+            let service = incidentd::service::Service::new(store, config.service_settings()?)?;
             let seeded = incidentd::seed::seed(&service, incidents, concurrency).await?;
             tracing::info!(
                 incidents = seeded.incidents,

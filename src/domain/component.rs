@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::Result;
-use super::incident::etag;
 use super::validate::{self, Violations};
+use super::version::{bump, etag};
 use super::wire_enum;
 
 wire_enum! {
@@ -110,8 +110,7 @@ impl Component {
         self.effective_status = effective_status(self.status, imposed.iter().copied());
         let changed = *self != before;
         if changed {
-            self.version += 1;
-            self.updated_at = now;
+            bump(&mut self.version, &mut self.updated_at, now);
         }
         Ok(changed)
     }

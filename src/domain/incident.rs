@@ -275,7 +275,7 @@ impl Incident {
 
     /// The entity tag derived from [`Incident::version`].
     pub fn etag(&self) -> String {
-        etag(self.version)
+        super::version::etag(self.version)
     }
 
     /// Trims and bounds-checks the editable fields other than the title in place (shared by
@@ -382,8 +382,7 @@ impl Incident {
 
     /// Marks a change: bumps the version and updated_at.
     pub(crate) fn touch(&mut self, now: DateTime<Utc>) {
-        self.version += 1;
-        self.updated_at = now;
+        super::version::bump(&mut self.version, &mut self.updated_at, now);
     }
 
     /// The editable fields as JSON values, by name; used to describe what a patch changed.
@@ -415,22 +414,4 @@ impl Incident {
 /// [`Incident::search_text`].
 pub fn search_terms(query: &str) -> Vec<String> {
     query.split_whitespace().map(super::fold_case).collect()
-}
-
-/// The entity tag of a version: a quoted string, as HTTP wants it.
-pub fn etag(version: i64) -> String {
-    format!("\"{version}\"")
-}
-
-/// Checks an expected entity tag against the current version. Accepts the quoted form
-/// (`"3"`), the bare form (`3`) and `*`; weak tags never match (strong comparison).
-pub fn check_etag(resource: &'static str, expected: Option<&str>, version: i64) -> Result<()> {
-    let Some(expected) = expected.map(str::trim).filter(|e| !e.is_empty()) else {
-        return Ok(());
-    };
-    let current = etag(version);
-    let matches = expected.split(',').map(str::trim).any(|tag| {
-        tag == "*" || tag == current || (!tag.starts_with("W/") && tag.trim_matches('"') == version.to_string())
-    });
-    if matches { Ok(()) } else { Err(Error::EtagMismatch { resource, expected: expected.to_string(), current }) }
 }

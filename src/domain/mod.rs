@@ -1,7 +1,7 @@
 //! Pure domain types and rules. Imports no transport or storage crate (axum, tonic, sqlx):
 //! both API adapters and every store backend speak these types.
 
-pub mod auth;
+pub mod access;
 pub mod component;
 pub mod error;
 pub mod event;
@@ -13,8 +13,9 @@ pub mod query;
 pub mod subscription;
 pub mod timeline;
 pub mod validate;
+pub mod version;
 
-pub use auth::{ApiKey, AuditEvent, Caller, Permission, Scope};
+pub use access::{ApiKey, AuditEvent, Caller, Permission, Scope};
 pub use component::{Component, ComponentPatch, ComponentStatus, NewComponent};
 pub use error::{Error, ErrorCode, FieldViolation, Result};
 pub use event::{Event, EventType};

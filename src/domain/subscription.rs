@@ -128,7 +128,12 @@ impl Subscription {
     }
 
     pub fn etag(&self) -> String {
-        super::incident::etag(self.version)
+        super::version::etag(self.version)
+    }
+
+    /// Marks a change: bumps the version and updated_at.
+    pub fn touch(&mut self, now: DateTime<Utc>) {
+        super::version::bump(&mut self.version, &mut self.updated_at, now);
     }
 }
 
@@ -261,8 +266,7 @@ impl Subscription {
         v.finish()?;
         let changed = *self != before;
         if changed {
-            self.version += 1;
-            self.updated_at = now;
+            self.touch(now);
         }
         Ok(changed)
     }

@@ -1,6 +1,6 @@
 //! Outbound notifications: the SSRF guard, Standard Webhooks signing, what each channel sends,
-//! and sending it. The dispatcher that drives them lives in the service
-//! (`service::deliveries`).
+//! and sending it. A leaf: it imports only the domain and telemetry. The dispatcher that
+//! drives it lives in the service (`service/dispatch/`), which also owns the store it needs.
 
 pub mod render;
 pub mod send;

@@ -31,8 +31,19 @@ pub struct SenderSettings {
     /// `smtp://host:port`, `smtps://…` or `smtp://…?tls=required`, with credentials if needed.
     pub smtp_url: Option<SecretString>,
     pub smtp_from: String,
-    /// The CloudEvents `source`, and the base of links.
+    /// Where the API is reached from outside: the CloudEvents `source`, and the base of links.
     pub public_url: String,
+}
+
+impl Default for SenderSettings {
+    fn default() -> Self {
+        SenderSettings {
+            guard: Guard::default(),
+            smtp_url: None,
+            smtp_from: "incidentd@localhost".into(),
+            public_url: "http://localhost:8080".into(),
+        }
+    }
 }
 
 /// What one attempt came to.

@@ -1,16 +1,18 @@
-//! Component use cases.
+//! Component use cases, and watching the effective status of the components a change touches.
 
 use serde_json::json;
 use uuid::Uuid;
 
+use super::events::traced;
 use super::{Created, Service, claim, fingerprint, save_response};
-use crate::domain::incident::check_etag;
 use crate::domain::page::{Page, PageToken};
 use crate::domain::validate::Violations;
+use crate::domain::version::check_etag;
 use crate::domain::{
     AuditEvent, Caller, Component, ComponentPatch, Error, Event, IdempotencyKey, NewComponent, PageRequest, Permission,
     Result, now,
 };
+use crate::store::Transaction;
 
 const CREATE_SCOPE: &str = "components.create";
 
@@ -94,7 +96,7 @@ impl Service {
             let details = json!({"fields": fields});
             tx.insert_audit_event(&AuditEvent::new(caller, "component.update", "component", id, details, now)).await?;
             if component.effective_status != before.effective_status {
-                tx.insert_events(&Self::traced(vec![Event::component_status_changed(
+                tx.insert_events(&traced(vec![Event::component_status_changed(
                     &component,
                     before.effective_status,
                     now,
@@ -118,5 +120,46 @@ impl Service {
         let details = json!({"name": component.name});
         tx.insert_audit_event(&AuditEvent::new(caller, "component.delete", "component", id, details, now())).await?;
         tx.commit().await
+    }
+}
+
+/// The effective statuses of some components before a change, to tell afterwards which moved.
+pub(crate) struct ComponentWatch {
+    before: Vec<Component>,
+}
+
+impl ComponentWatch {
+    /// Reads (and locks) the components. Call before writing the change.
+    ///
+    /// Rows are locked in id order, whatever order the change names them in, so two changes
+    /// touching the same components cannot deadlock.
+    pub(crate) async fn start(tx: &mut dyn Transaction, ids: impl IntoIterator<Item = Uuid>) -> Result<Self> {
+        let mut before = Vec::new();
+        let mut ids: Vec<Uuid> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            if let Some((c, _)) = tx.lock_component(id).await? {
+                before.push(c);
+            }
+        }
+        Ok(ComponentWatch { before })
+    }
+
+    /// A `component.status_changed` event for each component whose effective status moved.
+    pub(crate) async fn finish(
+        self,
+        tx: &mut dyn Transaction,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        for before in self.before {
+            if let Some((after, _)) = tx.lock_component(before.id).await?
+                && after.effective_status != before.effective_status
+            {
+                events.push(Event::component_status_changed(&after, before.effective_status, now));
+            }
+        }
+        Ok(events)
     }
 }

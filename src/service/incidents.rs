@@ -7,14 +7,16 @@ use std::collections::HashSet;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::events::ComponentWatch;
+use super::components::ComponentWatch;
+use super::events::traced;
 use super::metrics::Milestones;
 use super::{Created, Service, claim, fingerprint, save_response};
-use crate::domain::incident::{IncidentDraft, check_etag, related_keys};
+use crate::domain::incident::{IncidentDraft, related_keys};
 use crate::domain::page::{Page, PageToken};
 use crate::domain::query::IncidentFilter;
 use crate::domain::timeline::actor;
 use crate::domain::validate::Violations;
+use crate::domain::version::check_etag;
 use crate::domain::{
     AffectedComponent, AuditEvent, Caller, Error, Event, IdempotencyKey, Incident, IncidentKey, IncidentPatch,
     NewIncident, NewUpdate, PageRequest, Permission, Result, TimelineEntry, TransitionInput, Visibility, now,
@@ -67,7 +69,7 @@ impl Service {
         tx.insert_timeline_entry(&TimelineEntry::created(&incident, &caller.name, now)).await?;
         let mut events = vec![Event::incident_created(&incident, now)];
         events.extend(watch.finish(tx.as_mut(), now).await?);
-        tx.insert_events(&Self::traced(events)).await?;
+        tx.insert_events(&traced(events)).await?;
         let details =
             json!({"reference": incident.reference, "severity": incident.severity, "status": incident.status});
         tx.insert_audit_event(&AuditEvent::new(caller, "incident.create", "incident", incident.id, details, now))
@@ -151,7 +153,7 @@ impl Service {
         events.extend(watch.finish(tx.as_mut(), now).await?);
         tx.insert_timeline_entry(&TimelineEntry::field_change(&incident, changes, &caller.name, now)).await?;
         tx.insert_audit_event(&audit).await?;
-        tx.insert_events(&Self::traced(events)).await?;
+        tx.insert_events(&traced(events)).await?;
         self.commit_with_events(tx).await?;
         Ok(incident)
     }
@@ -170,7 +172,7 @@ impl Service {
         let details = json!({"reference": incident.reference, "title": incident.title});
         tx.insert_audit_event(&AuditEvent::new(caller, "incident.delete", "incident", incident.id, details, now))
             .await?;
-        tx.insert_events(&Self::traced(events)).await?;
+        tx.insert_events(&traced(events)).await?;
         self.commit_with_events(tx).await?;
         tracing::info!(incident = %incident.reference, "incident deleted");
         Ok(())
@@ -199,7 +201,7 @@ impl Service {
         let details = json!({"from": t.from, "to": t.to, "reopened": t.reopened});
         tx.insert_audit_event(&AuditEvent::new(caller, "incident.transition", "incident", incident.id, details, now))
             .await?;
-        tx.insert_events(&Self::traced(events)).await?;
+        tx.insert_events(&traced(events)).await?;
         self.commit_with_events(tx).await?;
         self.metrics.observe_milestones(before, &incident);
         tracing::info!(incident = %incident.reference, from = %t.from, to = %t.to, "incident status changed");
@@ -222,7 +224,7 @@ impl Service {
             let details = json!({"by": by});
             let audit = AuditEvent::new(caller, "incident.acknowledge", "incident", incident.id, details, now);
             tx.insert_audit_event(&audit).await?;
-            tx.insert_events(&Self::traced(vec![Event::incident_acknowledged(&incident, now)])).await?;
+            tx.insert_events(&traced(vec![Event::incident_acknowledged(&incident, now)])).await?;
             self.commit_with_events(tx).await?;
             self.metrics.observe_milestones(before, &incident);
         }
@@ -260,7 +262,7 @@ impl Service {
         }
         let mut events = vec![Event::update_posted(&incident, &entry, transition.map(|t| t.from), now)];
         events.extend(watch.finish(tx.as_mut(), now).await?);
-        tx.insert_events(&Self::traced(events)).await?;
+        tx.insert_events(&traced(events)).await?;
         tx.insert_timeline_entry(&entry).await?;
         let details = json!({"update_id": entry.id, "visibility": entry.visibility, "status_to": entry.status_to});
         tx.insert_audit_event(&AuditEvent::new(

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::auth::{AuditFilter, IssuedKey};
+use crate::domain::access::{AuditFilter, IssuedKey};
 use crate::domain::page::PageToken;
 use crate::domain::{ApiKey, AuditEvent, Result};
 

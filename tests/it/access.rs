@@ -52,7 +52,7 @@ async fn keys(app: &TestApp) -> Keys {
     db.expire_api_key(&expired_id).await;
     db.close().await;
     // Well-formed, correctly checksummed, never stored.
-    let unknown = incidentd::domain::auth::NewApiKey {
+    let unknown = incidentd::domain::access::NewApiKey {
         name: Some("nobody".into()),
         scopes: vec![incidentd::domain::Scope::Admin],
         expires_at: None,
@@ -718,7 +718,7 @@ async fn secrets_are_shown_once_and_only_their_hashes_are_stored() {
         }
     }
     let stored_hash = db.rows_as_text("api_keys").await.concat().to_lowercase();
-    let hash: String = incidentd::domain::auth::hash_secret(&secret).iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String = incidentd::domain::access::hash_secret(&secret).iter().map(|b| format!("{b:02x}")).collect();
     assert!(stored_hash.contains(&hash), "the SHA-256 of the secret is what is stored");
     db.close().await;
     let tokio_time = tokio::time::Instant::now();

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 use super::authorize;
 use super::convert::{json_to_pb, opt_ts, ts};
 use super::status::to_status;
-use crate::domain::auth::{AuditFilter, NewApiKey};
+use crate::domain::access::{AuditFilter, NewApiKey};
 use crate::domain::ids::parse_uuid;
 use crate::domain::validate::Violations;
 use crate::domain::{ApiKey, AuditEvent, PageRequest, Permission, Scope};

@@ -1,5 +1,6 @@
-//! The gRPC API (tonic): `incidentd.v1.IncidentService` and `ComponentService`, standard
-//! health, and server reflection v1 and v1alpha (with the health descriptors registered).
+//! The gRPC API (tonic): the incidentd.v1 services listed once in [`SERVICE_NAMES`]
+//! (incidents, components, API keys, audit, events, subscriptions), standard health, and
+//! server reflection v1 and v1alpha (with the health descriptors registered).
 
 pub mod access;
 pub mod components;
@@ -25,12 +26,33 @@ use crate::proto::incident_service_server::IncidentServiceServer;
 use crate::proto::subscription_service_server::SubscriptionServiceServer;
 use crate::service::Service;
 
-pub const INCIDENT_SERVICE_NAME: &str = crate::proto::incident_service_server::SERVICE_NAME;
-pub const COMPONENT_SERVICE_NAME: &str = crate::proto::component_service_server::SERVICE_NAME;
-pub const API_KEY_SERVICE_NAME: &str = crate::proto::api_key_service_server::SERVICE_NAME;
-pub const AUDIT_SERVICE_NAME: &str = crate::proto::audit_service_server::SERVICE_NAME;
-pub const EVENT_SERVICE_NAME: &str = crate::proto::event_service_server::SERVICE_NAME;
-pub const SUBSCRIPTION_SERVICE_NAME: &str = crate::proto::subscription_service_server::SERVICE_NAME;
+/// Declares the API's gRPC services once: [`SERVICE_NAMES`] (health reports on each, metrics
+/// label calls by them) and the router that serves them are both made from this list.
+macro_rules! api_services {
+    ($($server:ident($adapter:ty)),+ $(,)?) => {
+        /// The full name of every incidentd gRPC service (`incidentd.v1.IncidentService`, ...).
+        pub const SERVICE_NAMES: &[&str] = &[$(<$server<$adapter> as tonic::server::NamedService>::NAME),+];
+
+        /// Adds every API service, each refusing messages over `max_message_bytes`.
+        fn add_api_services<L>(router: Router<L>, service: &Service, max_message_bytes: usize) -> Router<L> {
+            router$(.add_service(
+                $server::new(<$adapter>::new(service.clone())).max_decoding_message_size(max_message_bytes),
+            ))+
+        }
+    };
+}
+
+api_services! {
+    IncidentServiceServer(incidents::GrpcIncidentService),
+    ComponentServiceServer(components::GrpcComponentService),
+    ApiKeyServiceServer(access::GrpcApiKeyService),
+    AuditServiceServer(access::GrpcAuditService),
+    EventServiceServer(events::GrpcEventService),
+    SubscriptionServiceServer(subscriptions::GrpcSubscriptionService),
+}
+
+/// The standard health service, which reports on the server (`""`) and each API service.
+pub const HEALTH_SERVICE_NAME: &str = "grpc.health.v1.Health";
 
 /// The gRPC router with every service added. Messages over `max_message_bytes` are refused
 /// (RESOURCE_EXHAUSTED).
@@ -46,38 +68,15 @@ pub fn server<H: Health>(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    Ok(tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(MetricsLayer(service.clone()))
         .trace_fn(|req| {
             crate::telemetry::grpc_request_span(req, method_label(req.uri().path()).trim_start_matches('/'))
         })
         .add_service(health)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            IncidentServiceServer::new(incidents::GrpcIncidentService::new(service.clone()))
-                .max_decoding_message_size(max_message_bytes),
-        )
-        .add_service(
-            ComponentServiceServer::new(components::GrpcComponentService::new(service.clone()))
-                .max_decoding_message_size(max_message_bytes),
-        )
-        .add_service(
-            ApiKeyServiceServer::new(access::GrpcApiKeyService::new(service.clone()))
-                .max_decoding_message_size(max_message_bytes),
-        )
-        .add_service(
-            AuditServiceServer::new(access::GrpcAuditService::new(service.clone()))
-                .max_decoding_message_size(max_message_bytes),
-        )
-        .add_service(
-            EventServiceServer::new(events::GrpcEventService::new(service.clone()))
-                .max_decoding_message_size(max_message_bytes),
-        )
-        .add_service(
-            SubscriptionServiceServer::new(subscriptions::GrpcSubscriptionService::new(service))
-                .max_decoding_message_size(max_message_bytes),
-        ))
+        .add_service(reflection_v1alpha);
+    Ok(add_api_services(router, &service, max_message_bytes))
 }
 
 /// Authenticates the caller from the `authorization` metadata (`Bearer <key>`) and checks
@@ -128,20 +127,12 @@ fn method_label(path: &str) -> String {
     let known = path.strip_prefix('/').and_then(|p| p.split_once('/')).is_some_and(|(service, method)| {
         !method.is_empty()
             && !method.contains('/')
-            && (HEALTH_AND_API.contains(&service) || service.starts_with("grpc.reflection."))
+            && (service == HEALTH_SERVICE_NAME
+                || SERVICE_NAMES.contains(&service)
+                || service.starts_with("grpc.reflection."))
     });
     if known { path.to_string() } else { "unknown".to_string() }
 }
-
-const HEALTH_AND_API: [&str; 7] = [
-    "grpc.health.v1.Health",
-    INCIDENT_SERVICE_NAME,
-    COMPONENT_SERVICE_NAME,
-    API_KEY_SERVICE_NAME,
-    AUDIT_SERVICE_NAME,
-    EVENT_SERVICE_NAME,
-    SUBSCRIPTION_SERVICE_NAME,
-];
 
 impl<S, B, R> tower::Service<axum::http::Request<B>> for Metered<S>
 where

@@ -8,10 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{Admin, Authorized};
-use super::extract::{JsonBody, QueryParams};
+use super::extract::{Admin, Authorized, JsonBody, QueryParams};
 use super::problem::{ApiError, Problem};
-use crate::domain::auth::{AuditFilter, NewApiKey};
+use crate::domain::access::{AuditFilter, NewApiKey};
 use crate::domain::ids::parse_uuid;
 use crate::domain::validate::Violations;
 use crate::domain::{ApiKey, AuditEvent, PageRequest, Scope};

@@ -6,8 +6,10 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{Authorized, ReadComponents, WriteComponents};
-use super::extract::{JsonBody, QueryParams, component_id, idempotency_key, if_match, nullable};
+use super::extract::{
+    Authorized, JsonBody, QueryParams, ReadComponents, WriteComponents, component_id, idempotency_key, if_match,
+    nullable,
+};
 use super::incidents::{created, tagged};
 use super::problem::{ApiError, Problem};
 use crate::domain::validate::Violations;

@@ -14,8 +14,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{Authorized, ReadIncidents};
-use super::extract::QueryParams;
+use super::extract::{Authorized, QueryParams, ReadIncidents};
 use super::problem::{ApiError, Problem};
 use crate::domain::query::EventFilter;
 use crate::domain::validate::Violations;

@@ -1,8 +1,12 @@
-//! Request parsing that names the offending field: strict JSON bodies, query strings,
-//! path ids and the conditional/idempotency headers.
+//! Request parsing that names the offending field: the authenticated caller (checked for the
+//! route's permission before the body is read), strict JSON bodies, query strings, path ids
+//! and the conditional/idempotency headers.
+
+use std::marker::PhantomData;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -11,7 +15,48 @@ use serde::{Deserialize, Deserializer};
 
 use super::problem::{ApiError, problem};
 use crate::domain::validate::Violations;
-use crate::domain::{Error, FieldViolation, IdempotencyKey, IncidentKey};
+use crate::domain::{Caller, Error, FieldViolation, IdempotencyKey, IncidentKey, Permission};
+use crate::service::Service;
+
+/// A permission as a type, for [`Authorized`].
+pub trait Needs: Send + Sync + 'static {
+    const PERMISSION: Permission;
+}
+
+macro_rules! needs {
+    ($($name:ident => $perm:ident),+ $(,)?) => {
+        $(
+            #[doc = concat!("Routes that need `Permission::", stringify!($perm), "`.")]
+            pub struct $name;
+            impl Needs for $name {
+                const PERMISSION: Permission = Permission::$perm;
+            }
+        )+
+    };
+}
+
+needs! {
+    ReadIncidents => ReadIncidents,
+    WriteIncidents => WriteIncidents,
+    ReadComponents => ReadComponents,
+    WriteComponents => WriteComponents,
+    ManageSubscriptions => ManageSubscriptions,
+    Admin => Admin,
+}
+
+/// The authenticated caller, known to hold `P`.
+pub struct Authorized<P: Needs>(pub Caller, pub PhantomData<P>);
+
+impl<P: Needs> FromRequestParts<Service> for Authorized<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, service: &Service) -> Result<Self, ApiError> {
+        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let caller = service.authenticate(header).await?;
+        caller.require(P::PERMISSION)?;
+        Ok(Authorized(caller, PhantomData))
+    }
+}
 
 /// A JSON request body, deserialized strictly (unknown fields refused), with errors that
 /// name the field. Accepts `application/json` and any `+json` media type (such as

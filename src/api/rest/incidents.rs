@@ -10,8 +10,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{Authorized, ReadIncidents, WriteIncidents};
-use super::extract::{JsonBody, Obj, OptionalJsonBody, QueryParams, idempotency_key, if_match, incident_key, nullable};
+use super::extract::{
+    Authorized, JsonBody, Obj, OptionalJsonBody, QueryParams, ReadIncidents, WriteIncidents, idempotency_key, if_match,
+    incident_key, nullable,
+};
 use super::problem::{ApiError, Problem};
 use crate::domain::incident::search_terms;
 use crate::domain::query::IncidentFilter;

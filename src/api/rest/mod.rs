@@ -2,7 +2,6 @@
 //! annotations that register the routes, so the two cannot drift.
 
 pub mod access;
-pub mod auth;
 pub mod components;
 pub mod events;
 pub mod extract;

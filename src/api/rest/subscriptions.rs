@@ -8,22 +8,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::auth::{Authorized, Needs};
-use super::extract::{JsonBody, QueryParams, if_match, nullable};
+use super::extract::{Authorized, JsonBody, ManageSubscriptions, QueryParams, if_match, nullable};
 use super::incidents::tagged;
 use super::problem::{ApiError, Problem};
 use crate::domain::ids::parse_uuid;
 use crate::domain::query::AttemptsOf;
 use crate::domain::subscription::{NewSubscription, SubscriptionPatch};
 use crate::domain::validate::Violations;
-use crate::domain::{Channel, Delivery, DeliveryAttempt, EventType, PageRequest, Permission, Severity, Subscription};
+use crate::domain::{Channel, Delivery, DeliveryAttempt, EventType, PageRequest, Severity, Subscription};
 use crate::service::{Service, SubscriptionWithSecret, delivery_status};
-
-/// Routes that need `subscriptions:manage`.
-pub struct ManageSubscriptions;
-impl Needs for ManageSubscriptions {
-    const PERMISSION: Permission = Permission::ManageSubscriptions;
-}
 
 type Manage = Authorized<ManageSubscriptions>;
 

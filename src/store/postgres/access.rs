@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Deferred, PgStore, PgTx, db_err};
-use crate::domain::auth::{AuditFilter, IssuedKey};
+use crate::domain::access::{AuditFilter, IssuedKey};
 use crate::domain::page::PageToken;
 use crate::domain::{ApiKey, AuditEvent, Result};
 use crate::store::sql::access::{

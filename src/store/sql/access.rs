@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::{DbId, DbTime, insert_sql, parse_all, push_newest_first, read_row, select_sql, time, untime, write_row};
-use crate::domain::auth::{AuditFilter, IssuedKey};
+use crate::domain::access::{AuditFilter, IssuedKey};
 use crate::domain::page::PageToken;
 use crate::domain::{ApiKey, AuditEvent, Error, Result};
 

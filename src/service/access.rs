@@ -13,7 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::Service;
-use crate::domain::auth::{AuditFilter, IssuedKey, NewApiKey, Token, hash_secret, hashes_match};
+use crate::domain::access::{AuditFilter, IssuedKey, NewApiKey, Token, hash_secret, hashes_match};
 use crate::domain::page::{Page, PageToken};
 use crate::domain::{ApiKey, AuditEvent, Caller, Error, PageRequest, Permission, Result, Scope, now};
 
@@ -32,7 +32,7 @@ pub struct RateLimit {
 
 /// How callers are authenticated.
 #[derive(Debug, Clone, Default)]
-pub struct AuthSettings {
+pub struct AccessSettings {
     /// `INCIDENTD_ADMIN_TOKEN`: a static credential with the `admin` scope.
     pub admin_token: Option<SecretString>,
     /// `None` disables rate limiting.
@@ -53,7 +53,7 @@ pub(super) struct Authenticator {
 }
 
 impl Authenticator {
-    pub(super) fn new(settings: AuthSettings) -> Self {
+    pub(super) fn new(settings: AccessSettings) -> Self {
         Authenticator {
             admin_token_hash: settings.admin_token.map(|t| hash_secret(t.expose_secret())),
             limiter: settings
@@ -107,12 +107,12 @@ impl Service {
             _ => return Err(unauthenticated("the Authorization header must be `Bearer <API key>`")),
         };
         let caller = self.identify(secret).await?;
-        self.auth.admit(&caller)?;
+        self.authenticator.admit(&caller)?;
         Ok(caller)
     }
 
     async fn identify(&self, secret: &str) -> Result<Caller> {
-        if let Some(admin) = &self.auth.admin_token_hash
+        if let Some(admin) = &self.authenticator.admin_token_hash
             && hashes_match(&hash_secret(secret), admin)
         {
             return Ok(Caller::admin_token());
@@ -127,7 +127,7 @@ impl Service {
         if let Some(why) = key.unusable(now()) {
             return Err(unauthenticated(why));
         }
-        if self.auth.touch_due(key.id) {
+        if self.authenticator.touch_due(key.id) {
             let store = self.store.clone();
             let id = key.id;
             tokio::spawn(async move {
@@ -141,7 +141,7 @@ impl Service {
 
     /// The key with this lookup id, from the cache when fresh.
     async fn find_key(&self, lookup: &str) -> Result<Option<(ApiKey, Vec<u8>)>> {
-        if let Some(c) = self.auth.keys.lock().expect("key cache lock").get(lookup)
+        if let Some(c) = self.authenticator.keys.lock().expect("key cache lock").get(lookup)
             && c.fetched.elapsed() < KEY_CACHE_TTL
         {
             return Ok(Some((c.key.clone(), c.secret_hash.clone())));
@@ -149,7 +149,7 @@ impl Service {
         let found = self.store.find_api_key(lookup).await?;
         if let Some((key, secret_hash)) = &found {
             let entry = CachedKey { key: key.clone(), secret_hash: secret_hash.clone(), fetched: Instant::now() };
-            self.auth.keys.lock().expect("key cache lock").insert(lookup.to_string(), entry);
+            self.authenticator.keys.lock().expect("key cache lock").insert(lookup.to_string(), entry);
         }
         Ok(found)
     }
@@ -196,7 +196,7 @@ impl Service {
             tx.insert_audit_event(&AuditEvent::new(caller, "api_key.revoke", "api_key", id, details, now)).await?;
         }
         tx.commit().await?;
-        self.auth.forget(id);
+        self.authenticator.forget(id);
         tracing::info!(key = %key.prefix, name = %key.name, "API key revoked");
         Ok(key)
     }

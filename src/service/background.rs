@@ -1,0 +1,119 @@
+//! Every background loop of a process, started in one place and stopped together: the
+//! listener for other processes' notices, the sequencer, the dispatcher (worker role), the
+//! hourly upkeep and the memory trim; the application adds the ones that belong to a
+//! transport (gRPC health) through [`Background::spawn`]. Stopping cancels them all and waits
+//! for each (the dispatcher after handing back or recording what it holds).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::Service;
+use super::idempotency::IDEMPOTENCY_TTL;
+use crate::domain::Result;
+use crate::store::Notice;
+
+/// How often the upkeep runs.
+const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
+/// How often memory freed since is given back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(30);
+
+/// The running background loops of a process.
+pub struct Background {
+    stop: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Background {
+    fn new() -> Self {
+        Background { stop: CancellationToken::new(), tasks: Vec::new() }
+    }
+
+    /// Runs a loop until the background stops: `task` gets the token that says so, and must
+    /// return soon after it fires.
+    pub fn spawn<F>(&mut self, name: &'static str, task: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.push((name, tokio::spawn(task(self.stop.clone()))));
+    }
+
+    /// Stops every loop and waits until each has finished.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for (name, task) in self.tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(task = name, error = %e, "a background task ended abnormally");
+            }
+        }
+    }
+}
+
+impl Service {
+    /// Starts the background work of this process: on a shared database the listener for
+    /// other processes' notices, the sequencer, with `worker` the dispatcher, and the upkeep.
+    pub async fn start_background(&self, worker: bool) -> Result<Background> {
+        self.signals.note_sequenced(self.store.latest_event_seq().await?);
+        let mut background = Background::new();
+        if let Some(notices) = self.store.notifications().await? {
+            let service = self.clone();
+            background.spawn("notices", |stop| service.follow_notices(notices, stop));
+        }
+        let dispatcher = self.dispatcher.clone();
+        background.spawn("sequencer", |stop| dispatcher.run_sequencer(stop));
+        if worker {
+            let dispatcher = self.dispatcher.clone();
+            background.spawn("dispatcher", |stop| dispatcher.run(stop));
+        }
+        let service = self.clone();
+        background.spawn("upkeep", |stop| service.run_upkeep(stop));
+        background.spawn("memory", release_memory_now_and_then);
+        Ok(background)
+    }
+
+    /// Reacts to what other processes sharing the database announce.
+    async fn follow_notices(self, mut notices: tokio::sync::mpsc::Receiver<Notice>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                notice = notices.recv() => match notice {
+                    Some(n) => self.notice(n),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// At start and then every hour: removes expired idempotency records and refreshes the
+    /// planner's statistics (a database opened for the first time gets them now).
+    async fn run_upkeep(self, stop: CancellationToken) {
+        loop {
+            match self.store.purge_idempotency_keys(crate::domain::now() - IDEMPOTENCY_TTL).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "purged expired idempotency keys"),
+                Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+            }
+            if let Err(e) = self.store.refresh_statistics().await {
+                tracing::warn!(error = %e, "refreshing the query planner's statistics failed");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(UPKEEP_EVERY) => {}
+            }
+        }
+    }
+}
+
+/// Every 30 s: gives memory freed since to the system (see `crate::alloc`), so the process
+/// shrinks back after a load spike.
+async fn release_memory_now_and_then(stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(TRIM_EVERY) => {}
+        }
+        crate::alloc::release_free_memory();
+    }
+}
