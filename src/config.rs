@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
+pub use crate::telemetry::LogFormat;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "incidentd",
@@ -74,12 +76,6 @@ pub enum Role {
     Api,
     /// Notification delivery: claims deliveries and sends webhooks, chat messages and email.
     Worker,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, Args)]

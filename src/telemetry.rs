@@ -21,7 +21,13 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogFormat;
+/// How log lines are written: human-readable text, or JSON objects carrying the trace and
+/// span ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// What the OpenTelemetry layer never records: the exporter's own HTTP/2 and HTTP clients
 /// (which would trace their own exports), and the SDK itself.
