@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::component::{Component, ComponentStatus};
 use super::incident::{Incident, Severity, Status, Transition};
+use super::public::{PublicIncident, is_public_field};
 use super::timeline::{TimelineEntry, Visibility};
 use super::wire_enum;
 
@@ -58,37 +59,6 @@ pub struct Event {
     pub traceparent: Option<String>,
 }
 
-/// The public view of an incident: what customers may read. Internal fields (root cause,
-/// commander, labels, who acknowledged, how many customers, related incidents, the
-/// provider's reference) are left out.
-pub fn public_incident(i: &Incident) -> Value {
-    json!({
-        "id": i.id,
-        "reference": i.reference,
-        "title": i.title,
-        "summary": i.summary,
-        "severity": i.severity,
-        "status": i.status,
-        "impact": i.impact,
-        "affected_components": i.affected_components,
-        "eta": i.eta,
-        "workaround": i.workaround,
-        "cause": {"kind": i.cause.kind, "provider": i.cause.provider},
-        "resolution_summary": i.resolution_summary,
-        "started_at": i.started_at,
-        "identified_at": i.identified_at,
-        "mitigated_at": i.mitigated_at,
-        "resolved_at": i.resolved_at,
-        "closed_at": i.closed_at,
-        "created_at": i.created_at,
-        "updated_at": i.updated_at,
-    })
-}
-
-/// Fields whose change customers do not see.
-pub const INTERNAL_FIELDS: &[&str] =
-    &["root_cause", "commander", "labels", "affected_customers", "related_incident_ids", "detected_at"];
-
 fn value<T: Serialize>(t: &T) -> Value {
     serde_json::to_value(t).unwrap_or(Value::Null)
 }
@@ -103,7 +73,7 @@ impl Event {
     ) -> Self {
         data["incident"] = value(incident);
         if let Some(p) = &mut public {
-            p["incident"] = public_incident(incident);
+            p["incident"] = value(&PublicIncident::from(incident));
         }
         Event {
             id: Uuid::now_v7(),
@@ -125,7 +95,7 @@ impl Event {
 
     /// Editable fields changed; public subscribers hear of it only when a public field did.
     pub fn incident_updated(incident: &Incident, fields: &[&str], now: DateTime<Utc>) -> Self {
-        let public_fields: Vec<&str> = fields.iter().copied().filter(|f| !INTERNAL_FIELDS.contains(f)).collect();
+        let public_fields: Vec<&str> = fields.iter().copied().filter(|f| is_public_field(f)).collect();
         let public = (!public_fields.is_empty()).then(|| json!({"changed_fields": public_fields}));
         Self::about_incident(EventType::IncidentUpdated, incident, json!({"changed_fields": fields}), public, now)
     }

@@ -384,30 +384,61 @@ impl Incident {
     pub(crate) fn touch(&mut self, now: DateTime<Utc>) {
         super::version::bump(&mut self.version, &mut self.updated_at, now);
     }
+}
 
-    /// The editable fields as JSON values, by name; used to describe what a patch changed.
-    pub(crate) fn editable_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
-        use serde_json::to_value as j;
-        let f = |name, v: serde_json::Result<serde_json::Value>| (name, v.unwrap_or_default());
-        vec![
-            f("title", j(&self.title)),
-            f("summary", j(&self.summary)),
-            f("severity", j(self.severity)),
-            f("impact", j(self.impact)),
-            f("affected_components", j(&self.affected_components)),
-            f("affected_customers", j(self.affected_customers)),
-            f("eta", j(self.eta)),
-            f("workaround", j(&self.workaround)),
-            f("cause", j(&self.cause)),
-            f("commander", j(&self.commander)),
-            f("labels", j(&self.labels)),
-            f("related_incident_ids", j(&self.related_incident_ids)),
-            f("root_cause", j(&self.root_cause)),
-            f("resolution_summary", j(&self.resolution_summary)),
-            f("started_at", j(self.started_at)),
-            f("detected_at", j(self.detected_at)),
-        ]
-    }
+/// Declares which incident fields a patch may change: [`EDITABLE_FIELDS`] (their names, also
+/// the gRPC field-mask paths) and `Incident::editable_fields` (their values), from one list
+/// that destructures every field, so a new field must be named editable or fixed here.
+macro_rules! editable {
+    (editable: [$($field:ident),+ $(,)?], fixed: [$($fixed:ident),+ $(,)?] $(,)?) => {
+        /// The fields a patch may change, by name.
+        pub const EDITABLE_FIELDS: &[&str] = &[$(stringify!($field)),+];
+
+        impl Incident {
+            /// The editable fields as JSON values, by name; used to describe what a patch changed.
+            pub(crate) fn editable_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
+                let Incident { $($field,)+ $($fixed: _,)+ } = self;
+                vec![$((stringify!($field), serde_json::to_value($field).unwrap_or_default())),+]
+            }
+        }
+    };
+}
+
+editable! {
+    editable: [
+        title,
+        summary,
+        severity,
+        impact,
+        affected_components,
+        affected_customers,
+        eta,
+        workaround,
+        cause,
+        commander,
+        labels,
+        related_incident_ids,
+        root_cause,
+        resolution_summary,
+        started_at,
+        detected_at,
+    ],
+    // The status moves only through transitions; the rest is the system's to set.
+    fixed: [
+        id,
+        reference,
+        status,
+        reopen_count,
+        acknowledged_at,
+        acknowledged_by,
+        identified_at,
+        mitigated_at,
+        resolved_at,
+        closed_at,
+        created_at,
+        updated_at,
+        version,
+    ],
 }
 
 /// Splits a search query into case-folded words; every word must occur in

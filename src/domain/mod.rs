@@ -9,6 +9,7 @@ pub mod ids;
 pub mod incident;
 pub mod page;
 pub mod patch;
+pub mod public;
 pub mod query;
 pub mod subscription;
 pub mod timeline;

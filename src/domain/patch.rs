@@ -63,23 +63,45 @@ impl Incident {
         now: DateTime<Utc>,
     ) -> Result<Vec<FieldChange>> {
         let before = self.editable_fields();
+        let IncidentPatch {
+            title,
+            summary,
+            severity,
+            impact,
+            affected_components,
+            affected_customers,
+            eta,
+            workaround_availability,
+            workaround_text,
+            cause_kind,
+            cause_provider,
+            cause_external_reference,
+            commander,
+            labels,
+            // Resolved by the service into `related`.
+            related_incidents: _,
+            root_cause,
+            resolution_summary,
+            started_at,
+            detected_at,
+        } = patch;
         let mut v = Violations::new();
-        if let Some(title) = patch.title {
+        if let Some(title) = title {
             self.title = v.required_text("title", Some(&title), validate::TITLE_MAX);
         }
-        set(&mut self.summary, patch.summary);
-        set(&mut self.severity, patch.severity);
-        set(&mut self.impact, patch.impact);
-        set(&mut self.affected_components, patch.affected_components);
-        set(&mut self.affected_customers, patch.affected_customers);
-        set(&mut self.eta, patch.eta.map(|e| e.map(super::truncate)));
-        set(&mut self.workaround.availability, patch.workaround_availability);
-        set(&mut self.workaround.text, patch.workaround_text);
-        set(&mut self.cause.kind, patch.cause_kind);
-        set(&mut self.cause.provider, patch.cause_provider);
-        set(&mut self.cause.external_reference, patch.cause_external_reference);
-        set(&mut self.commander, patch.commander);
-        match patch.labels {
+        set(&mut self.summary, summary);
+        set(&mut self.severity, severity);
+        set(&mut self.impact, impact);
+        set(&mut self.affected_components, affected_components);
+        set(&mut self.affected_customers, affected_customers);
+        set(&mut self.eta, eta.map(|e| e.map(super::truncate)));
+        set(&mut self.workaround.availability, workaround_availability);
+        set(&mut self.workaround.text, workaround_text);
+        set(&mut self.cause.kind, cause_kind);
+        set(&mut self.cause.provider, cause_provider);
+        set(&mut self.cause.external_reference, cause_external_reference);
+        set(&mut self.commander, commander);
+        match labels {
             Some(LabelsPatch::Replace(labels)) => self.labels = labels,
             Some(LabelsPatch::Merge(changes)) => {
                 for (k, val) in changes {
@@ -92,10 +114,10 @@ impl Incident {
             None => {}
         }
         set(&mut self.related_incident_ids, related);
-        set(&mut self.root_cause, patch.root_cause);
-        set(&mut self.resolution_summary, patch.resolution_summary);
-        set(&mut self.started_at, patch.started_at.map(super::truncate));
-        set(&mut self.detected_at, patch.detected_at.map(super::truncate));
+        set(&mut self.root_cause, root_cause);
+        set(&mut self.resolution_summary, resolution_summary);
+        set(&mut self.started_at, started_at.map(super::truncate));
+        set(&mut self.detected_at, detected_at.map(super::truncate));
         self.normalize_editable(&mut v, now);
         v.finish()?;
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use prost_types::{FieldMask, Timestamp};
 
+use crate::domain::incident::EDITABLE_FIELDS;
 use crate::domain::validate::Violations;
 use crate::domain::{
     AffectedComponent, Cause, CauseKind, Component, ComponentPatch, ComponentStatus, Error, FieldChange, Impact,
@@ -101,52 +102,80 @@ pub fn json_to_pb(value: &serde_json::Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-pub fn incident_to_pb(i: &Incident) -> pb::Incident {
+pub fn incident_to_pb(incident: &Incident) -> pb::Incident {
+    let etag = incident.etag();
+    let Incident {
+        id,
+        reference,
+        title,
+        summary,
+        severity,
+        status,
+        impact,
+        affected_components,
+        affected_customers,
+        eta,
+        workaround: Workaround { availability, text },
+        cause: Cause { kind, provider, external_reference },
+        commander,
+        labels,
+        related_incident_ids,
+        root_cause,
+        resolution_summary,
+        reopen_count,
+        started_at,
+        detected_at,
+        acknowledged_at,
+        acknowledged_by,
+        identified_at,
+        mitigated_at,
+        resolved_at,
+        closed_at,
+        created_at,
+        updated_at,
+        version,
+    } = incident;
     pb::Incident {
-        id: i.id.to_string(),
-        reference: i.reference.to_string(),
-        title: i.title.clone(),
-        summary: i.summary.clone(),
-        severity: severity_to_pb(i.severity),
-        status: status_to_pb(i.status),
-        impact: impact_to_pb(i.impact),
-        affected_components: i
-            .affected_components
+        id: id.to_string(),
+        reference: reference.to_string(),
+        title: title.clone(),
+        summary: summary.clone(),
+        severity: severity_to_pb(*severity),
+        status: status_to_pb(*status),
+        impact: impact_to_pb(*impact),
+        affected_components: affected_components
             .iter()
             .map(|c| pb::AffectedComponent {
                 component_id: c.component_id.to_string(),
                 status: component_status_to_pb(c.status),
             })
             .collect(),
-        affected_customers: i.affected_customers,
-        eta: i.eta.map(ts),
-        workaround: Some(pb::Workaround {
-            availability: workaround_to_pb(i.workaround.availability),
-            text: i.workaround.text.clone(),
-        }),
+        affected_customers: *affected_customers,
+        eta: eta.map(ts),
+        workaround: Some(pb::Workaround { availability: workaround_to_pb(*availability), text: text.clone() }),
         cause: Some(pb::Cause {
-            kind: cause_kind_to_pb(i.cause.kind),
-            provider: i.cause.provider.clone(),
-            external_reference: i.cause.external_reference.clone(),
+            kind: cause_kind_to_pb(*kind),
+            provider: provider.clone(),
+            external_reference: external_reference.clone(),
         }),
-        commander: i.commander.clone(),
-        labels: i.labels.clone(),
-        related_incident_ids: i.related_incident_ids.iter().map(|id| id.to_string()).collect(),
-        root_cause: i.root_cause.clone(),
-        resolution_summary: i.resolution_summary.clone(),
-        reopen_count: i.reopen_count,
-        started_at: Some(ts(i.started_at)),
-        detected_at: Some(ts(i.detected_at)),
-        acknowledged_at: i.acknowledged_at.map(ts),
-        acknowledged_by: i.acknowledged_by.clone(),
-        identified_at: i.identified_at.map(ts),
-        mitigated_at: i.mitigated_at.map(ts),
-        resolved_at: i.resolved_at.map(ts),
-        closed_at: i.closed_at.map(ts),
-        created_at: Some(ts(i.created_at)),
-        updated_at: Some(ts(i.updated_at)),
-        version: i.version,
-        etag: i.etag(),
+        commander: commander.clone(),
+        labels: labels.clone(),
+        related_incident_ids: related_incident_ids.iter().map(|id| id.to_string()).collect(),
+        root_cause: root_cause.clone(),
+        resolution_summary: resolution_summary.clone(),
+        reopen_count: *reopen_count,
+        started_at: Some(ts(*started_at)),
+        detected_at: Some(ts(*detected_at)),
+        acknowledged_at: acknowledged_at.map(ts),
+        acknowledged_by: acknowledged_by.clone(),
+        identified_at: identified_at.map(ts),
+        mitigated_at: mitigated_at.map(ts),
+        resolved_at: resolved_at.map(ts),
+        closed_at: closed_at.map(ts),
+        created_at: Some(ts(*created_at)),
+        updated_at: Some(ts(*updated_at)),
+        version: *version,
+        etag,
     }
 }
 
@@ -186,50 +215,63 @@ fn cause(v: &mut Violations, c: Option<&pb::Cause>) -> Cause {
 }
 
 /// The create input from a protobuf incident; output-only fields are ignored.
-pub fn new_incident_from_pb(i: pb::Incident) -> Result<NewIncident> {
+pub fn new_incident_from_pb(incident: pb::Incident) -> Result<NewIncident> {
+    let pb::Incident {
+        title,
+        summary,
+        severity,
+        status,
+        impact,
+        affected_components: affected,
+        affected_customers,
+        eta,
+        workaround: workaround_in,
+        cause: cause_in,
+        commander,
+        labels,
+        related_incident_ids,
+        root_cause,
+        resolution_summary,
+        started_at,
+        detected_at,
+        // Output only.
+        id: _,
+        reference: _,
+        reopen_count: _,
+        acknowledged_at: _,
+        acknowledged_by: _,
+        identified_at: _,
+        mitigated_at: _,
+        resolved_at: _,
+        closed_at: _,
+        created_at: _,
+        updated_at: _,
+        version: _,
+        etag: _,
+    } = incident;
     let mut v = Violations::new();
     let input = NewIncident {
-        title: Some(i.title),
-        summary: Some(i.summary),
-        severity: severity_from_pb(&mut v, "severity", i.severity),
-        status: status_from_pb(&mut v, "status", i.status),
-        impact: impact_from_pb(&mut v, "impact", i.impact),
-        affected_components: affected_components(&mut v, &i.affected_components),
-        affected_customers: i.affected_customers,
-        eta: opt_ts(&mut v, "eta", &i.eta),
-        workaround: Some(workaround(&mut v, i.workaround.as_ref())),
-        cause: Some(cause(&mut v, i.cause.as_ref())),
-        commander: i.commander,
-        labels: i.labels,
-        related_incidents: i.related_incident_ids,
-        root_cause: i.root_cause,
-        resolution_summary: i.resolution_summary,
-        started_at: opt_ts(&mut v, "started_at", &i.started_at),
-        detected_at: opt_ts(&mut v, "detected_at", &i.detected_at),
+        title: Some(title),
+        summary: Some(summary),
+        severity: severity_from_pb(&mut v, "severity", severity),
+        status: status_from_pb(&mut v, "status", status),
+        impact: impact_from_pb(&mut v, "impact", impact),
+        affected_components: affected_components(&mut v, &affected),
+        affected_customers,
+        eta: opt_ts(&mut v, "eta", &eta),
+        workaround: Some(workaround(&mut v, workaround_in.as_ref())),
+        cause: Some(cause(&mut v, cause_in.as_ref())),
+        commander,
+        labels,
+        related_incidents: related_incident_ids,
+        root_cause,
+        resolution_summary,
+        started_at: opt_ts(&mut v, "started_at", &started_at),
+        detected_at: opt_ts(&mut v, "detected_at", &detected_at),
     };
     v.finish()?;
     Ok(input)
 }
-
-/// Editable incident fields, as field-mask paths.
-pub const INCIDENT_MASK_PATHS: &[&str] = &[
-    "title",
-    "summary",
-    "severity",
-    "impact",
-    "affected_components",
-    "affected_customers",
-    "eta",
-    "workaround",
-    "cause",
-    "commander",
-    "labels",
-    "related_incident_ids",
-    "root_cause",
-    "resolution_summary",
-    "started_at",
-    "detected_at",
-];
 
 const INCIDENT_OUTPUT_ONLY: &[&str] = &[
     "id",
@@ -260,33 +302,68 @@ fn mask_paths(mask: Option<FieldMask>, all: &[&str], populated: impl FnOnce() ->
     }
 }
 
+/// The editable fields an update without a mask sets: those not at their protobuf default.
+fn populated_paths(incident: &pb::Incident) -> Vec<String> {
+    let pb::Incident {
+        title,
+        summary,
+        severity,
+        impact,
+        affected_components,
+        affected_customers,
+        eta,
+        workaround,
+        cause,
+        commander,
+        labels,
+        related_incident_ids,
+        root_cause,
+        resolution_summary,
+        started_at,
+        detected_at,
+        // Not editable here (the status moves through transitions) or output only.
+        status: _,
+        id: _,
+        reference: _,
+        reopen_count: _,
+        acknowledged_at: _,
+        acknowledged_by: _,
+        identified_at: _,
+        mitigated_at: _,
+        resolved_at: _,
+        closed_at: _,
+        created_at: _,
+        updated_at: _,
+        version: _,
+        etag: _,
+    } = incident;
+    [
+        ("title", !title.is_empty()),
+        ("summary", !summary.is_empty()),
+        ("severity", *severity != 0),
+        ("impact", *impact != 0),
+        ("affected_components", !affected_components.is_empty()),
+        ("affected_customers", affected_customers.is_some()),
+        ("eta", eta.is_some()),
+        ("workaround", workaround.is_some()),
+        ("cause", cause.is_some()),
+        ("commander", commander.is_some()),
+        ("labels", !labels.is_empty()),
+        ("related_incident_ids", !related_incident_ids.is_empty()),
+        ("root_cause", root_cause.is_some()),
+        ("resolution_summary", resolution_summary.is_some()),
+        ("started_at", started_at.is_some()),
+        ("detected_at", detected_at.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(path, _)| path.to_string())
+    .collect()
+}
+
 /// The patch an `UpdateIncident` call describes.
 pub fn incident_patch_from_pb(i: pb::Incident, mask: Option<FieldMask>) -> Result<IncidentPatch> {
-    let paths = mask_paths(mask, INCIDENT_MASK_PATHS, || {
-        let mut p = Vec::new();
-        let mut add = |cond: bool, name: &str| {
-            if cond {
-                p.push(name.to_string());
-            }
-        };
-        add(!i.title.is_empty(), "title");
-        add(!i.summary.is_empty(), "summary");
-        add(i.severity != 0, "severity");
-        add(i.impact != 0, "impact");
-        add(!i.affected_components.is_empty(), "affected_components");
-        add(i.affected_customers.is_some(), "affected_customers");
-        add(i.eta.is_some(), "eta");
-        add(i.workaround.is_some(), "workaround");
-        add(i.cause.is_some(), "cause");
-        add(i.commander.is_some(), "commander");
-        add(!i.labels.is_empty(), "labels");
-        add(!i.related_incident_ids.is_empty(), "related_incident_ids");
-        add(i.root_cause.is_some(), "root_cause");
-        add(i.resolution_summary.is_some(), "resolution_summary");
-        add(i.started_at.is_some(), "started_at");
-        add(i.detected_at.is_some(), "detected_at");
-        p
-    });
+    let paths = mask_paths(mask, EDITABLE_FIELDS, || populated_paths(&i));
     if paths.is_empty() {
         return Err(Error::invalid("update_mask", "names no field to update"));
     }

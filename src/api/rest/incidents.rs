@@ -109,32 +109,51 @@ pub struct IncidentIn {
 }
 
 impl From<IncidentIn> for NewIncident {
-    fn from(i: IncidentIn) -> Self {
+    fn from(input: IncidentIn) -> Self {
+        let IncidentIn {
+            title,
+            summary,
+            severity,
+            status,
+            impact,
+            affected_components,
+            affected_customers,
+            eta,
+            workaround,
+            cause,
+            commander,
+            labels,
+            related_incident_ids,
+            root_cause,
+            resolution_summary,
+            started_at,
+            detected_at,
+        } = input;
         NewIncident {
-            title: i.title,
-            summary: i.summary,
-            severity: i.severity,
-            status: i.status,
-            impact: i.impact,
-            affected_components: i.affected_components.into_iter().map(|Obj(c)| c).collect(),
-            affected_customers: i.affected_customers,
-            eta: i.eta,
-            workaround: i.workaround.map(|Obj(w)| Workaround {
-                availability: w.availability.unwrap_or(WorkaroundAvailability::Unknown),
-                text: w.text,
+            title,
+            summary,
+            severity,
+            status,
+            impact,
+            affected_components: affected_components.into_iter().map(|Obj(c)| c).collect(),
+            affected_customers,
+            eta,
+            workaround: workaround.map(|Obj(WorkaroundIn { availability, text })| Workaround {
+                availability: availability.unwrap_or(WorkaroundAvailability::Unknown),
+                text,
             }),
-            cause: i.cause.map(|Obj(c)| Cause {
-                kind: c.kind.unwrap_or(CauseKind::Unknown),
-                provider: c.provider,
-                external_reference: c.external_reference,
+            cause: cause.map(|Obj(CauseIn { kind, provider, external_reference })| Cause {
+                kind: kind.unwrap_or(CauseKind::Unknown),
+                provider,
+                external_reference,
             }),
-            commander: i.commander,
-            labels: i.labels,
-            related_incidents: i.related_incident_ids,
-            root_cause: i.root_cause,
-            resolution_summary: i.resolution_summary,
-            started_at: i.started_at,
-            detected_at: i.detected_at,
+            commander,
+            labels,
+            related_incidents: related_incident_ids,
+            root_cause,
+            resolution_summary,
+            started_at,
+            detected_at,
         }
     }
 }
@@ -234,53 +253,65 @@ fn not_null<T>(v: &mut Violations, field: &str, value: Option<Option<T>>) -> Opt
 
 impl IncidentPatchIn {
     fn into_patch(self) -> Result<IncidentPatch, ApiError> {
+        let IncidentPatchIn {
+            title,
+            summary,
+            severity,
+            impact,
+            affected_components,
+            affected_customers,
+            eta,
+            workaround,
+            cause,
+            commander,
+            labels,
+            related_incident_ids,
+            root_cause,
+            resolution_summary,
+            started_at,
+            detected_at,
+        } = self;
         let mut v = Violations::new();
-        let mut patch = IncidentPatch {
-            title: not_null(&mut v, "title", self.title),
-            summary: self.summary.map(Option::unwrap_or_default),
-            severity: not_null(&mut v, "severity", self.severity),
-            impact: not_null(&mut v, "impact", self.impact),
-            affected_components: self
-                .affected_components
+        // `null` resets a whole workaround or cause to unknown; a nested field sets one part.
+        let (workaround_availability, workaround_text) = match workaround {
+            Some(None) => (Some(WorkaroundAvailability::Unknown), Some(None)),
+            Some(Some(Obj(WorkaroundPatchIn { availability, text }))) => {
+                (availability.map(|a| a.unwrap_or(WorkaroundAvailability::Unknown)), text)
+            }
+            None => (None, None),
+        };
+        let (cause_kind, cause_provider, cause_external_reference) = match cause {
+            Some(None) => (Some(CauseKind::Unknown), Some(None), Some(None)),
+            Some(Some(Obj(CausePatchIn { kind, provider, external_reference }))) => {
+                (kind.map(|k| k.unwrap_or(CauseKind::Unknown)), provider, external_reference)
+            }
+            None => (None, None, None),
+        };
+        let patch = IncidentPatch {
+            title: not_null(&mut v, "title", title),
+            summary: summary.map(Option::unwrap_or_default),
+            severity: not_null(&mut v, "severity", severity),
+            impact: not_null(&mut v, "impact", impact),
+            affected_components: affected_components
                 .map(|list| list.unwrap_or_default().into_iter().map(|Obj(c)| c).collect()),
-            affected_customers: self.affected_customers,
-            eta: self.eta,
-            commander: self.commander,
-            labels: self.labels.map(|l| match l {
+            affected_customers,
+            eta,
+            workaround_availability,
+            workaround_text,
+            cause_kind,
+            cause_provider,
+            cause_external_reference,
+            commander,
+            labels: labels.map(|l| match l {
                 None => LabelsPatch::Replace(BTreeMap::new()),
                 Some(m) => LabelsPatch::Merge(m),
             }),
-            related_incidents: self.related_incident_ids.map(Option::unwrap_or_default),
-            root_cause: self.root_cause,
-            resolution_summary: self.resolution_summary,
-            started_at: not_null(&mut v, "started_at", self.started_at),
-            detected_at: not_null(&mut v, "detected_at", self.detected_at),
-            ..IncidentPatch::default()
+            related_incidents: related_incident_ids.map(Option::unwrap_or_default),
+            root_cause,
+            resolution_summary,
+            started_at: not_null(&mut v, "started_at", started_at),
+            detected_at: not_null(&mut v, "detected_at", detected_at),
         };
-        match self.workaround {
-            Some(None) => {
-                patch.workaround_availability = Some(WorkaroundAvailability::Unknown);
-                patch.workaround_text = Some(None);
-            }
-            Some(Some(Obj(w))) => {
-                patch.workaround_availability = w.availability.map(|a| a.unwrap_or(WorkaroundAvailability::Unknown));
-                patch.workaround_text = w.text;
-            }
-            None => {}
-        }
-        match self.cause {
-            Some(None) => {
-                patch.cause_kind = Some(CauseKind::Unknown);
-                patch.cause_provider = Some(None);
-                patch.cause_external_reference = Some(None);
-            }
-            Some(Some(Obj(c))) => {
-                patch.cause_kind = c.kind.map(|k| k.unwrap_or(CauseKind::Unknown));
-                patch.cause_provider = c.provider;
-                patch.cause_external_reference = c.external_reference;
-            }
-            None => {}
-        }
         v.finish()?;
         Ok(patch)
     }
