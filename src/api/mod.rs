@@ -3,3 +3,21 @@
 
 pub mod grpc;
 pub mod rest;
+
+/// The message a caller gets for an error. Internal errors and an unavailable database are
+/// logged here, and the caller gets a fixed sentence instead of their detail (it may name
+/// tables, hosts or queries).
+pub(crate) fn public_message(error: &crate::domain::Error) -> String {
+    use crate::domain::Error;
+    match error {
+        Error::Internal(msg) => {
+            tracing::error!(error = %msg, "internal error");
+            "an internal error occurred; it has been logged".to_string()
+        }
+        Error::Unavailable(msg) => {
+            tracing::warn!(error = %msg, "database unavailable");
+            "the database is unavailable; retry later".to_string()
+        }
+        other => other.to_string(),
+    }
+}

@@ -441,8 +441,97 @@ editable! {
     ],
 }
 
-/// Splits a search query into case-folded words; every word must occur in
-/// [`Incident::search_text`].
-pub fn search_terms(query: &str) -> Vec<String> {
+/// Splits a search query (the request's `field`) into case-folded words; every word must
+/// occur in [`Incident::search_text`]. A query with a NUL character is refused.
+pub fn search_terms(v: &mut Violations, field: &str, query: &str) -> Vec<String> {
+    v.search_text(field, query);
     query.split_whitespace().map(super::fold_case).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident(now: DateTime<Utc>) -> Incident {
+        let input =
+            NewIncident { title: Some("Checkout down".into()), severity: Some(Severity::Sev2), ..Default::default() };
+        input.validate(Uuid::now_v7(), now).expect("valid").incident
+    }
+
+    #[test]
+    fn the_lifecycle_allows_exactly_the_documented_moves() {
+        use Status::*;
+        // The README's lifecycle, written out on its own: any open status may move to another
+        // open one or resolve; a resolved incident reopens or closes; closed is terminal.
+        let allowed = |from: Status, to: Status| match (from, to) {
+            (a, b) if a == b => false,
+            (Investigating | Identified | Monitoring, Investigating | Identified | Monitoring | Resolved) => true,
+            (Resolved, Investigating | Identified | Closed) => true,
+            _ => false,
+        };
+        for from in Status::ALL {
+            for to in Status::ALL {
+                assert_eq!(from.can_move_to(*to), allowed(*from, *to), "{from} -> {to}");
+            }
+        }
+        assert!(Closed.allowed_targets().is_empty());
+        assert_eq!(Status::OPEN, [Investigating, Identified, Monitoring]);
+    }
+
+    #[test]
+    fn a_forbidden_move_says_where_the_incident_may_go_and_changes_nothing() {
+        let now = crate::domain::now();
+        let mut i = incident(now);
+        i.transition(Status::Resolved, now).unwrap();
+        i.transition(Status::Closed, now).unwrap();
+        let before = i.clone();
+        match i.transition(Status::Investigating, now) {
+            Err(Error::InvalidTransition { from, to, allowed }) => {
+                assert_eq!((from, to), (Status::Closed, Status::Investigating));
+                assert!(allowed.is_empty());
+            }
+            other => panic!("closed -> investigating gave {other:?}"),
+        }
+        assert_eq!(i, before);
+    }
+
+    #[test]
+    fn moves_stamp_their_milestones_and_a_reopen_clears_the_resolution() {
+        let t0 = crate::domain::now();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let mut i = incident(t0);
+        assert_eq!((i.status, i.version), (Status::Investigating, 1));
+        i.transition(Status::Identified, at(1)).unwrap();
+        i.transition(Status::Monitoring, at(2)).unwrap();
+        i.transition(Status::Identified, at(3)).unwrap();
+        assert_eq!((i.identified_at, i.mitigated_at), (Some(at(1)), Some(at(2))), "first times are kept");
+        i.transition(Status::Resolved, at(4)).unwrap();
+        assert_eq!(i.resolved_at, Some(at(4)));
+        let t = i.transition(Status::Investigating, at(5)).unwrap();
+        assert!(t.reopened);
+        assert_eq!((i.reopen_count, i.resolved_at), (1, None));
+        assert_eq!((i.version, i.updated_at), (6, at(5)));
+    }
+
+    #[test]
+    fn acknowledging_is_once_and_only_while_open() {
+        let now = crate::domain::now();
+        let mut i = incident(now);
+        assert!(i.acknowledge("alice", now).unwrap());
+        assert!(!i.acknowledge("bob", now).unwrap(), "a second acknowledgement changes nothing");
+        assert_eq!(i.acknowledged_by.as_deref(), Some("alice"));
+        let mut resolved = incident(now);
+        resolved.transition(Status::Resolved, now).unwrap();
+        assert!(matches!(resolved.acknowledge("alice", now), Err(Error::Conflict(_))));
+    }
+
+    #[test]
+    fn search_terms_are_folded_words_and_nul_is_refused() {
+        let mut v = Violations::new();
+        assert_eq!(search_terms(&mut v, "q", "  Checkout  EU "), ["checkout", "eu"]);
+        assert!(v.finish().is_ok());
+        let mut v = Violations::new();
+        search_terms(&mut v, "query", "a\0b");
+        assert_eq!(v.finish().unwrap_err().violations()[0].field, "query");
+    }
 }

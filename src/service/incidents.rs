@@ -93,9 +93,6 @@ impl Service {
     ) -> Result<Page<Incident>> {
         caller.require(Permission::ReadIncidents)?;
         let mut v = Violations::new();
-        for term in &filter.terms {
-            v.search_text("q", term);
-        }
         if let (Some(a), Some(b)) = (filter.created_after, filter.created_before)
             && a >= b
         {

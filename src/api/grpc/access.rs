@@ -2,42 +2,17 @@
 
 use tonic::{Request, Response, Status};
 
-use super::authorize;
-use super::convert::{json_to_pb, opt_ts, ts};
+use super::convert::{json_to_pb, opt_ts, scope_from_pb, scope_to_pb, ts};
 use super::status::to_status;
+use super::{authorize, page, parse_id};
 use crate::domain::access::{AuditFilter, NewApiKey};
 use crate::domain::ids::parse_uuid;
 use crate::domain::validate::Violations;
-use crate::domain::{ApiKey, AuditEvent, PageRequest, Permission, Scope};
+use crate::domain::{ApiKey, AuditEvent, Permission};
 use crate::proto as pb;
 use crate::proto::api_key_service_server::ApiKeyService;
 use crate::proto::audit_service_server::AuditService;
 use crate::service::Service;
-
-fn scope_to_pb(s: Scope) -> i32 {
-    (match s {
-        Scope::IncidentsRead => pb::Scope::IncidentsRead,
-        Scope::IncidentsWrite => pb::Scope::IncidentsWrite,
-        Scope::ComponentsWrite => pb::Scope::ComponentsWrite,
-        Scope::SubscriptionsManage => pb::Scope::SubscriptionsManage,
-        Scope::Admin => pb::Scope::Admin,
-    }) as i32
-}
-
-fn scope_from_pb(v: &mut Violations, field: &str, raw: i32) -> Option<Scope> {
-    let scope = match pb::Scope::try_from(raw) {
-        Ok(pb::Scope::IncidentsRead) => Scope::IncidentsRead,
-        Ok(pb::Scope::IncidentsWrite) => Scope::IncidentsWrite,
-        Ok(pb::Scope::ComponentsWrite) => Scope::ComponentsWrite,
-        Ok(pb::Scope::SubscriptionsManage) => Scope::SubscriptionsManage,
-        Ok(pb::Scope::Admin) => Scope::Admin,
-        Ok(pb::Scope::Unspecified) | Err(_) => {
-            v.add(field, format!("{raw} is not a scope"));
-            return None;
-        }
-    };
-    Some(scope)
-}
 
 fn key_to_pb(k: &ApiKey) -> pb::ApiKey {
     pb::ApiKey {
@@ -93,7 +68,13 @@ impl ApiKeyService for GrpcApiKeyService {
             .scopes
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| scope_from_pb(&mut v, &format!("scopes[{i}]"), *s))
+            .filter_map(|(i, s)| {
+                let field = format!("scopes[{i}]");
+                if *s == pb::Scope::Unspecified as i32 {
+                    v.add(field.clone(), "must name a scope (SCOPE_UNSPECIFIED is not one)");
+                }
+                scope_from_pb(&mut v, &field, *s)
+            })
             .collect();
         let expires_at = opt_ts(&mut v, "expires_at", &req.expires_at);
         v.finish().map_err(to_status)?;
@@ -107,7 +88,7 @@ impl ApiKeyService for GrpcApiKeyService {
         request: Request<pb::GetApiKeyRequest>,
     ) -> Result<Response<pb::GetApiKeyResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::Admin).await?;
-        let id = parse_uuid("id", &request.into_inner().id).map_err(to_status)?;
+        let id = parse_id("id", &request.into_inner().id)?;
         let key = self.service.get_api_key(&caller, id).await.map_err(to_status)?;
         Ok(Response::new(pb::GetApiKeyResponse { api_key: Some(key_to_pb(&key)) }))
     }
@@ -118,7 +99,7 @@ impl ApiKeyService for GrpcApiKeyService {
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::Admin).await?;
         let req = request.into_inner();
-        let page = PageRequest::new(Some(i64::from(req.page_size)), Some(&req.page_token)).map_err(to_status)?;
+        let page = page(req.page_size, &req.page_token)?;
         let page = self.service.list_api_keys(&caller, page).await.map_err(to_status)?;
         Ok(Response::new(pb::ListApiKeysResponse {
             api_keys: page.items.iter().map(key_to_pb).collect(),
@@ -131,7 +112,7 @@ impl ApiKeyService for GrpcApiKeyService {
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::Admin).await?;
-        let id = parse_uuid("id", &request.into_inner().id).map_err(to_status)?;
+        let id = parse_id("id", &request.into_inner().id)?;
         let key = self.service.revoke_api_key(&caller, id).await.map_err(to_status)?;
         Ok(Response::new(pb::RevokeApiKeyResponse { api_key: Some(key_to_pb(&key)) }))
     }
@@ -170,7 +151,7 @@ impl AuditService for GrpcAuditService {
             action: text("action", req.action),
         };
         v.finish().map_err(to_status)?;
-        let page = PageRequest::new(Some(i64::from(req.page_size)), Some(&req.page_token)).map_err(to_status)?;
+        let page = page(req.page_size, &req.page_token)?;
         let page = self.service.list_audit_events(&caller, filter, page).await.map_err(to_status)?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: page.items.iter().map(event_to_pb).collect(),

@@ -4,9 +4,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{component_patch_from_pb, component_to_pb, new_component_from_pb};
 use super::status::to_status;
-use super::{authorize, mark_replayed};
-use crate::domain::ids::parse_uuid;
-use crate::domain::{Error, IdempotencyKey, PageRequest, Permission};
+use super::{authorize, mark_replayed, non_empty, page, parse_id};
+use crate::domain::{Error, IdempotencyKey, Permission};
 use crate::proto as pb;
 use crate::proto::component_service_server::ComponentService;
 use crate::service::Service;
@@ -19,10 +18,6 @@ impl GrpcComponentService {
     pub fn new(service: Service) -> Self {
         Self { service }
     }
-}
-
-fn etag(raw: String) -> Option<String> {
-    if raw.is_empty() { None } else { Some(raw) }
 }
 
 #[tonic::async_trait]
@@ -50,7 +45,7 @@ impl ComponentService for GrpcComponentService {
         request: Request<pb::GetComponentRequest>,
     ) -> Result<Response<pb::GetComponentResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::ReadComponents).await?;
-        let id = parse_uuid("id", &request.into_inner().id).map_err(to_status)?;
+        let id = parse_id("id", &request.into_inner().id)?;
         let c = self.service.get_component(&caller, id).await.map_err(to_status)?;
         Ok(Response::new(pb::GetComponentResponse { component: Some(component_to_pb(&c)) }))
     }
@@ -61,7 +56,7 @@ impl ComponentService for GrpcComponentService {
     ) -> Result<Response<pb::ListComponentsResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::ReadComponents).await?;
         let req = request.into_inner();
-        let page = PageRequest::new(Some(i64::from(req.page_size)), Some(&req.page_token)).map_err(to_status)?;
+        let page = page(req.page_size, &req.page_token)?;
         let page = self.service.list_components(&caller, req.group.as_deref(), page).await.map_err(to_status)?;
         Ok(Response::new(pb::ListComponentsResponse {
             components: page.items.iter().map(component_to_pb).collect(),
@@ -76,11 +71,11 @@ impl ComponentService for GrpcComponentService {
         let caller = authorize(&self.service, &request, Permission::WriteComponents).await?;
         let req = request.into_inner();
         let component = req.component.ok_or_else(|| to_status(Error::invalid("component", "is required")))?;
-        let id = parse_uuid("component.id", &component.id).map_err(to_status)?;
+        let id = parse_id("component.id", &component.id)?;
         let patch = component_patch_from_pb(component, req.update_mask).map_err(to_status)?;
         let c = self
             .service
-            .update_component(&caller, id, patch, etag(req.etag).as_deref())
+            .update_component(&caller, id, patch, non_empty(req.etag).as_deref())
             .await
             .map_err(|e| to_status(e.prefix_fields("component")))?;
         Ok(Response::new(pb::UpdateComponentResponse { component: Some(component_to_pb(&c)) }))
@@ -92,8 +87,8 @@ impl ComponentService for GrpcComponentService {
     ) -> Result<Response<pb::DeleteComponentResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::WriteComponents).await?;
         let req = request.into_inner();
-        let id = parse_uuid("id", &req.id).map_err(to_status)?;
-        self.service.delete_component(&caller, id, etag(req.etag).as_deref()).await.map_err(to_status)?;
+        let id = parse_id("id", &req.id)?;
+        self.service.delete_component(&caller, id, non_empty(req.etag).as_deref()).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteComponentResponse {}))
     }
 }

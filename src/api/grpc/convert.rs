@@ -1,4 +1,6 @@
-//! Every conversion between protobuf messages and domain types.
+//! Conversions between protobuf messages and domain types: every enum (through `enum_map!`),
+//! timestamps and JSON values, and the incident and component messages. Messages that only
+//! one service uses are converted beside it (`subscriptions.rs`, `access.rs`).
 
 use std::collections::BTreeMap;
 
@@ -8,9 +10,9 @@ use prost_types::{FieldMask, Timestamp};
 use crate::domain::incident::EDITABLE_FIELDS;
 use crate::domain::validate::Violations;
 use crate::domain::{
-    AffectedComponent, Cause, CauseKind, Component, ComponentPatch, ComponentStatus, Error, FieldChange, Impact,
-    Incident, IncidentPatch, LabelsPatch, NewComponent, NewIncident, Result, Severity, Status, TimelineEntry,
-    UpdateKind, Visibility, Workaround, WorkaroundAvailability,
+    AffectedComponent, Cause, CauseKind, Channel, Component, ComponentPatch, ComponentStatus, DeliveryStatus, Error,
+    FieldChange, Impact, Incident, IncidentPatch, LabelsPatch, NewComponent, NewIncident, Result, Scope, Severity,
+    Status, TimelineEntry, UpdateKind, Visibility, Workaround, WorkaroundAvailability,
 };
 use crate::proto as pb;
 
@@ -66,6 +68,22 @@ enum_map!(
     UpdateKind,
     UpdateKind,
     [Created, Update, StatusChange, FieldChange, Acknowledgement]
+);
+
+enum_map!(channel_to_pb, channel_from_pb, Channel, Channel, [Webhook, Slack, Teams, Email]);
+enum_map!(
+    delivery_status_to_pb,
+    delivery_status_from_pb,
+    DeliveryStatus,
+    DeliveryStatus,
+    [Pending, Sending, Delivered, Failed, Cancelled]
+);
+enum_map!(
+    scope_to_pb,
+    scope_from_pb,
+    Scope,
+    Scope,
+    [IncidentsRead, IncidentsWrite, ComponentsWrite, SubscriptionsManage, Admin]
 );
 
 pub fn ts(t: DateTime<Utc>) -> Timestamp {

@@ -7,11 +7,11 @@ use super::convert::{
     status_from_pb, visibility_from_pb,
 };
 use super::status::to_status;
-use super::{authorize, mark_replayed};
+use super::{authorize, mark_replayed, non_empty, page};
 use crate::domain::incident::search_terms;
 use crate::domain::query::IncidentFilter;
 use crate::domain::validate::Violations;
-use crate::domain::{Error, IdempotencyKey, IncidentKey, NewUpdate, PageRequest, Permission, TransitionInput};
+use crate::domain::{Error, IdempotencyKey, IncidentKey, NewUpdate, Permission, TransitionInput};
 use crate::proto as pb;
 use crate::proto::incident_service_server::IncidentService;
 use crate::service::Service;
@@ -28,10 +28,6 @@ impl GrpcIncidentService {
 
 fn key(field: &str, raw: &str) -> Result<IncidentKey, Status> {
     IncidentKey::parse(field, raw).map_err(to_status)
-}
-
-fn non_empty(s: String) -> Option<String> {
-    if s.is_empty() { None } else { Some(s) }
 }
 
 #[tonic::async_trait]
@@ -85,18 +81,17 @@ impl IncidentService for GrpcIncidentService {
             .collect();
         let component_id = non_empty(req.component_id)
             .and_then(|c| crate::domain::ids::parse_uuid("component_id", &c).map_err(|e| v.extend(e).ok()).ok());
-        v.search_text("query", &req.query);
         let filter = IncidentFilter {
             statuses,
             severities,
             component_id,
             open: req.open,
-            terms: search_terms(&req.query),
+            terms: search_terms(&mut v, "query", &req.query),
             created_after: opt_ts(&mut v, "created_after", &req.created_after),
             created_before: opt_ts(&mut v, "created_before", &req.created_before),
         };
         v.finish().map_err(to_status)?;
-        let page = PageRequest::new(Some(i64::from(req.page_size)), Some(&req.page_token)).map_err(to_status)?;
+        let page = page(req.page_size, &req.page_token)?;
         let page = self.service.list_incidents(&caller, filter, page).await.map_err(to_status)?;
         Ok(Response::new(pb::ListIncidentsResponse {
             incidents: page.items.iter().map(incident_to_pb).collect(),
@@ -204,7 +199,7 @@ impl IncidentService for GrpcIncidentService {
         let mut v = Violations::new();
         let visibility = visibility_from_pb(&mut v, "visibility", req.visibility);
         v.finish().map_err(to_status)?;
-        let page = PageRequest::new(Some(i64::from(req.page_size)), Some(&req.page_token)).map_err(to_status)?;
+        let page = page(req.page_size, &req.page_token)?;
         let page = self.service.list_updates(&caller, key, visibility, page).await.map_err(to_status)?;
         Ok(Response::new(pb::ListIncidentUpdatesResponse {
             updates: page.items.iter().map(entry_to_pb).collect(),

@@ -92,6 +92,21 @@ pub(crate) async fn authorize<T>(
     Ok(caller)
 }
 
+/// An optional string field: proto3 sends an unset string as empty.
+pub(crate) fn non_empty(s: String) -> Option<String> {
+    if s.is_empty() { None } else { Some(s) }
+}
+
+/// The page a list request asks for.
+pub(crate) fn page(size: i32, token: &str) -> Result<crate::domain::PageRequest, tonic::Status> {
+    crate::domain::PageRequest::new(Some(i64::from(size)), Some(token)).map_err(status::to_status)
+}
+
+/// Parses a resource id field.
+pub(crate) fn parse_id(field: &str, raw: &str) -> Result<uuid::Uuid, tonic::Status> {
+    crate::domain::ids::parse_uuid(field, raw).map_err(status::to_status)
+}
+
 /// Marks a response as the replay of an earlier request with the same `request_id`.
 pub(crate) fn mark_replayed<T>(mut res: tonic::Response<T>, replayed: bool) -> tonic::Response<T> {
     if replayed {

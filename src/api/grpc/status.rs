@@ -33,17 +33,7 @@ pub fn to_status(e: Error) -> Status {
     let code = e.code();
     let mut details = ErrorDetails::new();
     let mut metadata = HashMap::new();
-    let message = match &e {
-        Error::Internal(msg) => {
-            tracing::error!(error = %msg, "internal error");
-            "an internal error occurred; it has been logged".to_string()
-        }
-        Error::Unavailable(msg) => {
-            tracing::warn!(error = %msg, "database unavailable");
-            "the database is unavailable; retry later".to_string()
-        }
-        other => other.to_string(),
-    };
+    let message = crate::api::public_message(&e);
     match &e {
         Error::Validation(violations) => {
             for v in violations {

@@ -3,16 +3,17 @@
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::authorize;
-use super::convert::{severity_from_pb, severity_to_pb, ts};
+use super::convert::{
+    channel_from_pb, channel_to_pb, delivery_status_from_pb, delivery_status_to_pb, severity_from_pb, severity_to_pb,
+    ts,
+};
 use super::status::to_status;
+use super::{authorize, page, parse_id};
 use crate::domain::ids::parse_uuid;
 use crate::domain::query::AttemptsOf;
 use crate::domain::subscription::{NewSubscription, SubscriptionPatch};
 use crate::domain::validate::Violations;
-use crate::domain::{
-    Channel, Delivery, DeliveryAttempt, DeliveryStatus, Error, EventType, PageRequest, Permission, Subscription,
-};
+use crate::domain::{Delivery, DeliveryAttempt, Error, EventType, Permission, Subscription};
 use crate::proto as pb;
 use crate::proto::subscription_service_server::SubscriptionService;
 use crate::service::Service;
@@ -24,53 +25,6 @@ pub struct GrpcSubscriptionService {
 impl GrpcSubscriptionService {
     pub fn new(service: Service) -> Self {
         Self { service }
-    }
-}
-
-fn channel_to_pb(c: Channel) -> i32 {
-    (match c {
-        Channel::Webhook => pb::Channel::Webhook,
-        Channel::Slack => pb::Channel::Slack,
-        Channel::Teams => pb::Channel::Teams,
-        Channel::Email => pb::Channel::Email,
-    }) as i32
-}
-
-fn channel_from_pb(v: &mut Violations, raw: i32) -> Option<Channel> {
-    match pb::Channel::try_from(raw) {
-        Ok(pb::Channel::Webhook) => Some(Channel::Webhook),
-        Ok(pb::Channel::Slack) => Some(Channel::Slack),
-        Ok(pb::Channel::Teams) => Some(Channel::Teams),
-        Ok(pb::Channel::Email) => Some(Channel::Email),
-        Ok(pb::Channel::Unspecified) | Err(_) => {
-            v.add("channel", format!("is required; one of: {}", Channel::expected()));
-            None
-        }
-    }
-}
-
-fn status_to_pb(s: DeliveryStatus) -> i32 {
-    (match s {
-        DeliveryStatus::Pending => pb::DeliveryStatus::Pending,
-        DeliveryStatus::Sending => pb::DeliveryStatus::Sending,
-        DeliveryStatus::Delivered => pb::DeliveryStatus::Delivered,
-        DeliveryStatus::Failed => pb::DeliveryStatus::Failed,
-        DeliveryStatus::Cancelled => pb::DeliveryStatus::Cancelled,
-    }) as i32
-}
-
-fn status_from_pb(v: &mut Violations, raw: i32) -> Option<DeliveryStatus> {
-    match pb::DeliveryStatus::try_from(raw) {
-        Ok(pb::DeliveryStatus::Unspecified) => None,
-        Ok(pb::DeliveryStatus::Pending) => Some(DeliveryStatus::Pending),
-        Ok(pb::DeliveryStatus::Sending) => Some(DeliveryStatus::Sending),
-        Ok(pb::DeliveryStatus::Delivered) => Some(DeliveryStatus::Delivered),
-        Ok(pb::DeliveryStatus::Failed) => Some(DeliveryStatus::Failed),
-        Ok(pb::DeliveryStatus::Cancelled) => Some(DeliveryStatus::Cancelled),
-        Err(_) => {
-            v.add("status", format!("unknown enum value {raw}"));
-            None
-        }
     }
 }
 
@@ -101,7 +55,7 @@ fn delivery_to_pb(d: &Delivery) -> pb::Delivery {
         event_id: d.event_id.to_string(),
         subscription_id: d.subscription_id.to_string(),
         event_type: d.event_type.as_str().into(),
-        status: status_to_pb(d.status),
+        status: delivery_status_to_pb(d.status),
         attempts: d.attempts,
         next_attempt_at: d.next_attempt_at.map(ts),
         last_attempt_at: d.last_attempt_at.map(ts),
@@ -139,14 +93,6 @@ fn component_ids(v: &mut Violations, raw: &[String]) -> Vec<Uuid> {
         .collect()
 }
 
-fn id(field: &str, raw: &str) -> Result<Uuid, Status> {
-    parse_uuid(field, raw).map_err(to_status)
-}
-
-fn page(size: i32, token: &str) -> Result<PageRequest, Status> {
-    PageRequest::new(Some(i64::from(size)), Some(token)).map_err(to_status)
-}
-
 #[tonic::async_trait]
 impl SubscriptionService for GrpcSubscriptionService {
     async fn create_subscription(
@@ -157,7 +103,7 @@ impl SubscriptionService for GrpcSubscriptionService {
         let s = request.into_inner().subscription.unwrap_or_default();
         let mut v = Violations::new();
         let input = NewSubscription {
-            channel: channel_from_pb(&mut v, s.channel),
+            channel: channel_from_pb(&mut v, "channel", s.channel),
             target: Some(s.target),
             event_types: event_types(&mut v, &s.event_types),
             min_severity: severity_from_pb(&mut v, "min_severity", s.min_severity),
@@ -182,7 +128,11 @@ impl SubscriptionService for GrpcSubscriptionService {
         request: Request<pb::GetSubscriptionRequest>,
     ) -> Result<Response<pb::GetSubscriptionResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::ManageSubscriptions).await?;
-        let s = self.service.get_subscription(&caller, id("id", &request.into_inner().id)?).await.map_err(to_status)?;
+        let s = self
+            .service
+            .get_subscription(&caller, parse_id("id", &request.into_inner().id)?)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::GetSubscriptionResponse { subscription: Some(subscription_to_pb(&s)) }))
     }
 
@@ -207,7 +157,7 @@ impl SubscriptionService for GrpcSubscriptionService {
         let caller = authorize(&self.service, &request, Permission::ManageSubscriptions).await?;
         let req = request.into_inner();
         let s = req.subscription.ok_or_else(|| to_status(Error::invalid("subscription", "is required")))?;
-        let sub_id = id("subscription.id", &s.id)?;
+        let sub_id = parse_id("subscription.id", &s.id)?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         if paths.is_empty() {
             return Err(to_status(Error::invalid("update_mask", "names no field to update")));
@@ -240,7 +190,10 @@ impl SubscriptionService for GrpcSubscriptionService {
         request: Request<pb::DeleteSubscriptionRequest>,
     ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::ManageSubscriptions).await?;
-        self.service.delete_subscription(&caller, id("id", &request.into_inner().id)?).await.map_err(to_status)?;
+        self.service
+            .delete_subscription(&caller, parse_id("id", &request.into_inner().id)?)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::DeleteSubscriptionResponse {}))
     }
 
@@ -252,7 +205,7 @@ impl SubscriptionService for GrpcSubscriptionService {
         let patch = SubscriptionPatch { paused: Some(true), ..Default::default() };
         let s = self
             .service
-            .update_subscription(&caller, id("id", &request.into_inner().id)?, patch, None)
+            .update_subscription(&caller, parse_id("id", &request.into_inner().id)?, patch, None)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::PauseSubscriptionResponse { subscription: Some(subscription_to_pb(&s)) }))
@@ -266,7 +219,7 @@ impl SubscriptionService for GrpcSubscriptionService {
         let patch = SubscriptionPatch { paused: Some(false), ..Default::default() };
         let s = self
             .service
-            .update_subscription(&caller, id("id", &request.into_inner().id)?, patch, None)
+            .update_subscription(&caller, parse_id("id", &request.into_inner().id)?, patch, None)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ResumeSubscriptionResponse { subscription: Some(subscription_to_pb(&s)) }))
@@ -278,7 +231,7 @@ impl SubscriptionService for GrpcSubscriptionService {
     ) -> Result<Response<pb::RotateSubscriptionSecretResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::ManageSubscriptions).await?;
         let rotated =
-            self.service.rotate_secret(&caller, id("id", &request.into_inner().id)?).await.map_err(to_status)?;
+            self.service.rotate_secret(&caller, parse_id("id", &request.into_inner().id)?).await.map_err(to_status)?;
         Ok(Response::new(pb::RotateSubscriptionSecretResponse {
             subscription: Some(subscription_to_pb(&rotated.subscription)),
             secret: rotated.secret.unwrap_or_default(),
@@ -290,8 +243,11 @@ impl SubscriptionService for GrpcSubscriptionService {
         request: Request<pb::TestSubscriptionRequest>,
     ) -> Result<Response<pb::TestSubscriptionResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::ManageSubscriptions).await?;
-        let attempt =
-            self.service.test_subscription(&caller, id("id", &request.into_inner().id)?).await.map_err(to_status)?;
+        let attempt = self
+            .service
+            .test_subscription(&caller, parse_id("id", &request.into_inner().id)?)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::TestSubscriptionResponse { attempt: Some(attempt_to_pb(&attempt)) }))
     }
 
@@ -301,9 +257,9 @@ impl SubscriptionService for GrpcSubscriptionService {
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::ManageSubscriptions).await?;
         let req = request.into_inner();
-        let sub = id("subscription_id", &req.subscription_id)?;
+        let sub = parse_id("subscription_id", &req.subscription_id)?;
         let mut v = Violations::new();
-        let status = status_from_pb(&mut v, req.status);
+        let status = delivery_status_from_pb(&mut v, "status", req.status);
         v.finish().map_err(to_status)?;
         let page = self
             .service
@@ -321,7 +277,8 @@ impl SubscriptionService for GrpcSubscriptionService {
         request: Request<pb::GetDeliveryRequest>,
     ) -> Result<Response<pb::GetDeliveryResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::ManageSubscriptions).await?;
-        let d = self.service.get_delivery(&caller, id("id", &request.into_inner().id)?).await.map_err(to_status)?;
+        let d =
+            self.service.get_delivery(&caller, parse_id("id", &request.into_inner().id)?).await.map_err(to_status)?;
         Ok(Response::new(pb::GetDeliveryResponse { delivery: Some(delivery_to_pb(&d)) }))
     }
 
@@ -332,8 +289,8 @@ impl SubscriptionService for GrpcSubscriptionService {
         let caller = authorize(&self.service, &request, Permission::ManageSubscriptions).await?;
         let req = request.into_inner();
         let of = match (req.delivery_id.is_empty(), req.subscription_id.is_empty()) {
-            (false, true) => AttemptsOf::Delivery(id("delivery_id", &req.delivery_id)?),
-            (true, false) => AttemptsOf::Subscription(id("subscription_id", &req.subscription_id)?),
+            (false, true) => AttemptsOf::Delivery(parse_id("delivery_id", &req.delivery_id)?),
+            (true, false) => AttemptsOf::Subscription(parse_id("subscription_id", &req.subscription_id)?),
             _ => {
                 return Err(to_status(Error::invalid(
                     "delivery_id",
@@ -354,7 +311,8 @@ impl SubscriptionService for GrpcSubscriptionService {
         request: Request<pb::RetryDeliveryRequest>,
     ) -> Result<Response<pb::RetryDeliveryResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::ManageSubscriptions).await?;
-        let d = self.service.retry_delivery(&caller, id("id", &request.into_inner().id)?).await.map_err(to_status)?;
+        let d =
+            self.service.retry_delivery(&caller, parse_id("id", &request.into_inner().id)?).await.map_err(to_status)?;
         Ok(Response::new(pb::RetryDeliveryResponse { delivery: Some(delivery_to_pb(&d)) }))
     }
 
@@ -363,7 +321,7 @@ impl SubscriptionService for GrpcSubscriptionService {
         request: Request<pb::RetryFailedDeliveriesRequest>,
     ) -> Result<Response<pb::RetryFailedDeliveriesResponse>, Status> {
         let caller = authorize(&self.service, &request, Permission::ManageSubscriptions).await?;
-        let sub = id("subscription_id", &request.into_inner().subscription_id)?;
+        let sub = parse_id("subscription_id", &request.into_inner().subscription_id)?;
         let n = self.service.retry_failed_deliveries(&caller, sub).await.map_err(to_status)?;
         Ok(Response::new(pb::RetryFailedDeliveriesResponse { requeued: i64::try_from(n).unwrap_or(i64::MAX) }))
     }

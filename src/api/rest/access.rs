@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{Admin, Authorized, JsonBody, QueryParams};
+use super::extract::{Admin, Authorized, JsonBody, QueryParams, paged, path_id};
 use super::problem::{ApiError, Problem};
 use crate::domain::access::{AuditFilter, NewApiKey};
 use crate::domain::ids::parse_uuid;
@@ -124,11 +124,8 @@ pub async fn list_api_keys(
     State(service): State<Service>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ApiKeyList>, ApiError> {
-    let q = QueryParams::parse(query.as_deref(), &["page_size", "page_token"])?;
-    let mut v = Violations::new();
-    let page_size = q.int(&mut v, "page_size");
-    v.finish()?;
-    let page = service.list_api_keys(&caller, PageRequest::new(page_size, q.one("page_token"))?).await?;
+    let (_, page) = paged(query.as_deref(), &[])?;
+    let page = service.list_api_keys(&caller, page).await?;
     Ok(Json(ApiKeyList { api_keys: page.items, next_page_token: page.next_page_token }))
 }
 
@@ -146,7 +143,7 @@ pub async fn get_api_key(
     State(service): State<Service>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
-    Ok(Json(service.get_api_key(&caller, parse_uuid("id", &id)?).await?))
+    Ok(Json(service.get_api_key(&caller, path_id(&id)?).await?))
 }
 
 #[utoipa::path(
@@ -163,7 +160,7 @@ pub async fn revoke_api_key(
     State(service): State<Service>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
-    Ok(Json(service.revoke_api_key(&caller, parse_uuid("id", &id)?).await?))
+    Ok(Json(service.revoke_api_key(&caller, path_id(&id)?).await?))
 }
 
 #[utoipa::path(

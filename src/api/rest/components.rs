@@ -7,13 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{
-    Authorized, JsonBody, QueryParams, ReadComponents, WriteComponents, component_id, idempotency_key, if_match,
-    nullable,
+    Authorized, JsonBody, ReadComponents, WriteComponents, idempotency_key, if_match, nullable, paged, path_id,
 };
-use super::incidents::{created, tagged};
 use super::problem::{ApiError, Problem};
+use super::{created, tagged};
 use crate::domain::validate::Violations;
-use crate::domain::{Component, ComponentPatch, ComponentStatus, NewComponent, PageRequest};
+use crate::domain::{Component, ComponentPatch, ComponentStatus, NewComponent};
 use crate::service::{Created, Service};
 
 /// A new component. Only `name` is required.
@@ -124,7 +123,7 @@ pub async fn get_component(
     State(service): State<Service>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let component = service.get_component(&caller, component_id(&id)?).await?;
+    let component = service.get_component(&caller, path_id(&id)?).await?;
     Ok(tagged(StatusCode::OK, &component.etag(), &component))
 }
 
@@ -141,11 +140,7 @@ pub async fn list_components(
     State(service): State<Service>,
     RawQuery(query): RawQuery,
 ) -> Result<axum::Json<ComponentList>, ApiError> {
-    let q = QueryParams::parse(query.as_deref(), &["group", "page_size", "page_token"])?;
-    let mut v = Violations::new();
-    let page_size = q.int(&mut v, "page_size");
-    v.finish()?;
-    let page = PageRequest::new(page_size, q.one("page_token"))?;
+    let (q, page) = paged(query.as_deref(), &["group"])?;
     let page = service.list_components(&caller, q.one("group"), page).await?;
     Ok(axum::Json(ComponentList { components: page.items, next_page_token: page.next_page_token }))
 }
@@ -174,7 +169,7 @@ pub async fn patch_component(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ComponentPatchIn>,
 ) -> Result<Response, ApiError> {
-    let id = component_id(&id)?;
+    let id = path_id(&id)?;
     let mut v = Violations::new();
     let mut required = |field: &str, value: Option<Option<_>>| match value {
         Some(None) => {
@@ -228,7 +223,7 @@ pub async fn delete_component(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let id = component_id(&id)?;
+    let id = path_id(&id)?;
     service.delete_component(&caller, id, if_match(&headers)?.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

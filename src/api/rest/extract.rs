@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::problem::{ApiError, problem};
 use crate::domain::validate::Violations;
-use crate::domain::{Caller, Error, FieldViolation, IdempotencyKey, IncidentKey, Permission};
+use crate::domain::{Caller, Error, FieldViolation, IdempotencyKey, IncidentKey, PageRequest, Permission};
 use crate::service::Service;
 
 /// A permission as a type, for [`Authorized`].
@@ -230,9 +230,21 @@ pub fn incident_key(raw: &str) -> Result<IncidentKey, ApiError> {
     IncidentKey::parse("id", raw).map_err(ApiError)
 }
 
-/// Parses a component id from the path.
-pub fn component_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+/// Parses the resource id named in the path (a component, subscription, delivery or key).
+pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     crate::domain::ids::parse_uuid("id", raw).map_err(ApiError)
+}
+
+/// Parses a list's query string: `page_size`, `page_token` and the `extra` parameters (read
+/// from the returned [`QueryParams`]).
+pub fn paged(query: Option<&str>, extra: &[&str]) -> Result<(QueryParams, PageRequest), ApiError> {
+    let known: Vec<&str> = ["page_size", "page_token"].iter().chain(extra).copied().collect();
+    let q = QueryParams::parse(query, &known)?;
+    let mut v = Violations::new();
+    let size = q.int(&mut v, "page_size");
+    v.finish()?;
+    let page = PageRequest::new(size, q.one("page_token"))?;
+    Ok((q, page))
 }
 
 /// The `If-Match` header, if any.

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -15,6 +15,7 @@ use super::extract::{
     incident_key, nullable,
 };
 use super::problem::{ApiError, Problem};
+use super::{created, tagged};
 use crate::domain::incident::search_terms;
 use crate::domain::query::IncidentFilter;
 use crate::domain::validate::Violations;
@@ -23,28 +24,6 @@ use crate::domain::{
     PageRequest, Severity, Status, TimelineEntry, TransitionInput, Visibility, Workaround, WorkaroundAvailability,
 };
 use crate::service::{Created, Service};
-
-/// A response with an `ETag` header.
-pub(super) fn tagged(status: StatusCode, etag: &str, body: impl Serialize) -> Response {
-    let mut res = (status, axum::Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        res.headers_mut().insert(header::ETAG, v);
-    }
-    res
-}
-
-/// A 201 response (or the replay of one) with `Location`, `ETag` and, for replays,
-/// `Idempotent-Replayed: true`.
-pub(super) fn created(location: String, etag: &str, replayed: bool, body: impl Serialize) -> Response {
-    let mut res = tagged(StatusCode::CREATED, etag, body);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        res.headers_mut().insert(header::LOCATION, v);
-    }
-    if replayed {
-        res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    res
-}
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -327,7 +306,7 @@ pub struct TransitionIn {
     pub message: Option<String>,
     /// Visibility of the timeline entry; defaults to `internal`.
     pub visibility: Option<Visibility>,
-    /// Who made the move; defaults to `anonymous`.
+    /// Who made the move; defaults to the API key's name.
     pub actor: Option<String>,
 }
 
@@ -335,7 +314,7 @@ pub struct TransitionIn {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcknowledgeIn {
-    /// Who acknowledged; defaults to `anonymous`.
+    /// Who acknowledged; defaults to the API key's name.
     pub by: Option<String>,
 }
 
@@ -350,7 +329,7 @@ pub struct UpdateIn {
     pub visibility: Option<Visibility>,
     /// Optional status change riding along with the update.
     pub status: Option<Status>,
-    /// Defaults to `anonymous`.
+    /// Defaults to the API key's name.
     pub author: Option<String>,
 }
 
@@ -487,7 +466,7 @@ pub async fn list_incidents(
         severities: q.parse_all(&mut v, "severity"),
         component_id,
         open: q.bool(&mut v, "open"),
-        terms: q.one("q").map(search_terms).unwrap_or_default(),
+        terms: search_terms(&mut v, "q", q.one("q").unwrap_or_default()),
         created_after: q.time(&mut v, "created_after"),
         created_before: q.time(&mut v, "created_before"),
     };

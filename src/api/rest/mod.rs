@@ -16,6 +16,7 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Serialize;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -24,6 +25,28 @@ use utoipa_axum::routes;
 
 use crate::service::Service;
 use problem::problem;
+
+/// A response with an `ETag` header.
+pub(crate) fn tagged(status: StatusCode, etag: &str, body: impl Serialize) -> Response {
+    let mut res = (status, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    res
+}
+
+/// A 201 response (or the replay of one) with `Location`, `ETag` and, for replays,
+/// `Idempotent-Replayed: true`.
+pub(crate) fn created(location: String, etag: &str, replayed: bool, body: impl Serialize) -> Response {
+    let mut res = tagged(StatusCode::CREATED, etag, body);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    if replayed {
+        res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    res
+}
 
 /// Settings of the REST server.
 #[derive(Debug, Clone)]

@@ -79,17 +79,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.0.code();
         let status = http_status(code);
-        let detail = match &self.0 {
-            Error::Internal(msg) => {
-                tracing::error!(error = %msg, "internal error");
-                "an internal error occurred; it has been logged".to_string()
-            }
-            Error::Unavailable(msg) => {
-                tracing::warn!(error = %msg, "database unavailable");
-                "the database is unavailable; retry later".to_string()
-            }
-            other => other.to_string(),
-        };
+        let detail = crate::api::public_message(&self.0);
         let allowed_transitions = match &self.0 {
             Error::InvalidTransition { allowed, .. } => Some(allowed.clone()),
             _ => None,

@@ -8,14 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::extract::{Authorized, JsonBody, ManageSubscriptions, QueryParams, if_match, nullable};
-use super::incidents::tagged;
+use super::extract::{Authorized, JsonBody, ManageSubscriptions, if_match, nullable, paged, path_id};
 use super::problem::{ApiError, Problem};
-use crate::domain::ids::parse_uuid;
+use super::tagged;
 use crate::domain::query::AttemptsOf;
 use crate::domain::subscription::{NewSubscription, SubscriptionPatch};
 use crate::domain::validate::Violations;
-use crate::domain::{Channel, Delivery, DeliveryAttempt, EventType, PageRequest, Severity, Subscription};
+use crate::domain::{Channel, Delivery, DeliveryAttempt, EventType, Severity, Subscription};
 use crate::service::{Service, SubscriptionWithSecret, delivery_status};
 
 type Manage = Authorized<ManageSubscriptions>;
@@ -130,20 +129,6 @@ pub struct DeliveryParams {
     page_token: Option<String>,
 }
 
-fn id(raw: &str) -> Result<Uuid, ApiError> {
-    parse_uuid("id", raw).map_err(ApiError)
-}
-
-fn page(query: Option<&str>, extra: &[&str]) -> Result<(QueryParams, PageRequest), ApiError> {
-    let known: Vec<&str> = ["page_size", "page_token"].iter().chain(extra).copied().collect();
-    let q = QueryParams::parse(query, &known)?;
-    let mut v = Violations::new();
-    let size = q.int(&mut v, "page_size");
-    v.finish()?;
-    let page = PageRequest::new(size, q.one("page_token"))?;
-    Ok((q, page))
-}
-
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = SubscriptionIn,
     responses(
         (status = 201, description = "Created; webhooks get their signing secret, this once", body = SubscriptionOut,
@@ -186,7 +171,7 @@ pub async fn list_subscriptions(
     State(service): State<Service>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<SubscriptionList>, ApiError> {
-    let (_, page) = page(query.as_deref(), &[])?;
+    let (_, page) = paged(query.as_deref(), &[])?;
     let page = service.list_subscriptions(&caller, page).await?;
     Ok(Json(SubscriptionList { subscriptions: page.items, next_page_token: page.next_page_token }))
 }
@@ -203,7 +188,7 @@ pub async fn get_subscription(
     State(service): State<Service>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    let s = service.get_subscription(&caller, id(&raw)?).await?;
+    let s = service.get_subscription(&caller, path_id(&raw)?).await?;
     Ok(tagged(StatusCode::OK, &s.etag(), &s))
 }
 
@@ -226,7 +211,7 @@ pub async fn patch_subscription(
     headers: HeaderMap,
     JsonBody(body): JsonBody<SubscriptionPatchIn>,
 ) -> Result<Response, ApiError> {
-    let id = id(&raw)?;
+    let id = path_id(&raw)?;
     let mut v = Violations::new();
     let mut required = |field: &str, value: Option<Option<bool>>| match value {
         Some(None) => {
@@ -265,7 +250,7 @@ pub async fn delete_subscription(
     State(service): State<Service>,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    service.delete_subscription(&caller, id(&raw)?).await?;
+    service.delete_subscription(&caller, path_id(&raw)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -276,7 +261,7 @@ async fn set_paused(
     paused: bool,
 ) -> Result<Response, ApiError> {
     let patch = SubscriptionPatch { paused: Some(paused), ..Default::default() };
-    let s = service.update_subscription(caller, id(raw)?, patch, None).await?;
+    let s = service.update_subscription(caller, path_id(raw)?, patch, None).await?;
     Ok(tagged(StatusCode::OK, &s.etag(), &s))
 }
 
@@ -323,7 +308,7 @@ pub async fn rotate_secret(
     State(service): State<Service>,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    let rotated = service.rotate_secret(&caller, id(&raw)?).await?;
+    let rotated = service.rotate_secret(&caller, path_id(&raw)?).await?;
     let mut res = Json(SubscriptionOut::from(rotated)).into_response();
     res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
@@ -341,7 +326,7 @@ pub async fn test_subscription(
     State(service): State<Service>,
     Path(raw): Path<String>,
 ) -> Result<Json<DeliveryAttempt>, ApiError> {
-    Ok(Json(service.test_subscription(&caller, id(&raw)?).await?))
+    Ok(Json(service.test_subscription(&caller, path_id(&raw)?).await?))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions/{id}/deliveries", tag = "subscriptions",
@@ -357,8 +342,8 @@ pub async fn list_deliveries(
     Path(raw): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    let id = id(&raw)?;
-    let (q, page) = page(query.as_deref(), &["status"])?;
+    let id = path_id(&raw)?;
+    let (q, page) = paged(query.as_deref(), &["status"])?;
     let mut v = Violations::new();
     let status = q.one("status").and_then(|s| delivery_status(&mut v, "status", s));
     v.finish()?;
@@ -379,8 +364,8 @@ pub async fn list_subscription_attempts(
     Path(raw): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<AttemptList>, ApiError> {
-    let id = id(&raw)?;
-    let (_, page) = page(query.as_deref(), &[])?;
+    let id = path_id(&raw)?;
+    let (_, page) = paged(query.as_deref(), &[])?;
     let page = service.list_attempts(&caller, AttemptsOf::Subscription(id), page).await?;
     Ok(Json(AttemptList { attempts: page.items, next_page_token: page.next_page_token }))
 }
@@ -397,7 +382,7 @@ pub async fn retry_failed(
     State(service): State<Service>,
     Path(raw): Path<String>,
 ) -> Result<Json<Requeued>, ApiError> {
-    Ok(Json(Requeued { requeued: service.retry_failed_deliveries(&caller, id(&raw)?).await? }))
+    Ok(Json(Requeued { requeued: service.retry_failed_deliveries(&caller, path_id(&raw)?).await? }))
 }
 
 #[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "subscriptions",
@@ -412,7 +397,7 @@ pub async fn get_delivery(
     State(service): State<Service>,
     Path(raw): Path<String>,
 ) -> Result<Json<Delivery>, ApiError> {
-    Ok(Json(service.get_delivery(&caller, id(&raw)?).await?))
+    Ok(Json(service.get_delivery(&caller, path_id(&raw)?).await?))
 }
 
 #[utoipa::path(get, path = "/v1/deliveries/{id}/attempts", tag = "subscriptions",
@@ -428,8 +413,8 @@ pub async fn list_delivery_attempts(
     Path(raw): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<AttemptList>, ApiError> {
-    let id = id(&raw)?;
-    let (_, page) = page(query.as_deref(), &[])?;
+    let id = path_id(&raw)?;
+    let (_, page) = paged(query.as_deref(), &[])?;
     let page = service.list_attempts(&caller, AttemptsOf::Delivery(id), page).await?;
     Ok(Json(AttemptList { attempts: page.items, next_page_token: page.next_page_token }))
 }
@@ -447,5 +432,5 @@ pub async fn retry_delivery(
     State(service): State<Service>,
     Path(raw): Path<String>,
 ) -> Result<Json<Delivery>, ApiError> {
-    Ok(Json(service.retry_delivery(&caller, id(&raw)?).await?))
+    Ok(Json(service.retry_delivery(&caller, path_id(&raw)?).await?))
 }
