@@ -314,3 +314,59 @@ pub struct AuditFilter {
     pub resource_id: Option<String>,
     pub action: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_token_parses_and_shows_only_its_lookup_prefix() {
+        let token = Token::generate();
+        assert_eq!(token.0.len(), TOKEN_LEN);
+        let parsed = Token::parse(&token.0).expect("a generated token parses");
+        assert_eq!(parsed.lookup(), token.lookup());
+        assert_eq!(token.prefix(), format!("{TOKEN_PREFIX}{}", token.lookup()));
+        assert!(!format!("{token:?}").contains(&token.0[token.prefix().len()..]), "Debug hides the secret");
+    }
+
+    #[test]
+    fn a_token_with_a_wrong_checksum_prefix_length_or_alphabet_is_not_ours() {
+        let token = Token::generate().0;
+        let mut flipped = token.clone().into_bytes();
+        let i = TOKEN_PREFIX.len() + 3;
+        flipped[i] = if flipped[i] == b'a' { b'b' } else { b'a' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        let wrong_prefix = format!("inx_{}", &token[TOKEN_PREFIX.len()..]);
+        let with_symbol = format!("{}-{}", &token[..10], &token[11..]);
+        for bad in [flipped.as_str(), &token[..TOKEN_LEN - 1], &format!("{token}0"), &wrong_prefix, &with_symbol, ""] {
+            assert!(Token::parse(bad).is_none(), "{bad:?} must not parse");
+        }
+    }
+
+    #[test]
+    fn hashes_match_only_when_equal() {
+        let (a, b) = (hash_secret("one"), hash_secret("two"));
+        assert!(hashes_match(&a, &hash_secret("one")));
+        assert!(!hashes_match(&a, &b));
+        assert!(!hashes_match(&a, &a[..31]));
+    }
+
+    #[test]
+    fn each_permission_is_granted_by_admin_and_the_documented_scopes() {
+        use Scope::*;
+        let table = [
+            (Permission::ReadIncidents, vec![IncidentsRead, IncidentsWrite, Admin]),
+            (Permission::WriteIncidents, vec![IncidentsWrite, Admin]),
+            (Permission::ReadComponents, vec![IncidentsRead, IncidentsWrite, ComponentsWrite, Admin]),
+            (Permission::WriteComponents, vec![ComponentsWrite, Admin]),
+            (Permission::ManageSubscriptions, vec![SubscriptionsManage, Admin]),
+            (Permission::Admin, vec![Admin]),
+        ];
+        for (permission, scopes) in table {
+            for scope in Scope::ALL {
+                let caller = Caller { key_id: None, name: "t".into(), scopes: vec![*scope] };
+                assert_eq!(caller.may(permission), scopes.contains(scope), "{scope} for {permission:?}");
+            }
+        }
+    }
+}

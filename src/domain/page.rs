@@ -100,3 +100,60 @@ impl<T> Page<T> {
         Page { items: rows, next_page_token }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_whatever_the_names_hold() {
+        let id = Uuid::now_v7();
+        let at = DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap();
+        let tokens = [
+            PageToken::Time { at, id },
+            PageToken::Ordered { group_key: "payments".into(), position: -3, name_key: "checkout".into(), id },
+            PageToken::Ordered { group_key: "a\nb".into(), position: 0, name_key: "ümlaut\n🙂".into(), id },
+            PageToken::Ordered { group_key: String::new(), position: i32::MAX, name_key: String::new(), id },
+        ];
+        for token in tokens {
+            let encoded = token.encode();
+            assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{encoded}");
+            assert_eq!(PageToken::decode(&encoded).unwrap(), token);
+        }
+    }
+
+    #[test]
+    fn tampered_or_foreign_tokens_are_invalid_page_tokens() {
+        let good = PageToken::Time { at: Utc::now(), id: Uuid::now_v7() }.encode();
+        let truncated = &good[..good.len() - 4];
+        let foreign = URL_SAFE_NO_PAD.encode("x9\n1\n2");
+        let bad_length = URL_SAFE_NO_PAD.encode(format!("o1\n{}\n1\n99\nab", Uuid::nil()));
+        for bad in ["", "!!!", truncated, &foreign, &bad_length] {
+            let err = PageToken::decode(bad).expect_err(bad);
+            assert_eq!(err.violations()[0].field, "page_token", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn page_sizes_default_and_are_bounded() {
+        assert_eq!(PageRequest::new(None, None).unwrap().size, DEFAULT_PAGE_SIZE);
+        assert_eq!(PageRequest::new(Some(0), Some(" ")).unwrap(), PageRequest { size: DEFAULT_PAGE_SIZE, after: None });
+        assert_eq!(PageRequest::new(Some(500), None).unwrap().size, 500);
+        for bad in [-1, 501, i64::MAX] {
+            let err = PageRequest::new(Some(bad), None).unwrap_err();
+            assert_eq!(err.violations()[0].field, "page_size", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_page_has_a_next_token_only_when_more_rows_came_back() {
+        let rows: Vec<i32> = (0..4).collect();
+        let token_of =
+            |n: &i32| PageToken::Time { at: DateTime::from_timestamp(i64::from(*n), 0).unwrap(), id: Uuid::nil() };
+        let page = Page::from_rows(rows.clone(), 3, token_of);
+        assert_eq!(page.items, [0, 1, 2]);
+        assert_eq!(PageToken::decode(page.next_page_token.as_deref().unwrap()).unwrap(), token_of(&2));
+        let last = Page::from_rows(rows, 4, token_of);
+        assert_eq!((last.items.len(), last.next_page_token), (4, None));
+    }
+}

@@ -360,3 +360,42 @@ pub fn next_attempt_at(
 pub fn jitter() -> f64 {
     rand::rng().random_range(-0.2..=0.2)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> f64 {
+        (at.expect("scheduled") - now).num_milliseconds() as f64 / 1000.0
+    }
+
+    #[test]
+    fn retries_follow_the_schedule_and_stop_after_the_last_step() {
+        let now = crate::domain::now();
+        let expected = [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0];
+        for (made, want) in expected.iter().enumerate() {
+            assert_eq!(secs(next_attempt_at(made as u32, now, None, false, 0.0), now), *want, "after {made}");
+        }
+        assert_eq!(next_attempt_at(8, now, None, false, 0.0), None, "dead-lettered after nine attempts");
+    }
+
+    #[test]
+    fn jitter_is_at_most_a_fifth_either_way() {
+        let now = crate::domain::now();
+        assert_eq!(secs(next_attempt_at(2, now, None, false, 0.2), now), 360.0);
+        assert_eq!(secs(next_attempt_at(2, now, None, false, -0.2), now), 240.0);
+        assert_eq!(secs(next_attempt_at(2, now, None, false, 5.0), now), 360.0, "clamped");
+        for _ in 0..1000 {
+            assert!((-0.2..=0.2).contains(&jitter()));
+        }
+    }
+
+    #[test]
+    fn a_slow_down_or_retry_after_lengthens_the_wait_but_never_shortens_it() {
+        let now = crate::domain::now();
+        assert_eq!(secs(next_attempt_at(1, now, None, true, 0.0), now), 60.0, "429 or timeout: at least a minute");
+        assert_eq!(secs(next_attempt_at(3, now, None, true, 0.0), now), 1800.0);
+        assert_eq!(secs(next_attempt_at(1, now, Some(Duration::from_secs(120)), false, 0.0), now), 120.0);
+        assert_eq!(secs(next_attempt_at(2, now, Some(Duration::from_secs(1)), false, 0.0), now), 300.0);
+    }
+}

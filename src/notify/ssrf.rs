@@ -172,3 +172,73 @@ impl reqwest::dns::Resolve for GuardedResolver {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn every_non_public_class_is_refused() {
+        for addr in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "192.0.2.1",
+            "0.1.2.3",
+            "198.18.0.1",
+            "192.0.0.8",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "ff02::1",
+            "fd00::1",
+            "fe80::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:c0a8:101::1",
+        ] {
+            assert!(blocked(ip(addr)).is_some(), "{addr} must be refused");
+        }
+    }
+
+    #[test]
+    fn public_addresses_pass() {
+        for addr in
+            ["93.184.216.34", "8.8.8.8", "100.128.0.1", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1"]
+        {
+            assert_eq!(blocked(ip(addr)), None, "{addr} is public");
+        }
+    }
+
+    #[test]
+    fn the_allowlist_admits_nets_addresses_and_names_and_refuses_garbage() {
+        let list =
+            Allowlist::parse(&["10.0.0.0/8".into(), "127.0.0.1".into(), " Hooks.Internal ".into(), "".into()]).unwrap();
+        let guard = Guard::new(list);
+        assert_eq!(guard.refuse_ip(ip("10.9.9.9")), None);
+        assert_eq!(guard.refuse_ip(ip("127.0.0.1")), None);
+        assert!(guard.refuse_ip(ip("127.0.0.2")).is_some());
+        assert!(guard.host_allowed("hooks.internal."));
+        assert!(Allowlist::parse(&["http://x".into()]).is_err());
+    }
+
+    #[test]
+    fn literal_hosts_and_loopback_names_are_refused_before_connecting() {
+        let guard = Guard::default();
+        assert!(guard.refuse_host(&url::Host::Domain("LOCALHOST.")).is_some());
+        assert!(guard.refuse_host(&url::Host::Domain("api.localhost")).is_some());
+        assert_eq!(guard.refuse_host(&url::Host::Domain("example.com")), None);
+        let why = guard.refuse_host(&url::Host::Ipv4(Ipv4Addr::new(10, 0, 0, 1))).unwrap();
+        assert_eq!(why, "10.0.0.1 is a private address");
+    }
+}
