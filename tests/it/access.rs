@@ -188,6 +188,49 @@ impl Rest {
         }
     }
 
+    /// The method and the path template, as /openapi.json names the operation.
+    fn route(self) -> (Method, &'static str) {
+        use Rest::*;
+        match self {
+            CreateIncident => (Method::POST, "/v1/incidents"),
+            ListIncidents => (Method::GET, "/v1/incidents"),
+            GetIncident => (Method::GET, "/v1/incidents/{id}"),
+            PatchIncident => (Method::PATCH, "/v1/incidents/{id}"),
+            DeleteIncident => (Method::DELETE, "/v1/incidents/{id}"),
+            Transition => (Method::POST, "/v1/incidents/{id}/transitions"),
+            Acknowledge => (Method::POST, "/v1/incidents/{id}/acknowledge"),
+            PostUpdate => (Method::POST, "/v1/incidents/{id}/updates"),
+            ListUpdates => (Method::GET, "/v1/incidents/{id}/updates"),
+            CreateComponent => (Method::POST, "/v1/components"),
+            ListComponents => (Method::GET, "/v1/components"),
+            GetComponent => (Method::GET, "/v1/components/{id}"),
+            PatchComponent => (Method::PATCH, "/v1/components/{id}"),
+            DeleteComponent => (Method::DELETE, "/v1/components/{id}"),
+            CreateApiKey => (Method::POST, "/v1/api-keys"),
+            ListApiKeys => (Method::GET, "/v1/api-keys"),
+            GetApiKey => (Method::GET, "/v1/api-keys/{id}"),
+            RevokeApiKey => (Method::DELETE, "/v1/api-keys/{id}"),
+            ListAuditEvents => (Method::GET, "/v1/audit-events"),
+            ListEvents => (Method::GET, "/v1/events"),
+            StreamEvents => (Method::GET, "/v1/events/stream"),
+            CreateSubscription => (Method::POST, "/v1/subscriptions"),
+            ListSubscriptions => (Method::GET, "/v1/subscriptions"),
+            GetSubscription => (Method::GET, "/v1/subscriptions/{id}"),
+            PatchSubscription => (Method::PATCH, "/v1/subscriptions/{id}"),
+            DeleteSubscription => (Method::DELETE, "/v1/subscriptions/{id}"),
+            PauseSubscription => (Method::POST, "/v1/subscriptions/{id}/pause"),
+            ResumeSubscription => (Method::POST, "/v1/subscriptions/{id}/resume"),
+            RotateSecret => (Method::POST, "/v1/subscriptions/{id}/rotate-secret"),
+            TestSubscription => (Method::POST, "/v1/subscriptions/{id}/test"),
+            ListDeliveries => (Method::GET, "/v1/subscriptions/{id}/deliveries"),
+            ListSubscriptionAttempts => (Method::GET, "/v1/subscriptions/{id}/attempts"),
+            RetryFailed => (Method::POST, "/v1/subscriptions/{id}/retry-failed"),
+            GetDelivery => (Method::GET, "/v1/deliveries/{id}"),
+            ListDeliveryAttempts => (Method::GET, "/v1/deliveries/{id}/attempts"),
+            RetryDelivery => (Method::POST, "/v1/deliveries/{id}/retry"),
+        }
+    }
+
     /// A request that succeeds for a caller allowed to make it (fresh resources where the
     /// call consumes them), made with the admin token.
     async fn request(self, app: &TestApp) -> (Method, String, Option<Value>) {
@@ -293,6 +336,58 @@ async fn delivered(app: &TestApp) -> String {
     }
 }
 
+/// Whether `path` is `template` with each `{param}` filled in by one path segment.
+fn fills(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| if t.starts_with('{') { !p.is_empty() } else { t == p })
+}
+
+/// The matrix covers every authenticated operation /openapi.json documents, and no other: a
+/// new route cannot go untested for scopes.
+#[tokio::test]
+async fn the_rest_matrix_covers_every_documented_operation() {
+    let doc = serde_json::to_value(incidentd::api::rest::openapi()).unwrap();
+    let mut documented: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| path.starts_with("/v1/"))
+        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| format!("{} {path}", m.to_uppercase())))
+        .collect();
+    let mut tested: Vec<String> = Rest::ALL
+        .iter()
+        .map(|op| {
+            let (method, template) = op.route();
+            format!("{method} {template}")
+        })
+        .collect();
+    documented.sort();
+    tested.sort();
+    assert_eq!(tested, documented, "Rest::ALL (left) against the /v1 operations of /openapi.json (right)");
+}
+
+/// The matrix covers every method of every incidentd service in the descriptor set the server
+/// reflects, and no other: a new method cannot go untested for scopes.
+#[tokio::test]
+async fn the_grpc_matrix_covers_every_method_of_every_service() {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
+    let mut described: Vec<String> = set
+        .file
+        .iter()
+        .filter(|f| f.package() == "incidentd.v1")
+        .flat_map(|f| f.service.iter().map(move |s| (f.package(), s)))
+        .flat_map(|(package, s)| s.method.iter().map(move |m| format!("{package}.{}/{}", s.name(), m.name())))
+        .collect();
+    let mut tested: Vec<String> = Grpc::ALL.iter().map(|op| op.full_name()).collect();
+    described.sort();
+    tested.sort();
+    assert_eq!(tested, described, "Grpc::ALL (left) against the descriptor set (right)");
+    let services: std::collections::BTreeSet<&str> = described.iter().map(|m| m.split('/').next().unwrap()).collect();
+    let served: std::collections::BTreeSet<&str> = incidentd::api::grpc::SERVICE_NAMES.iter().copied().collect();
+    assert_eq!(served, services, "every described service is served, and health reports on it");
+}
+
 async fn call_rest(
     app: &TestApp,
     spec: &(Method, String, Option<Value>),
@@ -327,6 +422,8 @@ async fn rest_matrix() {
     let keys = keys(&app).await;
     for op in Rest::ALL {
         let spec = op.request(&app).await;
+        let (method, template) = op.route();
+        assert!(spec.0 == method && fills(template, &spec.1), "{op:?} requests {} {}, not {template}", spec.0, spec.1);
         for (what, authorization) in &keys.bad {
             let (status, body) = call_rest(&app, &spec, authorization.as_deref()).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{op:?} with {what}: {body}");
@@ -475,6 +572,34 @@ impl Grpc {
             CreateComponent | UpdateComponent | DeleteComponent => Need::WriteComponents,
             CreateApiKey | GetApiKey | ListApiKeys | RevokeApiKey | ListAuditEvents => Need::Admin,
         }
+    }
+
+    /// `incidentd.v1.<Service>/<Method>`: each variant is named after the method it calls.
+    fn full_name(self) -> String {
+        use Grpc::*;
+        let service = match self {
+            CreateIncident | GetIncident | ListIncidents | UpdateIncident | DeleteIncident | TransitionIncident
+            | AcknowledgeIncident | CreateIncidentUpdate | ListIncidentUpdates => "IncidentService",
+            CreateComponent | GetComponent | ListComponents | UpdateComponent | DeleteComponent => "ComponentService",
+            CreateApiKey | GetApiKey | ListApiKeys | RevokeApiKey => "ApiKeyService",
+            ListAuditEvents => "AuditService",
+            ListEvents | WatchEvents => "EventService",
+            CreateSubscription
+            | GetSubscription
+            | ListSubscriptions
+            | UpdateSubscription
+            | DeleteSubscription
+            | PauseSubscription
+            | ResumeSubscription
+            | RotateSubscriptionSecret
+            | TestSubscription
+            | ListDeliveries
+            | GetDelivery
+            | ListDeliveryAttempts
+            | RetryDelivery
+            | RetryFailedDeliveries => "SubscriptionService",
+        };
+        format!("incidentd.v1.{service}/{self:?}")
     }
 
     /// Calls the method with `creds`, on fresh resources made with the admin token.

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 
-use crate::helpers::{Backend, TestApp, backend};
+use crate::helpers::{TestApp, skip_unless};
 use incidentd::proto;
 
 fn types(events: &[Value]) -> Vec<&str> {
@@ -303,11 +303,10 @@ async fn grpc_watch_resumes_after_a_cursor_and_filters() {
 
 #[tokio::test]
 async fn an_event_committed_on_one_replica_reaches_watchers_on_another() {
-    if backend() == Backend::Sqlite {
-        // One process owns a SQLite file; replicas need Postgres (README). Two processes on
-        // one file still see each other's events by polling.
-        return;
-    }
+    skip_unless!(
+        Postgres,
+        "one process owns a SQLite file; replicas need Postgres (two processes on one file still see each other's events by polling)"
+    );
     let a = TestApp::spawn().await;
     let b = TestApp::spawn_on(&a.database_url).await;
     let reader = {

@@ -1,4 +1,5 @@
-//! The real application on loopback ports against its own fresh Postgres database.
+//! The real application on loopback ports against a fresh database of its own, on the
+//! backend under test ([`backend`]).
 
 use std::net::SocketAddr;
 
@@ -33,6 +34,27 @@ pub fn backend() -> Backend {
         Ok("sqlite") | Err(_) => Backend::Sqlite,
         Ok(other) => panic!("INCIDENTD_TEST_BACKEND={other}: expected postgres or sqlite"),
     }
+}
+
+/// Ends the test here unless it runs on `$backend`, saying why on the terminal: the harness
+/// would report the test "ok" either way, so the line written past its output capture
+/// (`skipped on sqlite: <test>: <why>`) is what tells a reader it did not run here.
+macro_rules! skip_unless {
+    ($backend:ident, $why:expr) => {
+        if $crate::helpers::backend() != $crate::helpers::Backend::$backend {
+            $crate::helpers::report_skip($why);
+            return;
+        }
+    };
+}
+pub(crate) use skip_unless;
+
+/// Writes the skip notice straight to stderr (print macros would be captured and dropped).
+pub fn report_skip(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    let backend = format!("{:?}", backend()).to_lowercase();
+    let _ = writeln!(std::io::stderr(), "skipped on {backend} (from here on): {test}: {why}");
 }
 
 /// The Postgres server tests create their databases on. `INCIDENTD_TEST_DATABASE_URL` names

@@ -1,5 +1,7 @@
-//! The one integration-test binary: every test runs the real application against its own
-//! fresh Postgres database, over real HTTP and gRPC clients.
+//! The one integration-test binary: every test runs the real application against a fresh
+//! database of its own, on the backend `INCIDENTD_TEST_BACKEND` names (SQLite by default;
+//! `scripts/test` runs the suite on Postgres and then on SQLite), over real HTTP and gRPC
+//! clients.
 
 mod access;
 mod binary;

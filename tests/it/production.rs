@@ -462,9 +462,7 @@ async fn sigterm_under_load_fails_no_request_and_strands_no_delivery() {
 /// sent twice (so none was claimed by two processes at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_and_a_rolling_restart_fail_nothing_and_deliver_everything_once() {
-    if crate::helpers::backend() != crate::helpers::Backend::Postgres {
-        return;
-    }
+    crate::helpers::skip_unless!(Postgres, "several replicas share a database only on Postgres");
     let url = fresh_database_url();
     let mut children = Vec::new();
     let mut bases = Vec::new();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Backend, Db, TestApp, backend, drop_database};
+use crate::helpers::{Backend, Db, TestApp, backend, drop_database, skip_unless};
 
 fn migration_names(backend: &str) -> BTreeSet<String> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend);
@@ -181,9 +181,7 @@ fn urlencode(s: &str) -> String {
 /// the tables, so the planner has statistics from then on.
 #[tokio::test]
 async fn sqlite_planner_statistics_are_gathered_at_start() {
-    if backend() != Backend::Sqlite {
-        return;
-    }
+    skip_unless!(Sqlite, "Postgres gathers planner statistics itself (autoanalyze)");
     let app = TestApp::spawn().await;
     for n in 0..50 {
         app.incident(&format!("Statistics {n}")).await;
