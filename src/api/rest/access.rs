@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Admin, Authorized, JsonBody, QueryParams, paged, path_id};
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use crate::domain::access::{AuditFilter, NewApiKey};
 use crate::domain::ids::parse_uuid;
 use crate::domain::validate::Violations;
@@ -90,9 +90,7 @@ pub struct ListAuditEventsParams {
     responses(
         (status = 201, description = "Created; the secret is in the body, this once", body = ApiKeyCreated,
             headers(("Location" = String))),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
     )
 )]
 pub async fn create_api_key(
@@ -116,7 +114,7 @@ pub async fn create_api_key(
     params(ListApiKeysParams),
     responses(
         (status = 200, description = "Keys, newest first (never their secrets)", body = ApiKeyList),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
     )
 )]
 pub async fn list_api_keys(
@@ -134,8 +132,8 @@ pub async fn list_api_keys(
     params(("id" = uuid::Uuid, Path, description = "API key id")),
     responses(
         (status = 200, description = "OK", body = ApiKey),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     )
 )]
 pub async fn get_api_key(
@@ -151,8 +149,8 @@ pub async fn get_api_key(
     params(("id" = uuid::Uuid, Path, description = "API key id")),
     responses(
         (status = 200, description = "Revoked (revoking again changes nothing)", body = ApiKey),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     )
 )]
 pub async fn revoke_api_key(
@@ -168,7 +166,7 @@ pub async fn revoke_api_key(
     params(ListAuditEventsParams),
     responses(
         (status = 200, description = "Who changed what and when, newest first", body = AuditEventList),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
     )
 )]
 pub async fn list_audit_events(

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{
     Authorized, JsonBody, ReadComponents, WriteComponents, idempotency_key, if_match, nullable, paged, path_id,
 };
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::{created, tagged};
 use crate::domain::validate::Violations;
 use crate::domain::{Component, ComponentPatch, ComponentStatus, NewComponent};
@@ -83,12 +83,9 @@ pub struct ListComponentsParams {
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes the create idempotent for 24 h")),
     responses(
         (status = 201, description = "Created", body = Component, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Name already taken", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large (over 1 MiB)", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Idempotency key reused with a different request", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 409, description = "Name already taken"),
+        (status = 422, description = "Idempotency key reused with a different request"),
     )
 )]
 pub async fn create_component(
@@ -114,8 +111,8 @@ pub async fn create_component(
     params(("id" = uuid::Uuid, Path, description = "Component id")),
     responses(
         (status = 200, description = "OK", body = Component, headers(("ETag" = String))),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     )
 )]
 pub async fn get_component(
@@ -132,7 +129,7 @@ pub async fn get_component(
     params(ListComponentsParams),
     responses(
         (status = 200, description = "Components in status-page order (group, position, name)", body = ComponentList),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
     )
 )]
 pub async fn list_components(
@@ -154,12 +151,10 @@ pub async fn list_components(
     ),
     responses(
         (status = 200, description = "OK", body = Component, headers(("ETag" = String))),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict with the current state", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The ETag no longer matches", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large (over 1 MiB)", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
+        (status = 409, description = "Conflict with the current state"),
+        (status = 412, description = "The ETag no longer matches"),
     )
 )]
 pub async fn patch_component(
@@ -210,11 +205,10 @@ pub async fn patch_component(
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "An open incident affects it", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 412, description = "The ETag no longer matches", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
+        (status = 409, description = "An open incident affects it"),
+        (status = 412, description = "The ETag no longer matches"),
     )
 )]
 pub async fn delete_component(

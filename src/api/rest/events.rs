@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Authorized, QueryParams, ReadIncidents};
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use crate::domain::query::EventFilter;
 use crate::domain::validate::Violations;
 use crate::domain::{Error, EventType, PageRequest};
@@ -85,7 +85,7 @@ fn filter(q: &QueryParams, v: &mut Violations) -> EventFilter {
     params(ListEventsParams),
     responses(
         (status = 200, description = "Events in commit order", body = EventList),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
     )
 )]
 pub async fn list_events(
@@ -116,7 +116,7 @@ pub async fn list_events(
     responses(
         (status = 200, description = "Server-Sent Events: `id` is the cursor, `event` the type, `data` the CloudEvent",
             content_type = "text/event-stream", body = String),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
     )
 )]
 pub async fn stream_events(

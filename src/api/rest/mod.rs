@@ -73,6 +73,7 @@ impl Default for RestSettings {
                        lifecycle; timelines; components. Errors are RFC 9457 application/problem+json.",
         license(name = "Apache-2.0")
     ),
+    components(schemas(problem::Problem, crate::domain::FieldViolation)),
     tags(
         (name = "incidents", description = "Incidents, their lifecycle and timeline"),
         (name = "components", description = "Components and their status"),
@@ -128,33 +129,43 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Declares bearer authentication on every `/v1` operation, with the 401, 403 and 429
-/// responses every one of them can give.
+/// Completes the document: bearer authentication on every `/v1` operation, with the 401, 403
+/// and 429 responses every one of them can give; and every error response (4xx, 5xx) a
+/// problem document, which is what `ApiError` sends, so handlers only say when and why.
 fn secure(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
     use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
     let mut bearer = Http::new(HttpAuthScheme::Bearer);
     bearer.bearer_format = Some("incidentd API key (ind_…) or the admin token".into());
     doc.components.get_or_insert_with(Default::default).add_security_scheme("bearer", SecurityScheme::Http(bearer));
-    let problem = |description: &str| -> RefOr<utoipa::openapi::Response> {
-        ResponseBuilder::new()
-            .description(description)
-            .content(problem::PROBLEM_JSON, Content::new(Some(Ref::from_schema_name("Problem"))))
-            .build()
-            .into()
+    let error = |description: &str| -> RefOr<utoipa::openapi::Response> {
+        ResponseBuilder::new().description(description).build().into()
     };
     for (path, item) in doc.paths.paths.iter_mut() {
-        if !path.starts_with("/v1/") {
-            continue;
-        }
         for op in
             [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put].into_iter().flatten()
         {
-            op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
             let responses = &mut op.responses.responses;
-            responses.insert("401".into(), problem("Missing, malformed, unknown, revoked or expired credentials"));
-            responses.insert("403".into(), problem("The API key lacks the scope this needs"));
-            responses.insert("429".into(), problem("Rate limit exceeded; see Retry-After"));
+            if path.starts_with("/v1/") {
+                op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                responses.insert("401".into(), error("Missing, malformed, unknown, revoked or expired credentials"));
+                responses.insert("403".into(), error("The API key lacks the scope this needs"));
+                responses.insert("429".into(), error("Rate limit exceeded; see Retry-After"));
+            }
+            // Every JSON body is read by `JsonBody`, which refuses these before the handler runs.
+            if op.request_body.is_some() {
+                responses
+                    .insert("413".into(), error("Body too large (over INCIDENTD_MAX_REQUEST_BYTES, 1 MiB by default)"));
+                responses.insert("415".into(), error("Not JSON"));
+            }
+            for (status, response) in responses.iter_mut() {
+                if let (true, RefOr::T(response)) = (status.starts_with(['4', '5']), response)
+                    && response.content.is_empty()
+                {
+                    let problem = Content::new(Some(Ref::from_schema_name("Problem")));
+                    response.content.insert(problem::PROBLEM_JSON.into(), problem.into());
+                }
+            }
         }
     }
 }
@@ -292,7 +303,7 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "The database is reachable", body = Health),
-        (status = 503, description = "The database is unreachable, or the process is shutting down", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable, or the process is shutting down"),
     ))]
 async fn readyz(State(service): State<Service>) -> Response {
     match service.ready().await {
@@ -304,5 +315,3 @@ async fn readyz(State(service): State<Service>) -> Response {
         }
     }
 }
-
-use problem::Problem;

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::extract::{Authorized, JsonBody, ManageSubscriptions, if_match, nullable, paged, path_id};
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::tagged;
 use crate::domain::query::AttemptsOf;
 use crate::domain::subscription::{NewSubscription, SubscriptionPatch};
@@ -133,9 +133,7 @@ pub struct DeliveryParams {
     responses(
         (status = 201, description = "Created; webhooks get their signing secret, this once", body = SubscriptionOut,
             headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "Invalid request (a refused target names `target`)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request (a refused target names `target`)"),
     ))]
 pub async fn create_subscription(
     Authorized(caller, ..): Manage,
@@ -164,7 +162,7 @@ pub async fn create_subscription(
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions", params(PageParams),
     responses(
         (status = 200, description = "Subscriptions, newest first", body = SubscriptionList),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
     ))]
 pub async fn list_subscriptions(
     Authorized(caller, ..): Manage,
@@ -180,8 +178,8 @@ pub async fn list_subscriptions(
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "OK", body = Subscription, headers(("ETag" = String))),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     ))]
 pub async fn get_subscription(
     Authorized(caller, ..): Manage,
@@ -198,11 +196,9 @@ pub async fn get_subscription(
         ("If-Match" = Option<String>, Header, description = "Apply only if the ETag still matches; otherwise 412")),
     responses(
         (status = 200, description = "OK", body = Subscription, headers(("ETag" = String))),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The ETag no longer matches", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
+        (status = 412, description = "The ETag no longer matches"),
     ))]
 pub async fn patch_subscription(
     Authorized(caller, ..): Manage,
@@ -242,8 +238,8 @@ pub async fn patch_subscription(
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses(
         (status = 204, description = "Deleted, with its deliveries and log"),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     ))]
 pub async fn delete_subscription(
     Authorized(caller, ..): Manage,
@@ -269,8 +265,8 @@ async fn set_paused(
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "Paused: deliveries wait until it resumes", body = Subscription),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     ))]
 pub async fn pause_subscription(
     Authorized(caller, ..): Manage,
@@ -284,8 +280,8 @@ pub async fn pause_subscription(
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "Resumed: waiting deliveries go out", body = Subscription),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     ))]
 pub async fn resume_subscription(
     Authorized(caller, ..): Manage,
@@ -299,9 +295,9 @@ pub async fn resume_subscription(
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "A new secret; the old one keeps signing for the grace period", body = SubscriptionOut),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not a webhook subscription", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
+        (status = 409, description = "Not a webhook subscription"),
     ))]
 pub async fn rotate_secret(
     Authorized(caller, ..): Manage,
@@ -318,8 +314,8 @@ pub async fn rotate_secret(
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "A subscription.test event was sent now; how it went", body = DeliveryAttempt),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     ))]
 pub async fn test_subscription(
     Authorized(caller, ..): Manage,
@@ -333,8 +329,8 @@ pub async fn test_subscription(
     params(("id" = Uuid, Path, description = "Subscription id"), DeliveryParams),
     responses(
         (status = 200, description = "Deliveries, newest first", body = DeliveryList),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     ))]
 pub async fn list_deliveries(
     Authorized(caller, ..): Manage,
@@ -355,8 +351,8 @@ pub async fn list_deliveries(
     params(("id" = Uuid, Path, description = "Subscription id"), PageParams),
     responses(
         (status = 200, description = "The delivery log: every attempt, newest first", body = AttemptList),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     ))]
 pub async fn list_subscription_attempts(
     Authorized(caller, ..): Manage,
@@ -374,8 +370,8 @@ pub async fn list_subscription_attempts(
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses(
         (status = 200, description = "Every dead-lettered delivery is queued again", body = Requeued),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     ))]
 pub async fn retry_failed(
     Authorized(caller, ..): Manage,
@@ -389,8 +385,8 @@ pub async fn retry_failed(
     params(("id" = Uuid, Path, description = "Delivery id")),
     responses(
         (status = 200, description = "OK", body = Delivery),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     ))]
 pub async fn get_delivery(
     Authorized(caller, ..): Manage,
@@ -404,8 +400,8 @@ pub async fn get_delivery(
     params(("id" = Uuid, Path, description = "Delivery id"), PageParams),
     responses(
         (status = 200, description = "The delivery's attempts, newest first", body = AttemptList),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
     ))]
 pub async fn list_delivery_attempts(
     Authorized(caller, ..): Manage,
@@ -423,9 +419,9 @@ pub async fn list_delivery_attempts(
     params(("id" = Uuid, Path, description = "Delivery id")),
     responses(
         (status = 200, description = "Queued again with a fresh retry schedule", body = Delivery),
-        (status = 400, description = "Invalid request: `errors` names each bad field", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such resource", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already pending or being sent", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 404, description = "No such resource"),
+        (status = 409, description = "Already pending or being sent"),
     ))]
 pub async fn retry_delivery(
     Authorized(caller, ..): Manage,

@@ -1,124 +1,22 @@
-//! Conversions between protobuf messages and domain types: every enum (through `enum_map!`),
-//! timestamps and JSON values, and the incident and component messages. Messages that only
-//! one service uses are converted beside it (`subscriptions.rs`, `access.rs`).
+//! Incidents and their timeline entries, both ways. The proto and domain messages are
+//! destructured whole, so a field added to either fails to compile until it is carried.
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
-use prost_types::{FieldMask, Timestamp};
+use prost_types::FieldMask;
 
+use super::{
+    cause_kind_from_pb, cause_kind_to_pb, component_status_from_pb, component_status_to_pb, impact_from_pb,
+    impact_to_pb, json_to_pb, mask_paths, opt_ts, severity_from_pb, severity_to_pb, status_from_pb, status_to_pb, ts,
+    update_kind_to_pb, visibility_to_pb, workaround_from_pb, workaround_to_pb,
+};
 use crate::domain::incident::EDITABLE_FIELDS;
 use crate::domain::validate::Violations;
 use crate::domain::{
-    AffectedComponent, Cause, CauseKind, Channel, Component, ComponentPatch, ComponentStatus, DeliveryStatus, Error,
-    FieldChange, Impact, Incident, IncidentPatch, LabelsPatch, NewComponent, NewIncident, Result, Scope, Severity,
-    Status, TimelineEntry, UpdateKind, Visibility, Workaround, WorkaroundAvailability,
+    AffectedComponent, Cause, CauseKind, Error, FieldChange, Incident, IncidentPatch, LabelsPatch, NewIncident, Result,
+    TimelineEntry, Workaround, WorkaroundAvailability,
 };
 use crate::proto as pb;
-
-/// Maps a domain enum to its protobuf twin (same variant names) and back; the protobuf
-/// `UNSPECIFIED` value reads as `None`.
-macro_rules! enum_map {
-    ($to:ident, $from:ident, $domain:ident, $pb:ident, [$($v:ident),+]) => {
-        pub fn $to(x: $domain) -> i32 {
-            match x { $($domain::$v => pb::$pb::$v as i32),+ }
-        }
-
-        pub fn $from(v: &mut Violations, field: &str, raw: i32) -> Option<$domain> {
-            match pb::$pb::try_from(raw) {
-                Ok(pb::$pb::Unspecified) => None,
-                $(Ok(pb::$pb::$v) => Some($domain::$v),)+
-                Err(_) => {
-                    v.add(field, format!("unknown enum value {raw}"));
-                    None
-                }
-            }
-        }
-    };
-}
-
-enum_map!(severity_to_pb, severity_from_pb, Severity, Severity, [Sev1, Sev2, Sev3, Sev4]);
-enum_map!(
-    status_to_pb,
-    status_from_pb,
-    Status,
-    IncidentStatus,
-    [Investigating, Identified, Monitoring, Resolved, Closed]
-);
-enum_map!(impact_to_pb, impact_from_pb, Impact, Impact, [None, Minor, Major, Critical]);
-enum_map!(
-    component_status_to_pb,
-    component_status_from_pb,
-    ComponentStatus,
-    ComponentStatus,
-    [Operational, DegradedPerformance, PartialOutage, MajorOutage, UnderMaintenance]
-);
-enum_map!(
-    workaround_to_pb,
-    workaround_from_pb,
-    WorkaroundAvailability,
-    WorkaroundAvailability,
-    [Unknown, Available, None]
-);
-enum_map!(cause_kind_to_pb, cause_kind_from_pb, CauseKind, CauseKind, [Unknown, Internal, ThirdParty]);
-enum_map!(visibility_to_pb, visibility_from_pb, Visibility, Visibility, [Public, Internal]);
-enum_map!(
-    update_kind_to_pb,
-    update_kind_from_pb,
-    UpdateKind,
-    UpdateKind,
-    [Created, Update, StatusChange, FieldChange, Acknowledgement]
-);
-
-enum_map!(channel_to_pb, channel_from_pb, Channel, Channel, [Webhook, Slack, Teams, Email]);
-enum_map!(
-    delivery_status_to_pb,
-    delivery_status_from_pb,
-    DeliveryStatus,
-    DeliveryStatus,
-    [Pending, Sending, Delivered, Failed, Cancelled]
-);
-enum_map!(
-    scope_to_pb,
-    scope_from_pb,
-    Scope,
-    Scope,
-    [IncidentsRead, IncidentsWrite, ComponentsWrite, SubscriptionsManage, Admin]
-);
-
-pub fn ts(t: DateTime<Utc>) -> Timestamp {
-    Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
-}
-
-pub fn from_ts(v: &mut Violations, field: &str, t: &Timestamp) -> Option<DateTime<Utc>> {
-    let parsed = u32::try_from(t.nanos).ok().and_then(|n| DateTime::from_timestamp(t.seconds, n));
-    if parsed.is_none() {
-        v.add(field, "is not a valid timestamp");
-    }
-    parsed
-}
-
-/// An optional timestamp field.
-pub fn opt_ts(v: &mut Violations, field: &str, t: &Option<Timestamp>) -> Option<DateTime<Utc>> {
-    t.as_ref().and_then(|t| from_ts(v, field, t))
-}
-
-pub fn json_to_pb(value: &serde_json::Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match value {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(a) => {
-            Kind::ListValue(prost_types::ListValue { values: a.iter().map(json_to_pb).collect() })
-        }
-        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
-            fields: o.iter().map(|(k, v)| (k.clone(), json_to_pb(v))).collect(),
-        }),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
 
 pub fn incident_to_pb(incident: &Incident) -> pb::Incident {
     let etag = incident.etag();
@@ -307,19 +205,6 @@ const INCIDENT_OUTPUT_ONLY: &[&str] = &[
     "etag",
 ];
 
-/// The paths an update applies: the mask's, `*` for every editable field, or (empty mask)
-/// every populated field.
-fn mask_paths(mask: Option<FieldMask>, all: &[&str], populated: impl FnOnce() -> Vec<String>) -> Vec<String> {
-    let paths = mask.map(|m| m.paths).unwrap_or_default();
-    if paths.is_empty() {
-        populated()
-    } else if paths.iter().any(|p| p == "*") {
-        all.iter().map(|p| p.to_string()).collect()
-    } else {
-        paths
-    }
-}
-
 /// The editable fields an update without a mask sets: those not at their protobuf default.
 fn populated_paths(incident: &pb::Incident) -> Vec<String> {
     let pb::Incident {
@@ -485,82 +370,4 @@ fn change_to_pb(c: &FieldChange) -> pb::FieldChange {
         old_value: Some(json_to_pb(&c.old_value)),
         new_value: Some(json_to_pb(&c.new_value)),
     }
-}
-
-pub fn component_to_pb(c: &Component) -> pb::Component {
-    pb::Component {
-        id: c.id.to_string(),
-        name: c.name.clone(),
-        description: c.description.clone(),
-        group: c.group.clone(),
-        position: c.position,
-        status: component_status_to_pb(c.status),
-        effective_status: component_status_to_pb(c.effective_status),
-        created_at: Some(ts(c.created_at)),
-        updated_at: Some(ts(c.updated_at)),
-        version: c.version,
-        etag: c.etag(),
-    }
-}
-
-pub fn new_component_from_pb(c: pb::Component) -> Result<NewComponent> {
-    let mut v = Violations::new();
-    let input = NewComponent {
-        name: Some(c.name),
-        description: Some(c.description),
-        group: c.group,
-        position: Some(c.position),
-        status: component_status_from_pb(&mut v, "status", c.status),
-    };
-    v.finish()?;
-    Ok(input)
-}
-
-const COMPONENT_MASK_PATHS: &[&str] = &["name", "description", "group", "position", "status"];
-
-pub fn component_patch_from_pb(c: pb::Component, mask: Option<FieldMask>) -> Result<ComponentPatch> {
-    let paths = mask_paths(mask, COMPONENT_MASK_PATHS, || {
-        let mut p = Vec::new();
-        if !c.name.is_empty() {
-            p.push("name".to_string());
-        }
-        if !c.description.is_empty() {
-            p.push("description".to_string());
-        }
-        if c.group.is_some() {
-            p.push("group".to_string());
-        }
-        if c.position != 0 {
-            p.push("position".to_string());
-        }
-        if c.status != 0 {
-            p.push("status".to_string());
-        }
-        p
-    });
-    if paths.is_empty() {
-        return Err(Error::invalid("update_mask", "names no field to update"));
-    }
-    let mut v = Violations::new();
-    let mut patch = ComponentPatch::default();
-    for path in &paths {
-        match path.as_str() {
-            "name" => patch.name = Some(c.name.clone()),
-            "description" => patch.description = Some(c.description.clone()),
-            "group" => patch.group = Some(c.group.clone()),
-            "position" => patch.position = Some(c.position),
-            "status" => {
-                patch.status = component_status_from_pb(&mut v, "status", c.status);
-                if c.status == 0 {
-                    v.add("status", "cannot be unset");
-                }
-            }
-            p @ ("id" | "effective_status" | "created_at" | "updated_at" | "version" | "etag") => {
-                v.add("update_mask", format!("{p} is output only"))
-            }
-            p => v.add("update_mask", format!("unknown field path {p:?}")),
-        }
-    }
-    v.finish().map_err(|e| e.prefix_fields_except("component", &["update_mask"]))?;
-    Ok(patch)
 }
