@@ -3,19 +3,20 @@
 use std::{env, fs, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "proto/incidentd/v1/access.proto",
-        "proto/incidentd/v1/component.proto",
-        "proto/incidentd/v1/event.proto",
-        "proto/incidentd/v1/incident.proto",
-        "proto/incidentd/v1/subscription.proto",
-    ];
-    for file in files {
-        println!("cargo:rerun-if-changed={file}");
-    }
+    // Every proto of the package: a new resource's file is picked up without an edit here.
+    let dir = "proto/incidentd/v1";
+    println!("cargo:rerun-if-changed={dir}");
+    let mut files: Vec<String> = fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|ext| ext == "proto"))
+        .map(|path| path.display().to_string())
+        .collect();
+    files.sort();
     let mut compiler = protox::Compiler::new(["proto"])?;
     compiler.include_imports(true).include_source_info(true);
-    compiler.open_files(files)?;
+    compiler.open_files(&files)?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("incidentd_descriptor.bin"), compiler.encode_file_descriptor_set())?;
     tonic_prost_build::configure()
