@@ -1,7 +1,8 @@
 -- The transaction incidentd runs for POST /v1/incidents (and gRPC CreateIncident), statement
 -- for statement: captured from Postgres's statement log (log_statement = 'all') and written with
 -- the logged parameter values; ids are derived from a random number instead of UUIDv7. Keep in
--- step with src/store/postgres.rs (insert_incident and PgTx::flush).
+-- step with src/store/postgres/incidents.rs (insert_incident) and src/store/postgres/mod.rs
+-- (PgTx::flush).
 \set n random(1, 9000000000000000000)
 BEGIN;
 INSERT INTO incidents (id, title, summary, search_text, severity, status, impact, affected_components, affected_customers, eta, workaround_availability, workaround_text, cause_kind, cause_provider, cause_external_reference, commander, labels, related_incident_ids, root_cause, resolution_summary, reopen_count, started_at, detected_at, acknowledged_at, acknowledged_by, identified_at, mitigated_at, resolved_at, closed_at, created_at, updated_at, version) VALUES (md5(:n || 'i')::uuid, 'Checkout is failing for some customers', 'Card payments fail with a timeout', E'checkout is failing for some customers\ncard payments fail with a timeout', 'sev3', 'investigating', 'none', '[]', NULL, NULL, 'unknown', NULL, 'unknown', NULL, NULL, NULL, '{"team": "payments"}', '[]', NULL, NULL, 0, now(), now(), NULL, NULL, NULL, NULL, NULL, NULL, now(), now(), 1) RETURNING reference_number;
