@@ -16,14 +16,15 @@ use crate::store::sql::events::{EventRow, SELECT_EVENTS};
 use crate::store::sql::subscriptions::{
     AttemptRow, CANCEL_DELIVERIES, DELETE_SUBSCRIPTION, DeliveryRow, FAILED_DELIVERIES, INSERT_SUBSCRIPTION,
     SELECT_DELIVERY, SELECT_FANOUT_SUBSCRIPTIONS, SELECT_SUBSCRIPTION, SELECT_SUBSCRIPTION_WITH_SECRETS,
-    SubscriptionRow, SubscriptionWrite, UPDATE_SUBSCRIPTION, attempts_query, deliveries_query, join_claims,
-    select_with_secrets, subscription_with_secrets, subscriptions_query,
+    SubscriptionRow, SubscriptionWrite, UPDATE_SUBSCRIPTION, attempts_query, clear_failing_sql, deliveries_query,
+    join_claims, select_with_secrets, subscription_with_secrets, subscriptions_query,
 };
 use crate::store::sql::{DbId, DbTime};
 use crate::store::{AttemptResult, ClaimedDelivery, Lease, NewDelivery, SubscriptionStore, SubscriptionTx};
 
 static LOCK_SUBSCRIPTION: LazyLock<String> =
     LazyLock::new(|| format!("{} FOR UPDATE", *SELECT_SUBSCRIPTION_WITH_SECRETS));
+static CLEAR_FAILING: LazyLock<String> = LazyLock::new(|| clear_failing_sql("id = ANY($1)"));
 static CLAIM_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
     // Two scans in index order (due pending deliveries, then expired leases) that filter on
     // the deliveries' own columns only: the paused and disabled subscriptions are looked up
@@ -220,15 +221,12 @@ impl SubscriptionTx for PgTx {
         if subscription_ids.is_empty() {
             return Ok(());
         }
-        sqlx::query(
-            "UPDATE subscriptions SET failing_since = NULL, version = version + 1, updated_at = $2 \
-             WHERE id = ANY($1) AND failing_since IS NOT NULL",
-        )
-        .bind(subscription_ids)
-        .bind(DbTime(now))
-        .execute(conn)
-        .await
-        .map_err(db_err)?;
+        sqlx::query(CLEAR_FAILING.as_str())
+            .bind(subscription_ids)
+            .bind(DbTime(now))
+            .execute(conn)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 

@@ -196,6 +196,17 @@ pub static UPDATE_SUBSCRIPTION: LazyLock<String> =
     LazyLock::new(|| update_sql("subscriptions", SubscriptionWrite::COLUMNS));
 pub const DELETE_SUBSCRIPTION: &str = "DELETE FROM subscriptions WHERE id = $1";
 
+/// Ends the failing streak of the subscriptions `ids_in_1` selects (the backend's test of
+/// `id` against the list bound to `$1`), as a change at `$2`: the version bump of
+/// `domain::version::bump`, done in SQL so that subscriptions without a streak are not
+/// touched or locked.
+pub fn clear_failing_sql(ids_in_1: &str) -> String {
+    format!(
+        "UPDATE subscriptions SET failing_since = NULL, version = version + 1, updated_at = $2 \
+         WHERE failing_since IS NOT NULL AND {ids_in_1}"
+    )
+}
+
 /// Subscriptions newest first.
 pub fn subscriptions_query<DB>(after: Option<&PageToken>, limit: u32) -> Result<QueryBuilder<DB>>
 where

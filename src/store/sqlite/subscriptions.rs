@@ -18,7 +18,8 @@ use crate::store::sql::subscriptions::{
     AttemptRow, AttemptWrite, CANCEL_DELIVERIES, DELETE_SUBSCRIPTION, DeliveryRow, FAILED_DELIVERIES, INSERT_ATTEMPT,
     INSERT_SUBSCRIPTION, SELECT_DELIVERY, SELECT_FANOUT_SUBSCRIPTIONS, SELECT_SUBSCRIPTION,
     SELECT_SUBSCRIPTION_WITH_SECRETS, SubscriptionRow, SubscriptionWrite, UPDATE_SUBSCRIPTION, attempts_query,
-    deliveries_query, join_claims, select_with_secrets, subscription_with_secrets, subscriptions_query,
+    clear_failing_sql, deliveries_query, join_claims, select_with_secrets, subscription_with_secrets,
+    subscriptions_query,
 };
 use crate::store::sql::{DbId, DbTime};
 use crate::store::{AttemptResult, ClaimedDelivery, Lease, NewDelivery, SubscriptionStore, SubscriptionTx};
@@ -29,6 +30,7 @@ const FINISH_ATTEMPT: &str = "UPDATE deliveries SET status = $3, attempts = atte
      delivered_at = CASE WHEN $3 = 'delivered' THEN $5 ELSE delivered_at END, \
      lease_owner = NULL, lease_expires_at = NULL \
      WHERE id = $1 AND lease_owner = $2 AND status = 'sending'";
+static CLEAR_FAILING: LazyLock<String> = LazyLock::new(|| clear_failing_sql("id IN (SELECT value FROM json_each($1))"));
 static CLAIM_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
     // As on Postgres: due pending deliveries and expired leases, each through its own index.
     let sendable = "d.subscription_id NOT IN (SELECT value FROM json_each($5)) AND d.subscription_id NOT IN \
@@ -214,15 +216,12 @@ impl SubscriptionTx for SqliteTx {
         if subscription_ids.is_empty() {
             return Ok(());
         }
-        sqlx::query(
-            "UPDATE subscriptions SET failing_since = NULL, version = version + 1, updated_at = $2 \
-             WHERE failing_since IS NOT NULL AND id IN (SELECT value FROM json_each($1))",
-        )
-        .bind(json_list(subscription_ids))
-        .bind(DbTime(now))
-        .execute(self.conn())
-        .await
-        .map_err(db_err)?;
+        sqlx::query(CLEAR_FAILING.as_str())
+            .bind(json_list(subscription_ids))
+            .bind(DbTime(now))
+            .execute(self.conn())
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
