@@ -147,6 +147,9 @@ async fn retries_follow_the_schedule_on_a_moved_clock() {
     let next = chrono::DateTime::parse_from_rfc3339(d["next_attempt_at"].as_str().unwrap()).unwrap();
     let wait = (next - last).num_milliseconds();
     assert!((4000..=6000).contains(&wait), "second attempt after 5 s ± 20 %: {wait} ms");
+    // The failure starts a failing streak on the subscription.
+    let failing = app.get(&format!("/v1/subscriptions/{sub}")).await.body;
+    assert!(failing["failing_since"].is_string(), "{failing}");
 
     // Nothing happens until the clock reaches it.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -175,6 +178,10 @@ async fn retries_follow_the_schedule_on_a_moved_clock() {
         log["attempts"].as_array().unwrap().iter().map(|a| a["status_code"].as_i64().unwrap()).collect();
     assert_eq!(codes, [204, 503, 500], "newest first");
     assert!(log["attempts"][2]["latency_ms"].is_i64());
+    // The success ended the streak, as a change of the subscription.
+    let healthy = app.get(&format!("/v1/subscriptions/{sub}")).await.body;
+    assert!(healthy["failing_since"].is_null(), "{healthy}");
+    assert!(healthy["version"].as_i64() > failing["version"].as_i64(), "{failing} then {healthy}");
 }
 
 #[tokio::test]
