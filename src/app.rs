@@ -39,6 +39,7 @@ pub async fn migrate(database_url: &str, max_connections: u32) -> anyhow::Result
         .await
         .with_context(|| format!("connecting to {}", store::redact_url(database_url)))?;
     store.migrate().await.context("applying migrations")?;
+    crate::service::backfill_component_history(&store).await.context("replaying the component status history")?;
     Ok(store)
 }
 

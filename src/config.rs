@@ -211,6 +211,94 @@ pub struct Config {
     /// Serve /metrics on this address instead of the HTTP address (e.g. 0.0.0.0:9090).
     #[arg(long, env = "INCIDENTD_METRICS_ADDR", global = true)]
     pub metrics_addr: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub status: StatusPageConfig,
+}
+
+/// The public status page and everything customers read without a key: `/status`, the
+/// Statuspage-compatible `/api/v2/*.json`, the feeds and the badges. Its address is
+/// `INCIDENTD_PUBLIC_URL`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusPageConfig {
+    /// The name the page shows (and `page.name` in the JSON).
+    #[arg(
+        long = "status-page-name",
+        env = "INCIDENTD_STATUS_PAGE_NAME",
+        default_value = "Service status",
+        global = true
+    )]
+    pub name: String,
+
+    /// A logo for the page header: an image URL (https://…) or a path on this host.
+    #[arg(long = "status-logo-url", env = "INCIDENTD_STATUS_LOGO_URL", global = true)]
+    pub logo_url: Option<String>,
+
+    /// The time zone the page shows times and days in (an IANA name such as Europe/Berlin);
+    /// uptime days are its calendar days.
+    #[arg(
+        long = "status-time-zone",
+        env = "INCIDENTD_STATUS_TIME_ZONE",
+        default_value = "UTC",
+        value_parser = parse_time_zone,
+        global = true
+    )]
+    pub time_zone: chrono_tz::Tz,
+
+    /// The page's language: `auto` (each reader's Accept-Language), `en` or `de`.
+    #[arg(
+        long = "status-language",
+        env = "INCIDENTD_STATUS_LANGUAGE",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub language: LanguageSetting,
+
+    /// Seconds browsers and proxies may reuse a public response (Cache-Control max-age).
+    #[arg(long = "status-max-age-secs", env = "INCIDENTD_STATUS_MAX_AGE_SECS", default_value_t = 10, global = true)]
+    pub max_age_secs: u32,
+
+    /// Seconds between full rebuilds of what the public routes serve (it is also rebuilt
+    /// within a second of every change).
+    #[arg(long = "status-refresh-secs", env = "INCIDENTD_STATUS_REFRESH_SECS", default_value_t = 60, global = true)]
+    pub refresh_secs: u64,
+
+    /// Public requests per second per client address (0: unlimited).
+    #[arg(
+        long = "public-rate-limit-per-second",
+        env = "INCIDENTD_PUBLIC_RATE_LIMIT_PER_SECOND",
+        default_value_t = 50,
+        global = true
+    )]
+    pub public_rate_limit_per_second: u32,
+
+    /// Burst of public requests per client address.
+    #[arg(
+        long = "public-rate-limit-burst",
+        env = "INCIDENTD_PUBLIC_RATE_LIMIT_BURST",
+        default_value_t = 200,
+        global = true
+    )]
+    pub public_rate_limit_burst: u32,
+
+    /// Take the client address from the last X-Forwarded-For entry (set only behind a proxy
+    /// that writes it), for the public rate limit.
+    #[arg(long = "trust-forwarded-for", env = "INCIDENTD_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub trust_forwarded_for: bool,
+}
+
+/// Which language the status page speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LanguageSetting {
+    /// Each reader's `Accept-Language` (English when it names neither).
+    Auto,
+    En,
+    De,
+}
+
+fn parse_time_zone(s: &str) -> Result<chrono_tz::Tz, String> {
+    s.parse().map_err(|_| format!("{s:?} is not an IANA time zone name (such as UTC or Europe/Berlin)"))
 }
 
 fn parse_secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
@@ -260,6 +348,7 @@ impl Config {
                 drain: std::time::Duration::from_secs(self.shutdown_timeout_secs),
                 ..Default::default()
             },
+            time_zone: self.status.time_zone,
         })
     }
 
@@ -314,6 +403,17 @@ impl Config {
             roles: vec![Role::Api, Role::Worker],
             migrate_on_start: true,
             metrics_addr: None,
+            status: StatusPageConfig {
+                name: "Acme status".into(),
+                logo_url: None,
+                time_zone: chrono_tz::Tz::UTC,
+                language: LanguageSetting::Auto,
+                max_age_secs: 10,
+                refresh_secs: 60,
+                public_rate_limit_per_second: 0,
+                public_rate_limit_burst: 1,
+                trust_forwarded_for: false,
+            },
         }
     }
 }

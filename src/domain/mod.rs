@@ -5,6 +5,7 @@ pub mod access;
 pub mod component;
 pub mod error;
 pub mod event;
+pub mod history;
 pub mod ids;
 pub mod incident;
 pub mod page;

@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::events::traced;
 use super::{Created, Service, claim, fingerprint, save_response};
+use crate::domain::history::StatusChange;
 use crate::domain::page::{Page, PageToken};
 use crate::domain::validate::Violations;
 use crate::domain::version::check_etag;
@@ -96,12 +97,9 @@ impl Service {
             let details = json!({"fields": fields});
             tx.insert_audit_event(&AuditEvent::new(caller, "component.update", "component", id, details, now)).await?;
             if component.effective_status != before.effective_status {
-                tx.insert_events(&traced(vec![Event::component_status_changed(
-                    &component,
-                    before.effective_status,
-                    now,
-                )]))
-                .await?;
+                let events =
+                    record_moves(tx.as_mut(), &[(component.clone(), before.effective_status)], None, now).await?;
+                tx.insert_events(&traced(events)).await?;
                 self.commit_with_events(tx).await?;
             } else {
                 tx.commit().await?;
@@ -123,9 +121,11 @@ impl Service {
     }
 }
 
-/// The effective statuses of some components before a change, to tell afterwards which moved.
+/// The effective statuses of some components before a change, to tell afterwards which moved
+/// (and record each move in the status history, caused by `caused_by`).
 pub(crate) struct ComponentWatch {
     before: Vec<Component>,
+    caused_by: Option<Uuid>,
 }
 
 impl ComponentWatch {
@@ -133,7 +133,11 @@ impl ComponentWatch {
     ///
     /// Rows are locked in id order, whatever order the change names them in, so two changes
     /// touching the same components cannot deadlock.
-    pub(crate) async fn start(tx: &mut dyn Transaction, ids: impl IntoIterator<Item = Uuid>) -> Result<Self> {
+    pub(crate) async fn start(
+        tx: &mut dyn Transaction,
+        ids: impl IntoIterator<Item = Uuid>,
+        caused_by: Option<Uuid>,
+    ) -> Result<Self> {
         let mut before = Vec::new();
         let mut ids: Vec<Uuid> = ids.into_iter().collect();
         ids.sort_unstable();
@@ -143,23 +147,40 @@ impl ComponentWatch {
                 before.push(c);
             }
         }
-        Ok(ComponentWatch { before })
+        Ok(ComponentWatch { before, caused_by })
     }
 
-    /// A `component.status_changed` event for each component whose effective status moved.
+    /// Records each component whose effective status moved in the history, and returns a
+    /// `component.status_changed` event for each.
     pub(crate) async fn finish(
         self,
         tx: &mut dyn Transaction,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<Event>> {
-        let mut events = Vec::new();
+        let mut moved = Vec::new();
         for before in self.before {
             if let Some((after, _)) = tx.lock_component(before.id).await?
                 && after.effective_status != before.effective_status
             {
-                events.push(Event::component_status_changed(&after, before.effective_status, now));
+                moved.push((after, before.effective_status));
             }
         }
-        Ok(events)
+        record_moves(tx, &moved, self.caused_by, now).await
     }
+}
+
+/// Records effective-status moves `(component after, status before)` in the history and
+/// makes their events: the one place a move is written down.
+async fn record_moves(
+    tx: &mut dyn Transaction,
+    moved: &[(Component, crate::domain::ComponentStatus)],
+    caused_by: Option<Uuid>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Event>> {
+    let changes: Vec<StatusChange> = moved
+        .iter()
+        .map(|(after, before)| StatusChange::new(after.id, *before, after.effective_status, now, caused_by))
+        .collect();
+    tx.insert_status_changes(&changes).await?;
+    Ok(moved.iter().map(|(after, before)| Event::component_status_changed(after, *before, now)).collect())
 }

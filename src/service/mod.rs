@@ -8,6 +8,7 @@ mod background;
 mod components;
 mod dispatch;
 mod events;
+mod history;
 mod idempotency;
 mod incidents;
 mod metrics;
@@ -20,6 +21,7 @@ pub use crate::store::Notice;
 pub use access::{AccessSettings, KEY_CACHE_TTL, RateLimit};
 pub use background::Background;
 pub use dispatch::{Clock, DispatchSettings, ManualClock, SystemClock};
+pub use history::{DEFAULT_UPTIME_WINDOW, MAX_UPTIME_WINDOW, backfill_component_history};
 pub use idempotency::IDEMPOTENCY_TTL;
 pub use metrics::Metrics;
 pub use subscriptions::{SubscriptionWithSecret, delivery_status};
@@ -38,6 +40,8 @@ pub struct ServiceSettings {
     /// (`sender.public_url`: the CloudEvents `source`, links in messages).
     pub sender: SenderSettings,
     pub dispatch: DispatchSettings,
+    /// The status page's time zone: uptime days are its calendar days.
+    pub time_zone: chrono_tz::Tz,
 }
 
 /// The service every transport calls. Cheap to clone.
@@ -49,6 +53,7 @@ pub struct Service {
     public_url: Arc<str>,
     dispatcher: Arc<dispatch::Dispatcher>,
     metrics: Arc<Metrics>,
+    time_zone: chrono_tz::Tz,
     /// Set at shutdown: readiness fails from then on.
     draining: Arc<AtomicBool>,
     /// Cancelled when the process stops taking work: live event streams end.
@@ -65,7 +70,7 @@ pub struct Created<T> {
 
 impl Service {
     pub fn new(store: DynStore, settings: ServiceSettings) -> anyhow::Result<Self> {
-        let ServiceSettings { access, sender, dispatch } = settings;
+        let ServiceSettings { access, sender, dispatch, time_zone } = settings;
         let public_url = sender.public_url.trim_end_matches('/').to_string();
         let sender = Sender::new(SenderSettings { public_url: public_url.clone(), ..sender })?;
         let metrics = Arc::new(Metrics::default());
@@ -78,6 +83,7 @@ impl Service {
             public_url: public_url.into(),
             dispatcher: Arc::new(dispatcher),
             metrics,
+            time_zone,
             draining: Default::default(),
             closing: Default::default(),
         })
@@ -85,6 +91,11 @@ impl Service {
 
     pub fn public_url(&self) -> &str {
         &self.public_url
+    }
+
+    /// The status page's time zone.
+    pub fn time_zone(&self) -> chrono_tz::Tz {
+        self.time_zone
     }
 
     /// Whether this process takes traffic: the database answers and it is not shutting down.

@@ -12,6 +12,7 @@
 mod access;
 mod components;
 mod events;
+mod history;
 mod idempotency;
 mod incidents;
 pub mod postgres;
@@ -27,6 +28,7 @@ use chrono::{DateTime, Utc};
 pub use access::{AccessStore, AccessTx};
 pub use components::{ComponentStore, ComponentTx};
 pub use events::{EventStore, EventTx, Notice};
+pub use history::{HistoryStore, HistoryTx, Imposition};
 pub use idempotency::{IdempotencyClaim, IdempotencyStore, IdempotencyTx};
 pub use incidents::{IncidentStore, IncidentTx};
 pub use subscriptions::{AttemptResult, ClaimedDelivery, Lease, NewDelivery, SubscriptionStore, SubscriptionTx};
@@ -36,7 +38,16 @@ use crate::domain::{Result, Severity, Status};
 /// The reads and process-wide operations of a backend: one supertrait per feature.
 #[async_trait]
 pub trait Store:
-    IncidentStore + ComponentStore + AccessStore + SubscriptionStore + EventStore + IdempotencyStore + Send + Sync + 'static
+    IncidentStore
+    + ComponentStore
+    + HistoryStore
+    + AccessStore
+    + SubscriptionStore
+    + EventStore
+    + IdempotencyStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Opens a transaction.
     async fn begin(&self) -> Result<Box<dyn Transaction>>;
@@ -54,7 +65,9 @@ pub trait Store:
 /// The operations of one use case, inside one database transaction: one supertrait per
 /// feature.
 #[async_trait]
-pub trait Transaction: IncidentTx + ComponentTx + AccessTx + SubscriptionTx + EventTx + IdempotencyTx + Send {
+pub trait Transaction:
+    IncidentTx + ComponentTx + HistoryTx + AccessTx + SubscriptionTx + EventTx + IdempotencyTx + Send
+{
     async fn commit(self: Box<Self>) -> Result<()>;
 }
 

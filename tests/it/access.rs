@@ -96,6 +96,8 @@ enum Rest {
     GetComponent,
     PatchComponent,
     DeleteComponent,
+    ListComponentHistory,
+    GetComponentUptime,
     CreateApiKey,
     ListApiKeys,
     GetApiKey,
@@ -121,7 +123,7 @@ enum Rest {
 }
 
 impl Rest {
-    const ALL: [Rest; 36] = [
+    const ALL: [Rest; 38] = [
         Rest::CreateIncident,
         Rest::ListIncidents,
         Rest::GetIncident,
@@ -136,6 +138,8 @@ impl Rest {
         Rest::GetComponent,
         Rest::PatchComponent,
         Rest::DeleteComponent,
+        Rest::ListComponentHistory,
+        Rest::GetComponentUptime,
         Rest::CreateApiKey,
         Rest::ListApiKeys,
         Rest::GetApiKey,
@@ -182,7 +186,7 @@ impl Rest {
             CreateIncident | PatchIncident | DeleteIncident | Transition | Acknowledge | PostUpdate => {
                 Need::WriteIncidents
             }
-            ListComponents | GetComponent => Need::ReadComponents,
+            ListComponents | GetComponent | ListComponentHistory | GetComponentUptime => Need::ReadComponents,
             CreateComponent | PatchComponent | DeleteComponent => Need::WriteComponents,
             CreateApiKey | ListApiKeys | GetApiKey | RevokeApiKey | ListAuditEvents => Need::Admin,
         }
@@ -206,6 +210,8 @@ impl Rest {
             GetComponent => (Method::GET, "/v1/components/{id}"),
             PatchComponent => (Method::PATCH, "/v1/components/{id}"),
             DeleteComponent => (Method::DELETE, "/v1/components/{id}"),
+            ListComponentHistory => (Method::GET, "/v1/components/{id}/history"),
+            GetComponentUptime => (Method::GET, "/v1/components/{id}/uptime"),
             CreateApiKey => (Method::POST, "/v1/api-keys"),
             ListApiKeys => (Method::GET, "/v1/api-keys"),
             GetApiKey => (Method::GET, "/v1/api-keys/{id}"),
@@ -271,6 +277,8 @@ impl Rest {
                 (Method::PATCH, format!("/v1/components/{}", component().await), Some(json!({"position": 3})))
             }
             DeleteComponent => (Method::DELETE, format!("/v1/components/{}", component().await), None),
+            ListComponentHistory => (Method::GET, format!("/v1/components/{}/history", component().await), None),
+            GetComponentUptime => (Method::GET, format!("/v1/components/{}/uptime", component().await), None),
             CreateApiKey => {
                 (Method::POST, "/v1/api-keys".into(), Some(json!({"name": "k", "scopes": ["incidents:read"]})))
             }
@@ -473,6 +481,8 @@ enum Grpc {
     ListComponents,
     UpdateComponent,
     DeleteComponent,
+    ListComponentHistory,
+    GetComponentUptime,
     CreateApiKey,
     GetApiKey,
     ListApiKeys,
@@ -510,7 +520,7 @@ impl tonic::service::Interceptor for Creds {
 }
 
 impl Grpc {
-    const ALL: [Grpc; 35] = [
+    const ALL: [Grpc; 37] = [
         Grpc::CreateIncident,
         Grpc::GetIncident,
         Grpc::ListIncidents,
@@ -525,6 +535,8 @@ impl Grpc {
         Grpc::ListComponents,
         Grpc::UpdateComponent,
         Grpc::DeleteComponent,
+        Grpc::ListComponentHistory,
+        Grpc::GetComponentUptime,
         Grpc::CreateApiKey,
         Grpc::GetApiKey,
         Grpc::ListApiKeys,
@@ -568,7 +580,7 @@ impl Grpc {
             | RetryFailedDeliveries => Need::ManageSubscriptions,
             CreateIncident | UpdateIncident | DeleteIncident | TransitionIncident | AcknowledgeIncident
             | CreateIncidentUpdate => Need::WriteIncidents,
-            GetComponent | ListComponents => Need::ReadComponents,
+            GetComponent | ListComponents | ListComponentHistory | GetComponentUptime => Need::ReadComponents,
             CreateComponent | UpdateComponent | DeleteComponent => Need::WriteComponents,
             CreateApiKey | GetApiKey | ListApiKeys | RevokeApiKey | ListAuditEvents => Need::Admin,
         }
@@ -580,7 +592,8 @@ impl Grpc {
         let service = match self {
             CreateIncident | GetIncident | ListIncidents | UpdateIncident | DeleteIncident | TransitionIncident
             | AcknowledgeIncident | CreateIncidentUpdate | ListIncidentUpdates => "IncidentService",
-            CreateComponent | GetComponent | ListComponents | UpdateComponent | DeleteComponent => "ComponentService",
+            CreateComponent | GetComponent | ListComponents | UpdateComponent | DeleteComponent
+            | ListComponentHistory | GetComponentUptime => "ComponentService",
             CreateApiKey | GetApiKey | ListApiKeys | RevokeApiKey => "ApiKeyService",
             ListAuditEvents => "AuditService",
             ListEvents | WatchEvents => "EventService",
@@ -696,6 +709,17 @@ impl Grpc {
                 .map(drop),
             DeleteComponent => components
                 .delete_component(proto::DeleteComponentRequest { id: component().await, etag: String::new() })
+                .await
+                .map(drop),
+            ListComponentHistory => components
+                .list_component_history(proto::ListComponentHistoryRequest {
+                    id: component().await,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            GetComponentUptime => components
+                .get_component_uptime(proto::GetComponentUptimeRequest { id: component().await, ..Default::default() })
                 .await
                 .map(drop),
             CreateApiKey => keys

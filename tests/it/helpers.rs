@@ -135,6 +135,15 @@ impl Db {
         }
     }
 
+    /// Moves a timestamp column `seconds` into the past on the rows `filter` selects.
+    pub async fn shift_back(&self, table: &str, column: &str, seconds: i64, filter: &str) {
+        let moved = match self {
+            Db::Pg(_) => format!("{column} - interval '{seconds} seconds'"),
+            Db::Lite(_) => format!("{column} - {seconds} * 1000000"),
+        };
+        self.execute(&format!("UPDATE {table} SET {column} = {moved} WHERE {filter}")).await
+    }
+
     /// Makes an API key expired an hour ago.
     pub async fn expire_api_key(&self, id: &str) {
         match self {

@@ -12,6 +12,7 @@ mod deliveries;
 mod events;
 mod grpc;
 mod helpers;
+mod history;
 mod incidents;
 mod lifecycle;
 mod parity;

@@ -2,9 +2,12 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{component_patch_from_pb, component_to_pb, new_component_from_pb};
+use super::convert::{
+    component_patch_from_pb, component_to_pb, new_component_from_pb, opt_ts, status_change_to_pb, uptime_to_pb,
+};
 use super::status::to_status;
 use super::{authorize, mark_replayed, non_empty, page, parse_id};
+use crate::domain::validate::Violations;
 use crate::domain::{Error, IdempotencyKey, Permission};
 use crate::proto as pb;
 use crate::proto::component_service_server::ComponentService;
@@ -90,5 +93,34 @@ impl ComponentService for GrpcComponentService {
         let id = parse_id("id", &req.id)?;
         self.service.delete_component(&caller, id, non_empty(req.etag).as_deref()).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteComponentResponse {}))
+    }
+
+    async fn list_component_history(
+        &self,
+        request: Request<pb::ListComponentHistoryRequest>,
+    ) -> Result<Response<pb::ListComponentHistoryResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::ReadComponents).await?;
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id)?;
+        let page = page(req.page_size, &req.page_token)?;
+        let page = self.service.list_component_history(&caller, id, page).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListComponentHistoryResponse {
+            changes: page.items.iter().map(status_change_to_pb).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_component_uptime(
+        &self,
+        request: Request<pb::GetComponentUptimeRequest>,
+    ) -> Result<Response<pb::GetComponentUptimeResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::ReadComponents).await?;
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id)?;
+        let mut v = Violations::new();
+        let (from, to) = (opt_ts(&mut v, "from", &req.from), opt_ts(&mut v, "to", &req.to));
+        v.finish().map_err(to_status)?;
+        let uptime = self.service.component_uptime(&caller, id, from, to).await.map_err(to_status)?;
+        Ok(Response::new(pb::GetComponentUptimeResponse { uptime: Some(uptime_to_pb(&uptime)) }))
     }
 }

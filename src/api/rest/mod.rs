@@ -5,6 +5,7 @@ pub mod access;
 pub mod components;
 pub mod events;
 pub mod extract;
+pub mod history;
 pub mod incidents;
 pub mod problem;
 pub mod subscriptions;
@@ -95,6 +96,8 @@ fn api() -> (Router<Service>, utoipa::openapi::OpenApi) {
         .routes(routes!(incidents::create_update, incidents::list_updates))
         .routes(routes!(components::create_component, components::list_components))
         .routes(routes!(components::get_component, components::patch_component, components::delete_component))
+        .routes(routes!(history::list_component_history))
+        .routes(routes!(history::get_component_uptime))
         .routes(routes!(events::list_events))
         .routes(routes!(events::stream_events))
         .routes(routes!(subscriptions::create_subscription, subscriptions::list_subscriptions))

@@ -4,6 +4,7 @@
 mod access;
 mod components;
 mod events;
+mod history;
 mod idempotency;
 mod incidents;
 mod subscriptions;
@@ -17,9 +18,11 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Postgres};
 
 use super::sql::access::{AUDIT_TABLE, AuditWrite};
 use super::sql::events::{EVENT_TABLE, EventWrite};
+use super::sql::history::{HISTORY_TABLE, StatusChangeWrite};
 use super::sql::incidents::{TIMELINE_TABLE, TimelineWrite};
 use super::sql::{self, insert_many_sql};
 use super::{Observed, PoolStats, Store, Transaction, Waiting};
+use crate::domain::history::StatusChange;
 use crate::domain::{AuditEvent, Error, Event, Result, TimelineEntry};
 
 /// Migrations, embedded at build time.
@@ -177,7 +180,22 @@ enum Deferred {
     Timeline(TimelineEntry),
     Event(Event),
     Audit(AuditEvent),
+    StatusChange(StatusChange),
 }
+
+impl Deferred {
+    fn shape(&self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Deferred::Timeline(_) => (TIMELINE_TABLE, TimelineWrite::COLUMNS),
+            Deferred::Event(_) => (EVENT_TABLE, EventWrite::COLUMNS),
+            Deferred::Audit(_) => (AUDIT_TABLE, AuditWrite::COLUMNS),
+            Deferred::StatusChange(_) => (HISTORY_TABLE, StatusChangeWrite::COLUMNS),
+        }
+    }
+}
+
+/// At most this many parameters go in one statement (Postgres allows 65,535).
+const MAX_PARAMETERS: usize = 30_000;
 
 impl PgTx {
     /// Writes what was deferred. Every other statement of the transaction runs after this, so
@@ -187,24 +205,33 @@ impl PgTx {
             return Ok(());
         }
         let deferred = std::mem::take(&mut self.deferred);
-        let shape: Vec<(&str, &[&str])> = deferred
-            .iter()
-            .map(|d| match d {
-                Deferred::Timeline(_) => (TIMELINE_TABLE, TimelineWrite::COLUMNS),
-                Deferred::Event(_) => (EVENT_TABLE, EventWrite::COLUMNS),
-                Deferred::Audit(_) => (AUDIT_TABLE, AuditWrite::COLUMNS),
-            })
-            .collect();
-        let sql = insert_many_sql(&shape);
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for d in &deferred {
-            q = match d {
-                Deferred::Timeline(e) => TimelineWrite::from(e).bind(q),
-                Deferred::Event(e) => EventWrite::from(e).bind(q),
-                Deferred::Audit(e) => AuditWrite::from(e).bind(q),
-            };
+        // Usually one statement; a bulk write (the history backfill) is split to stay under
+        // the parameter limit.
+        let mut rest = deferred.as_slice();
+        while !rest.is_empty() {
+            let mut params = 0;
+            let n = rest
+                .iter()
+                .take_while(|d| {
+                    params += d.shape().1.len();
+                    params <= MAX_PARAMETERS
+                })
+                .count()
+                .max(1);
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let shape: Vec<(&str, &[&str])> = chunk.iter().map(Deferred::shape).collect();
+            let mut q = sqlx::query(AssertSqlSafe(insert_many_sql(&shape)));
+            for d in chunk {
+                q = match d {
+                    Deferred::Timeline(e) => TimelineWrite::from(e).bind(q),
+                    Deferred::Event(e) => EventWrite::from(e).bind(q),
+                    Deferred::Audit(e) => AuditWrite::from(e).bind(q),
+                    Deferred::StatusChange(c) => StatusChangeWrite::from(c).bind(q),
+                };
+            }
+            q.execute(&mut *self.tx).await.map_err(db_err)?;
         }
-        q.execute(&mut *self.tx).await.map_err(db_err)?;
         Ok(())
     }
 

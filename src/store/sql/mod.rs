@@ -11,6 +11,7 @@
 pub mod access;
 pub mod components;
 pub mod events;
+pub mod history;
 pub mod idempotency;
 pub mod incidents;
 pub mod subscriptions;

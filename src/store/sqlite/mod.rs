@@ -10,6 +10,7 @@
 mod access;
 mod components;
 mod events;
+mod history;
 mod idempotency;
 mod incidents;
 mod subscriptions;

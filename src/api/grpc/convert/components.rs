@@ -3,6 +3,7 @@
 use prost_types::FieldMask;
 
 use super::{component_status_from_pb, component_status_to_pb, mask_paths, ts};
+use crate::domain::history::{StatusChange, Uptime};
 use crate::domain::validate::Violations;
 use crate::domain::{Component, ComponentPatch, Error, NewComponent, Result};
 use crate::proto as pb;
@@ -83,4 +84,36 @@ pub fn component_patch_from_pb(c: pb::Component, mask: Option<FieldMask>) -> Res
     }
     v.finish().map_err(|e| e.prefix_fields_except("component", &["update_mask"]))?;
     Ok(patch)
+}
+
+pub fn status_change_to_pb(c: &StatusChange) -> pb::ComponentStatusChange {
+    let StatusChange { id, component_id, changed_at, from_status, to_status, incident_id } = c;
+    pb::ComponentStatusChange {
+        id: id.to_string(),
+        component_id: component_id.to_string(),
+        changed_at: Some(ts(*changed_at)),
+        from_status: component_status_to_pb(*from_status),
+        to_status: component_status_to_pb(*to_status),
+        incident_id: incident_id.map(|i| i.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn uptime_to_pb(u: &Uptime) -> pb::ComponentUptime {
+    let Uptime { component_id, from, to, time_zone, uptime_percent, days } = u;
+    pb::ComponentUptime {
+        component_id: component_id.to_string(),
+        from: Some(ts(*from)),
+        to: Some(ts(*to)),
+        time_zone: time_zone.clone(),
+        uptime_percent: *uptime_percent,
+        days: days
+            .iter()
+            .map(|d| pb::UptimeDay {
+                date: d.date.to_string(),
+                uptime_percent: d.uptime_percent,
+                worst_status: component_status_to_pb(d.worst_status),
+                incident_ids: d.incident_ids.iter().map(|i| i.to_string()).collect(),
+            })
+            .collect(),
+    }
 }

@@ -6,7 +6,9 @@
 mod components;
 mod incidents;
 
-pub use components::{component_patch_from_pb, component_to_pb, new_component_from_pb};
+pub use components::{
+    component_patch_from_pb, component_to_pb, new_component_from_pb, status_change_to_pb, uptime_to_pb,
+};
 pub use incidents::{entry_to_pb, incident_patch_from_pb, incident_to_pb, new_incident_from_pb};
 
 use chrono::{DateTime, Utc};
