@@ -25,6 +25,8 @@ pub struct Application {
     /// Bound when metrics have a port of their own.
     metrics: Option<TcpListener>,
     service: Service,
+    /// The public surfaces (status page, Statuspage JSON, feeds, badges).
+    public: std::sync::Arc<crate::api::public::Public>,
     rest: rest::RestSettings,
     api: bool,
     worker: bool,
@@ -101,6 +103,12 @@ impl Application {
         settings.dispatch.clock = clock;
         let service = Service::new(store, settings)?;
         bootstrap(config, &service).await?;
+        let public = crate::api::public::Public::new(crate::api::public::PublicSettings::from_config(config));
+        if config.runs(Role::Api)
+            && let Err(e) = public.rebuild(&service).await
+        {
+            tracing::warn!(error = %e, "could not prepare the status page yet; it is retried in the background");
+        }
         let http = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding the HTTP address {}", config.http_addr))?;
@@ -123,6 +131,7 @@ impl Application {
             http,
             grpc,
             service,
+            public,
             rest: rest::RestSettings {
                 max_body_bytes: config.max_request_bytes,
                 cors_allowed_origins: config.cors_allowed_origins.clone(),
@@ -175,15 +184,21 @@ impl Application {
         let mut background = self.service.start_background(self.worker).await?;
         let (service, reporter) = (self.service.clone(), health.clone());
         background.spawn("readiness", |stop| watch_readiness(service, reporter, stop));
+        if self.api {
+            let (public, service) = (self.public.clone(), self.service.clone());
+            background.spawn("status page", |stop| public.run(service, stop));
+        }
 
         // Closing the listeners waits for the drain delay; `shutdown` only starts the drain.
         let closing = CancellationToken::new();
         let mut servers = Vec::new();
         let router = match self.api {
-            true => rest::router(self.service.clone(), &self.rest)?,
+            true => rest::router(self.service.clone(), &self.rest, self.public.clone())?,
             false => rest::operations_router(self.service.clone(), self.rest.serve_metrics),
         };
-        let rest_server = axum::serve(self.http, router).with_graceful_shutdown(closing.clone().cancelled_owned());
+        // The peer address feeds the public routes' rate limit.
+        let rest_server = axum::serve(self.http, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(closing.clone().cancelled_owned());
         servers.push(tokio::spawn(async move { rest_server.await.context("REST server") }));
         if let Some(listener) = self.grpc {
             let grpc_server = grpc::server(self.service.clone(), health_service, self.max_message_bytes)?

@@ -2,6 +2,7 @@
 //! convert back.
 
 pub mod grpc;
+pub mod public;
 pub mod rest;
 
 /// The message a caller gets for an error. Internal errors and an unavailable database are

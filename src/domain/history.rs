@@ -213,9 +213,17 @@ where
     Uptime { component_id, from, to, time_zone: tz_name.to_string(), uptime_percent: percent(from, to), days }
 }
 
+/// The instant the calendar day `days - 1` days before `now`'s starts in `tz`: the start of a
+/// window of exactly `days` local days, the last one today.
+pub fn start_of_last_days<Tz: TimeZone>(tz: &Tz, now: DateTime<Utc>, days: u32) -> DateTime<Utc> {
+    let today = now.with_timezone(tz).date_naive();
+    let first = today - Duration::days(i64::from(days.max(1)) - 1);
+    local_midnight(tz, first)
+}
+
 /// The instant a calendar day starts in `tz` (the earliest, where a change of offset makes
 /// midnight ambiguous or skipped).
-fn local_midnight<Tz: TimeZone>(tz: &Tz, day: NaiveDate) -> DateTime<Utc> {
+pub fn local_midnight<Tz: TimeZone>(tz: &Tz, day: NaiveDate) -> DateTime<Utc> {
     let mut t = day.and_hms_opt(0, 0, 0).expect("midnight exists");
     // A skipped midnight (a daylight-saving jump at 00:00) starts the day at the first
     // instant that exists.
@@ -311,6 +319,14 @@ mod tests {
         assert_eq!(u.days[0].uptime_percent, None);
         assert_eq!(u.days[1].uptime_percent, Some(100.0));
         assert_eq!(u.uptime_percent, Some(100.0));
+    }
+
+    #[test]
+    fn the_last_days_start_at_a_local_midnight() {
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 12, 1, 23, 30, 0).unwrap(); // 00:30 on 2 Dec in Berlin
+        assert_eq!(start_of_last_days(&berlin, now, 1), Utc.with_ymd_and_hms(2026, 12, 1, 23, 0, 0).unwrap());
+        assert_eq!(start_of_last_days(&Utc, now, 90), Utc.with_ymd_and_hms(2026, 9, 3, 0, 0, 0).unwrap());
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl Service {
         tx.insert_audit_event(&AuditEvent::new(caller, "component.create", "component", component.id, details, now()))
             .await?;
         save_response(tx.as_mut(), &scope, idempotency_key, &component).await?;
-        tx.commit().await?;
+        self.commit_public_change(tx).await?;
         Ok(Created { value: component, replayed: false })
     }
 
@@ -102,7 +102,7 @@ impl Service {
                 tx.insert_events(&traced(events)).await?;
                 self.commit_with_events(tx).await?;
             } else {
-                tx.commit().await?;
+                self.commit_public_change(tx).await?;
             }
         }
         Ok(component)
@@ -117,7 +117,16 @@ impl Service {
         tx.delete_component(id).await?;
         let details = json!({"name": component.name});
         tx.insert_audit_event(&AuditEvent::new(caller, "component.delete", "component", id, details, now())).await?;
-        tx.commit().await
+        self.commit_public_change(tx).await
+    }
+
+    /// Commits a change customers see that writes no event, and says so to the public
+    /// surfaces of this process and (through the database) of the others.
+    async fn commit_public_change(&self, mut tx: Box<dyn Transaction>) -> Result<()> {
+        tx.announce_public_change().await?;
+        tx.commit().await?;
+        self.signals.note_public_change();
+        Ok(())
     }
 }
 

@@ -16,11 +16,19 @@ pub(crate) struct Signals {
     pub(crate) events_written: Notify,
     /// The highest seq known to be given.
     pub(crate) sequenced: watch::Sender<i64>,
+    /// Counts the moments something customers see may have changed: events sequenced here or
+    /// elsewhere, and changes that write no event (components created, renamed, deleted).
+    pub(crate) public: watch::Sender<u64>,
 }
 
 impl Signals {
     pub(crate) fn new() -> Self {
-        Signals { events_written: Notify::new(), sequenced: watch::Sender::new(0) }
+        Signals { events_written: Notify::new(), sequenced: watch::Sender::new(0), public: watch::Sender::new(0) }
+    }
+
+    /// Notes that something customers see may have changed.
+    pub(crate) fn note_public_change(&self) {
+        self.public.send_modify(|n| *n += 1);
     }
 
     /// Commits a transaction that wrote events and wakes the sequencer.
@@ -32,13 +40,16 @@ impl Signals {
 
     /// Notes that events up to `seq` are sequenced (here or by another process).
     pub(crate) fn note_sequenced(&self, seq: i64) {
-        self.sequenced.send_if_modified(|current| {
+        let newer = self.sequenced.send_if_modified(|current| {
             let newer = seq > *current;
             if newer {
                 *current = seq;
             }
             newer
         });
+        if newer {
+            self.note_public_change();
+        }
     }
 }
 
@@ -58,7 +69,13 @@ impl Service {
     pub fn notice(&self, notice: Notice) {
         match notice {
             Notice::Sequenced(seq) => self.signals.note_sequenced(seq),
+            Notice::PublicChanged => self.signals.note_public_change(),
         }
+    }
+
+    /// Wakes whenever something customers see may have changed (the public surfaces rebuild).
+    pub fn watch_public(&self) -> watch::Receiver<u64> {
+        self.signals.public.subscribe()
     }
 
     /// Wakes whenever events are sequenced; the value is the highest seq known.

@@ -12,6 +12,7 @@ mod history;
 mod idempotency;
 mod incidents;
 mod metrics;
+mod public;
 mod subscriptions;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use dispatch::{Clock, DispatchSettings, ManualClock, SystemClock};
 pub use history::{DEFAULT_UPTIME_WINDOW, MAX_UPTIME_WINDOW, backfill_component_history};
 pub use idempotency::IDEMPOTENCY_TTL;
 pub use metrics::Metrics;
+pub use public::HISTORY_DAYS;
 pub use subscriptions::{SubscriptionWithSecret, delivery_status};
 
 use idempotency::{claim, fingerprint, save_response};

@@ -11,6 +11,9 @@ use crate::domain::{Event, Result};
 pub enum Notice {
     /// Events up to this seq were sequenced.
     Sequenced(i64),
+    /// Something customers see changed without an event (a component was created, renamed,
+    /// moved or deleted).
+    PublicChanged,
 }
 
 #[async_trait]
@@ -35,4 +38,7 @@ pub trait EventTx {
     async fn unsequenced_events(&mut self, limit: u32) -> Result<Vec<Event>>;
     /// Gives the events consecutive seqs after the last one given, in this order; returns them.
     async fn assign_sequence(&mut self, ids: &[Uuid]) -> Result<Vec<i64>>;
+    /// Tells the other processes sharing the database, once this transaction commits, that
+    /// something customers see changed ([`Notice::PublicChanged`]); nothing where there are none.
+    async fn announce_public_change(&mut self) -> Result<()>;
 }

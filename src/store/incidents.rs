@@ -17,6 +17,8 @@ pub trait IncidentStore {
         after: Option<&PageToken>,
         limit: u32,
     ) -> Result<Vec<Incident>>;
+    /// Every timeline entry of these incidents, oldest first (created_at, then id).
+    async fn list_timelines(&self, incident_ids: &[Uuid]) -> Result<Vec<TimelineEntry>>;
     /// Timeline entries oldest first (created_at, then id), after `after`, at most `limit`.
     async fn list_timeline(
         &self,

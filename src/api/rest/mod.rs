@@ -82,13 +82,15 @@ impl Default for RestSettings {
         (name = "subscriptions", description = "Notification subscriptions and their deliveries (scope subscriptions:manage)"),
         (name = "access", description = "API keys and the audit trail (scope admin)"),
         (name = "health", description = "Liveness and readiness"),
+        (name = "public", description = "What customers read, without a key: the status page, Statuspage-compatible JSON, feeds and badges"),
     )
 )]
 struct ApiDoc;
 
 /// The OpenAPI document and the routes it describes.
-fn api() -> (Router<Service>, utoipa::openapi::OpenApi) {
+fn api(public: Arc<crate::api::public::Public>) -> (Router<Service>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::api::public::routes(public))
         .routes(routes!(incidents::create_incident, incidents::list_incidents))
         .routes(routes!(incidents::get_incident, incidents::patch_incident, incidents::delete_incident))
         .routes(routes!(incidents::transition_incident))
@@ -127,7 +129,8 @@ fn api() -> (Router<Service>, utoipa::openapi::OpenApi) {
 
 /// The OpenAPI 3.1 document served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = api().1;
+    let public = crate::api::public::Public::new(crate::api::public::PublicSettings::default());
+    let mut doc = api(public).1;
     secure(&mut doc);
     doc
 }
@@ -200,11 +203,16 @@ fn cors(settings: &RestSettings) -> anyhow::Result<Option<CorsLayer>> {
 }
 
 /// The whole REST router.
-pub fn router(service: Service, settings: &RestSettings) -> anyhow::Result<Router> {
-    let (routes, mut doc) = api();
+pub fn router(
+    service: Service,
+    settings: &RestSettings,
+    public: Arc<crate::api::public::Public>,
+) -> anyhow::Result<Router> {
+    let (routes, mut doc) = api(public);
     secure(&mut doc);
     let doc = Arc::new(doc.to_json().expect("the OpenAPI document serializes"));
     let router = routes
+        .merge(crate::api::public::root())
         .route_layer(axum::middleware::from_fn_with_state(service.clone(), record_request))
         .layer(axum::Extension(MetricsHere(settings.serve_metrics)))
         .route(

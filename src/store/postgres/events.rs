@@ -16,6 +16,8 @@ use crate::store::{EventStore, EventTx, Notice};
 const SEQUENCER_LOCK: i64 = 0x696e_6369_6465_6e01;
 /// The channel sequencers announce new seqs on.
 const SEQUENCED_CHANNEL: &str = "incidentd_sequenced";
+/// The channel changes customers see without an event are announced on.
+const PUBLIC_CHANNEL: &str = "incidentd_public";
 
 #[async_trait]
 impl EventStore for PgStore {
@@ -30,7 +32,7 @@ impl EventStore for PgStore {
 
     async fn notifications(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Notice>>> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await.map_err(db_err)?;
-        listener.listen(SEQUENCED_CHANNEL).await.map_err(db_err)?;
+        listener.listen_all([SEQUENCED_CHANNEL, PUBLIC_CHANNEL]).await.map_err(db_err)?;
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(async move {
             loop {
@@ -38,7 +40,11 @@ impl EventStore for PgStore {
                 // by polling.
                 match listener.recv().await {
                     Ok(n) => {
-                        if tx.send(Notice::Sequenced(n.payload().parse().unwrap_or(0))).await.is_err() {
+                        let notice = match n.channel() {
+                            PUBLIC_CHANNEL => Notice::PublicChanged,
+                            _ => Notice::Sequenced(n.payload().parse().unwrap_or(0)),
+                        };
+                        if tx.send(notice).await.is_err() {
                             return;
                         }
                     }
@@ -95,5 +101,15 @@ impl EventTx for PgTx {
         .await
         .map_err(db_err)?;
         Ok((last - n + 1..=last).collect())
+    }
+
+    async fn announce_public_change(&mut self) -> Result<()> {
+        // NOTIFY is delivered at commit, and only if the transaction commits.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(PUBLIC_CHANNEL)
+            .execute(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 }

@@ -29,6 +29,7 @@ impl q::Dialect for Postgres {
 static LOCK_INCIDENT_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{} FOR UPDATE", *q::SELECT_INCIDENT_BY_ID));
 static LOCK_INCIDENT_BY_REF: LazyLock<String> = LazyLock::new(|| format!("{} FOR UPDATE", *q::SELECT_INCIDENT_BY_REF));
 /// The reference comes from the column default (a sequence).
+static TIMELINES: LazyLock<String> = LazyLock::new(|| q::timelines_sql("incident_id = ANY($1)"));
 static INSERT_INCIDENT: LazyLock<String> =
     LazyLock::new(|| format!("{} RETURNING reference_number", q::insert_incident_sql(&[])));
 /// Updates the incident and, in the same statement, the open flag of its component rows.
@@ -71,6 +72,15 @@ impl IncidentStore for PgStore {
         limit: u32,
     ) -> Result<Vec<Incident>> {
         super::list::<IncidentRow, _>(&self.pool, q::incidents_query(filter, after, limit)).await
+    }
+
+    async fn list_timelines(&self, incident_ids: &[Uuid]) -> Result<Vec<TimelineEntry>> {
+        let rows: Vec<TimelineRow> = sqlx::query_as(TIMELINES.as_str())
+            .bind(incident_ids.to_vec())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(TimelineEntry::try_from).collect()
     }
 
     async fn list_timeline(

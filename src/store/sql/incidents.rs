@@ -400,6 +400,12 @@ pub const TIMELINE_TABLE: &str = "incident_updates";
 pub static INSERT_TIMELINE_ENTRY: LazyLock<String> =
     LazyLock::new(|| insert_sql(TIMELINE_TABLE, TimelineWrite::COLUMNS));
 
+/// The timeline entries of the incidents `ids_in_1` selects (the backend's test of
+/// `incident_id` against the list bound to `$1`), oldest first.
+pub fn timelines_sql(ids_in_1: &str) -> String {
+    select_sql(TimelineRow::COLUMNS, TIMELINE_TABLE, &format!("WHERE {ids_in_1} ORDER BY created_at, id"))
+}
+
 /// The timeline of one incident, oldest first, after the page token.
 pub fn timeline_query<DB>(
     incident_id: Uuid,

@@ -72,4 +72,9 @@ impl EventTx for SqliteTx {
         .map_err(db_err)?;
         Ok(seqs)
     }
+
+    async fn announce_public_change(&mut self) -> Result<()> {
+        // One process owns the file: there is no one else to tell.
+        Ok(())
+    }
 }

@@ -36,6 +36,8 @@ impl q::Dialect for Sqlite {
 }
 
 /// The reference is bound last, after the written columns.
+static TIMELINES: LazyLock<String> =
+    LazyLock::new(|| q::timelines_sql("incident_id IN (SELECT value FROM json_each($1))"));
 static INSERT_INCIDENT: LazyLock<String> = LazyLock::new(|| q::insert_incident_sql(&["reference_number"]));
 
 async fn select_incident<'e, E: sqlx::SqliteExecutor<'e>>(db: E, key: IncidentKey) -> Result<Option<Incident>> {
@@ -67,6 +69,15 @@ impl IncidentStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Incident>> {
         super::list::<IncidentRow, _>(&self.readers, q::incidents_query(filter, after, limit)).await
+    }
+
+    async fn list_timelines(&self, incident_ids: &[Uuid]) -> Result<Vec<TimelineEntry>> {
+        let rows: Vec<TimelineRow> = sqlx::query_as(TIMELINES.as_str())
+            .bind(json_list(incident_ids))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(TimelineEntry::try_from).collect()
     }
 
     async fn list_timeline(

@@ -1,0 +1,350 @@
+//! The status page: server-rendered HTML (askama templates under `templates/status/`), one
+//! rendering per language, working without JavaScript, with no external assets.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use uuid::Uuid;
+
+use super::PublicSettings;
+use super::i18n::{Lang, Strings};
+use super::statuspage::indicator;
+use crate::domain::history::Uptime;
+use crate::domain::public::{PublicIncidentPage, PublicState};
+use crate::domain::{CauseKind, Component, ComponentStatus, Impact, WorkaroundAvailability};
+
+/// The page's one stylesheet, inlined (its hash is allowed by the Content-Security-Policy).
+pub const STYLE: &str = include_str!("../../../templates/status/style.css");
+
+/// What every page shares.
+pub struct Frame<'a> {
+    pub t: &'static Strings,
+    pub lang: &'static str,
+    pub name: &'a str,
+    pub logo_url: Option<&'a str>,
+    pub style: &'static str,
+    /// The same page in the other languages: (tag, label, url).
+    pub languages: Vec<(&'static str, &'static str, String)>,
+    pub time_zone: String,
+    pub updated: String,
+}
+
+pub struct ComponentRow {
+    pub name: String,
+    pub status: &'static str,
+    pub status_class: &'static str,
+    pub uptime: Option<String>,
+    pub bar_label: String,
+    /// One per day, oldest first: (css class, text).
+    pub days: Vec<(&'static str, String)>,
+}
+
+pub struct Group {
+    pub name: Option<String>,
+    pub components: Vec<ComponentRow>,
+}
+
+pub struct UpdateView {
+    pub status: &'static str,
+    pub body: String,
+    pub at: String,
+    pub datetime: String,
+}
+
+pub struct IncidentView {
+    pub reference: String,
+    pub url: String,
+    pub title: String,
+    pub summary: String,
+    pub status: &'static str,
+    pub impact: &'static str,
+    pub impact_class: &'static str,
+    pub affected: Vec<(String, &'static str)>,
+    pub eta: Option<String>,
+    pub customers: Option<String>,
+    pub workaround: Option<String>,
+    pub third_party: Option<String>,
+    pub started: String,
+    pub resolved: Option<String>,
+    pub updates: Vec<UpdateView>,
+    /// Updates not shown on the overview.
+    pub more_updates: usize,
+}
+
+#[derive(Template)]
+#[template(path = "status/index.html")]
+pub struct IndexPage<'a> {
+    pub frame: Frame<'a>,
+    pub banner: &'static str,
+    pub banner_class: &'static str,
+    pub groups: Vec<Group>,
+    pub active: Vec<IncidentView>,
+    pub recent: Vec<IncidentView>,
+}
+
+#[derive(Template)]
+#[template(path = "status/incident.html")]
+pub struct IncidentPage<'a> {
+    pub frame: Frame<'a>,
+    pub incident: IncidentView,
+}
+
+#[derive(Template)]
+#[template(path = "status/history.html")]
+pub struct HistoryPage<'a> {
+    pub frame: Frame<'a>,
+    /// (month heading, incidents) newest first.
+    pub months: Vec<(String, Vec<IncidentView>)>,
+    /// Links to earlier months: (label, url).
+    pub earlier: Vec<(String, String)>,
+}
+
+/// Renders pages of one state in one language.
+pub struct Renderer<'a> {
+    pub settings: &'a PublicSettings,
+    pub state: &'a PublicState,
+    pub lang: Lang,
+}
+
+impl<'a> Renderer<'a> {
+    fn t(&self) -> &'static Strings {
+        self.lang.strings()
+    }
+
+    /// The frame of a page whose content last changed at `updated`.
+    fn frame(&self, path: &str, updated: DateTime<Utc>) -> Frame<'a> {
+        let t = self.t();
+        let languages = Lang::ALL
+            .iter()
+            .filter(|l| **l != self.lang)
+            .map(|l| {
+                let label = match l {
+                    Lang::En => "English",
+                    Lang::De => "Deutsch",
+                };
+                let sep = if path.contains('?') { '&' } else { '?' };
+                (l.tag(), label, format!("{path}{sep}lang={}", l.tag()))
+            })
+            .collect();
+        Frame {
+            t,
+            lang: self.lang.tag(),
+            name: &self.settings.name,
+            logo_url: self.settings.logo_url.as_deref(),
+            style: STYLE,
+            languages,
+            time_zone: self.state.time_zone.name().to_string(),
+            updated: t.datetime(updated, self.state.time_zone),
+        }
+    }
+
+    fn datetime(&self, at: DateTime<Utc>) -> String {
+        self.t().datetime(at, self.state.time_zone)
+    }
+
+    fn component_row(&self, c: &Component, uptime: Option<&Uptime>) -> ComponentRow {
+        let t = self.t();
+        let days = uptime
+            .map(|u| {
+                u.days
+                    .iter()
+                    .map(|d| {
+                        let label = t.day(d.date);
+                        match d.uptime_percent {
+                            None => ("nd", format!("{label}: {}", t.no_data)),
+                            Some(p) => {
+                                let mut text = format!("{label}: {}", t.percent(p));
+                                if !d.incident_ids.is_empty() {
+                                    let refs: Vec<String> =
+                                        d.incident_ids.iter().filter_map(|id| self.reference_of(*id)).collect();
+                                    if !refs.is_empty() {
+                                        text.push_str(&format!(" ({})", refs.join(", ")));
+                                    }
+                                }
+                                (status_class(d.worst_status), text)
+                            }
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ComponentRow {
+            name: c.name.clone(),
+            status: t.component_status(c.effective_status),
+            status_class: status_class(c.effective_status),
+            uptime: uptime.and_then(|u| u.uptime_percent).map(|p| format!("{} {}", t.percent(p), t.uptime)),
+            bar_label: format!("{}: {}", c.name, t.uptime_90_days),
+            days,
+        }
+    }
+
+    fn reference_of(&self, id: Uuid) -> Option<String> {
+        self.state
+            .active
+            .iter()
+            .chain(&self.state.past)
+            .find(|p| p.incident.id == id)
+            .map(|p| p.incident.reference.to_string())
+    }
+
+    pub fn incident_view(&self, page: &PublicIncidentPage, max_updates: usize) -> IncidentView {
+        let t = self.t();
+        let i = &page.incident;
+        let reference = i.reference.to_string();
+        let affected = i
+            .affected_components
+            .iter()
+            .filter_map(|a| {
+                let name = self.state.components.iter().find(|c| c.id == a.component_id)?.name.clone();
+                Some((name, t.component_status(a.status)))
+            })
+            .collect();
+        let workaround = match i.workaround.availability {
+            WorkaroundAvailability::Available => i.workaround.text.clone().or_else(|| Some(String::new())),
+            WorkaroundAvailability::None => Some(t.no_workaround.to_string()),
+            WorkaroundAvailability::Unknown => None,
+        }
+        .filter(|w| !w.is_empty());
+        let third_party = (i.cause.kind == CauseKind::ThirdParty).then(|| match &i.cause.provider {
+            Some(p) => format!("{} ({p})", t.cause_third_party),
+            None => t.cause_third_party.to_string(),
+        });
+        let updates: Vec<UpdateView> = page
+            .updates
+            .iter()
+            .take(max_updates)
+            .map(|u| UpdateView {
+                status: t.incident_status(u.status),
+                body: u.body.clone(),
+                at: self.datetime(u.created_at),
+                datetime: u.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            })
+            .collect();
+        IncidentView {
+            url: format!("/status/incidents/{reference}?lang={}", self.lang.tag()),
+            reference,
+            title: i.title.clone(),
+            summary: i.summary.clone(),
+            status: t.incident_status(i.status),
+            impact: t.impact(i.impact),
+            impact_class: impact_class(i.impact),
+            affected,
+            eta: i.eta.filter(|_| i.status.is_open()).map(|e| self.datetime(e)),
+            customers: i.affected_customers_estimate.filter(|n| *n > 0).map(|n| t.about_customers(n)),
+            workaround,
+            third_party,
+            started: self.datetime(i.started_at),
+            resolved: i.resolved_at.filter(|_| !i.status.is_open()).map(|r| self.datetime(r)),
+            more_updates: page.updates.len().saturating_sub(updates.len()),
+            updates,
+        }
+    }
+
+    /// `/status`.
+    pub fn index(&self) -> askama::Result<String> {
+        let t = self.t();
+        let mut groups: Vec<Group> = Vec::new();
+        for c in &self.state.components {
+            let row = self.component_row(c, self.state.uptime.iter().find(|u| u.component_id == c.id));
+            match groups.last_mut() {
+                Some(g) if g.name == c.group => g.components.push(row),
+                _ => groups.push(Group { name: c.group.clone(), components: vec![row] }),
+            }
+        }
+        let week_ago = self.state.at - Duration::days(7);
+        let recent: Vec<IncidentView> = self
+            .state
+            .past
+            .iter()
+            .filter(|p| p.incident.resolved_at.or(p.incident.closed_at).is_some_and(|r| r >= week_ago))
+            .take(20)
+            .map(|p| self.incident_view(p, 1))
+            .collect();
+        let (banner, banner_class) = banner(t, self.state);
+        IndexPage {
+            frame: self.frame("/status", self.state.updated_at),
+            banner,
+            banner_class,
+            groups,
+            active: self.state.active.iter().map(|p| self.incident_view(p, 3)).collect(),
+            recent,
+        }
+        .render()
+    }
+
+    /// `/status/incidents/{reference}`.
+    pub fn incident(&self, page: &PublicIncidentPage) -> askama::Result<String> {
+        let view = self.incident_view(page, usize::MAX);
+        let frame = self.frame(&format!("/status/incidents/{}", view.reference), page.incident.updated_at);
+        IncidentPage { frame, incident: view }.render()
+    }
+
+    /// `/status/history`: the months of `incidents` (newest first), with links to earlier ones.
+    /// The history page: every month from `last` back to `first` (the first days of those
+    /// months), each with its incidents or a line saying there were none, and links to the
+    /// twelve months before.
+    pub fn history(
+        &self,
+        path: &str,
+        incidents: &[PublicIncidentPage],
+        first: NaiveDate,
+        last: NaiveDate,
+    ) -> askama::Result<String> {
+        let t = self.t();
+        let mut by_month: BTreeMap<(i32, u32), Vec<IncidentView>> = BTreeMap::new();
+        let mut month = first;
+        while month <= last {
+            by_month.insert((month.year(), month.month()), Vec::new());
+            let Some(next) = month.checked_add_months(chrono::Months::new(1)) else { break };
+            month = next;
+        }
+        for p in incidents {
+            let local = p.incident.created_at.with_timezone(&self.state.time_zone);
+            by_month.entry((local.year(), local.month())).or_default().push(self.incident_view(p, 1));
+        }
+        let months = by_month.into_iter().rev().map(|((y, m), list)| (t.month(y, m), list)).collect();
+        let earlier = (1..=12)
+            .filter_map(|back| {
+                let d = first.checked_sub_months(chrono::Months::new(back))?;
+                Some((
+                    t.month(d.year(), d.month()),
+                    format!("/status/history?month={:04}-{:02}&lang={}", d.year(), d.month(), self.lang.tag()),
+                ))
+            })
+            .collect();
+        let updated = incidents.iter().map(|p| p.incident.updated_at).max().unwrap_or(self.state.updated_at);
+        HistoryPage { frame: self.frame(path, updated), months, earlier }.render()
+    }
+}
+
+fn banner(t: &'static Strings, state: &PublicState) -> (&'static str, &'static str) {
+    let indicator = indicator(state);
+    match indicator.indicator {
+        "critical" => (t.critical_banner, "s4"),
+        "major" => (t.major_banner, "s3"),
+        "minor" => (t.minor_banner, "s2"),
+        _ if indicator.description == "Service Under Maintenance" => (t.under_maintenance_banner, "s1"),
+        _ => (t.all_operational, "s0"),
+    }
+}
+
+/// The CSS class of a status: s0 (operational) to s4 (major outage), s1 maintenance.
+pub fn status_class(s: ComponentStatus) -> &'static str {
+    match s {
+        ComponentStatus::Operational => "s0",
+        ComponentStatus::UnderMaintenance => "s1",
+        ComponentStatus::DegradedPerformance => "s2",
+        ComponentStatus::PartialOutage => "s3",
+        ComponentStatus::MajorOutage => "s4",
+    }
+}
+
+fn impact_class(i: Impact) -> &'static str {
+    match i {
+        Impact::None => "s0",
+        Impact::Minor => "s2",
+        Impact::Major => "s3",
+        Impact::Critical => "s4",
+    }
+}

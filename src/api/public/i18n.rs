@@ -1,0 +1,302 @@
+//! Every string the public surfaces show a person, in English and German, in one catalogue;
+//! and how numbers, dates and times read in each.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+
+use crate::domain::{ComponentStatus, Impact, Status, WorkaroundAvailability};
+
+/// The languages the status page speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lang {
+    En,
+    De,
+}
+
+impl Lang {
+    pub const ALL: [Lang; 2] = [Lang::En, Lang::De];
+
+    /// The BCP 47 tag (`<html lang>`, `Content-Language`).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::De => "de",
+        }
+    }
+
+    pub fn parse(tag: &str) -> Option<Lang> {
+        let primary = tag.trim().split(['-', '_']).next()?.to_ascii_lowercase();
+        match primary.as_str() {
+            "en" => Some(Lang::En),
+            "de" => Some(Lang::De),
+            _ => None,
+        }
+    }
+
+    /// The best language for an `Accept-Language` header (q-values respected), else English.
+    pub fn negotiate(accept_language: Option<&str>) -> Lang {
+        let Some(header) = accept_language else { return Lang::En };
+        let mut best: Option<(f32, Lang)> = None;
+        for part in header.split(',') {
+            let mut pieces = part.split(';');
+            let tag = pieces.next().unwrap_or_default();
+            let q = pieces
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if let Some(lang) = Lang::parse(tag)
+                && q > 0.0
+                && best.is_none_or(|(bq, _)| q > bq)
+            {
+                best = Some((q, lang));
+            }
+        }
+        best.map_or(Lang::En, |(_, l)| l)
+    }
+
+    pub fn strings(self) -> &'static Strings {
+        match self {
+            Lang::En => &EN,
+            Lang::De => &DE,
+        }
+    }
+}
+
+/// Declares the catalogue: one field per string, with its English and German text side by
+/// side, so a string cannot be added in one language only.
+macro_rules! catalogue {
+    ($($(#[$m:meta])* $name:ident: $en:expr, $de:expr;)+) => {
+        /// The fixed strings of the public pages in one language.
+        pub struct Strings { pub lang: Lang, $($(#[$m])* pub $name: &'static str,)+ }
+        static EN: Strings = Strings { lang: Lang::En, $($name: $en,)+ };
+        static DE: Strings = Strings { lang: Lang::De, $($name: $de,)+ };
+    };
+}
+
+catalogue! {
+    all_operational: "All systems operational", "Alle Systeme funktionieren";
+    under_maintenance_banner: "Maintenance in progress", "Wartung läuft";
+    minor_banner: "Some systems are degraded", "Einige Systeme sind beeinträchtigt";
+    major_banner: "Partial outage", "Teilweiser Ausfall";
+    critical_banner: "Major outage", "Größerer Ausfall";
+    components: "Components", "Komponenten";
+    active_incidents: "Current incidents", "Aktuelle Störungen";
+    recent_incidents: "Resolved in the last 7 days", "In den letzten 7 Tagen behoben";
+    no_recent_incidents: "No incidents in the last 7 days.", "Keine Störungen in den letzten 7 Tagen.";
+    history: "Incident history", "Störungsverlauf";
+    history_empty: "No incidents this month.", "In diesem Monat gab es keine Störungen.";
+    earlier: "Earlier", "Früher";
+    updates: "Updates", "Meldungen";
+    no_updates: "No update has been posted yet.", "Es wurde noch keine Meldung veröffentlicht.";
+    affected: "Affected", "Betroffen";
+    impact: "Impact", "Auswirkung";
+    eta: "Expected resolution", "Voraussichtlich behoben";
+    customers: "Customers affected", "Betroffene Kunden";
+    workaround: "Workaround", "Umgehung";
+    no_workaround: "There is no workaround at the moment.", "Derzeit gibt es keine Umgehung.";
+    started: "Started", "Begonnen";
+    resolved: "Resolved", "Behoben";
+    uptime_90_days: "uptime over the last 90 days", "Verfügbarkeit in den letzten 90 Tagen";
+    days_ago_90: "90 days ago", "vor 90 Tagen";
+    uptime: "uptime", "Verfügbarkeit";
+    today: "Today", "Heute";
+    no_data: "no data", "keine Daten";
+    view_incident: "Details", "Details";
+    subscribe_feeds: "Feeds", "Feeds";
+    json_api: "JSON API", "JSON-API";
+    back: "Back to the status page", "Zurück zur Statusseite";
+    language: "Language", "Sprache";
+    powered_by: "Powered by incidentd", "Betrieben mit incidentd";
+    times_in: "Times are shown in", "Zeiten in";
+    skip_to_content: "Skip to content", "Zum Inhalt springen";
+    not_found: "There is no such incident.", "Diese Störung gibt es nicht.";
+    cause: "Cause", "Ursache";
+    cause_third_party: "A third party", "Ein Drittanbieter";
+    last_updated: "Last updated", "Zuletzt aktualisiert";
+    operational: "Operational", "Funktionsfähig";
+    degraded_performance: "Degraded performance", "Eingeschränkte Leistung";
+    partial_outage: "Partial outage", "Teilweiser Ausfall";
+    major_outage: "Major outage", "Ausfall";
+    under_maintenance: "Under maintenance", "In Wartung";
+    investigating: "Investigating", "Wird untersucht";
+    identified: "Identified", "Ursache gefunden";
+    monitoring: "Monitoring", "Wird beobachtet";
+    resolved_status: "Resolved", "Behoben";
+    impact_none: "None", "Keine";
+    impact_minor: "Minor", "Gering";
+    impact_major: "Major", "Erheblich";
+    impact_critical: "Critical", "Kritisch";
+}
+
+impl Strings {
+    pub fn component_status(&self, s: ComponentStatus) -> &'static str {
+        match s {
+            ComponentStatus::Operational => self.operational,
+            ComponentStatus::DegradedPerformance => self.degraded_performance,
+            ComponentStatus::PartialOutage => self.partial_outage,
+            ComponentStatus::MajorOutage => self.major_outage,
+            ComponentStatus::UnderMaintenance => self.under_maintenance,
+        }
+    }
+
+    pub fn incident_status(&self, s: Status) -> &'static str {
+        match s {
+            Status::Investigating => self.investigating,
+            Status::Identified => self.identified,
+            Status::Monitoring => self.monitoring,
+            Status::Resolved | Status::Closed => self.resolved_status,
+        }
+    }
+
+    pub fn impact(&self, i: Impact) -> &'static str {
+        match i {
+            Impact::None => self.impact_none,
+            Impact::Minor => self.impact_minor,
+            Impact::Major => self.impact_major,
+            Impact::Critical => self.impact_critical,
+        }
+    }
+
+    pub fn workaround(&self, a: WorkaroundAvailability) -> Option<&'static str> {
+        match a {
+            WorkaroundAvailability::None => Some(self.no_workaround),
+            WorkaroundAvailability::Available | WorkaroundAvailability::Unknown => None,
+        }
+    }
+
+    /// "about 4,300 customers" / "etwa 4.300 Kunden" (`n` already rounded).
+    pub fn about_customers(&self, n: i64) -> String {
+        match self.lang {
+            Lang::En => format!("about {} {}", grouped(n, ','), if n == 1 { "customer" } else { "customers" }),
+            Lang::De => format!("etwa {} {}", grouped(n, '.'), if n == 1 { "Kunde" } else { "Kunden" }),
+        }
+    }
+
+    /// An uptime percentage: "99.98 %" / "99,98 %".
+    pub fn percent(&self, p: f64) -> String {
+        let text = if p >= 100.0 { "100".to_string() } else { format!("{:.2}", (p * 100.0).floor() / 100.0) };
+        match self.lang {
+            Lang::En => format!("{text} %"),
+            Lang::De => format!("{} %", text.replace('.', ",")),
+        }
+    }
+
+    /// "30 Nov 2026" / "30. Nov. 2026".
+    pub fn date(&self, d: NaiveDate) -> String {
+        let month = self.month_short(d.month());
+        match self.lang {
+            Lang::En => format!("{} {month} {}", d.day(), d.year()),
+            Lang::De => format!("{}. {month} {}", d.day(), d.year()),
+        }
+    }
+
+    /// "30 Nov" / "30. Nov." (the uptime cells).
+    pub fn day(&self, d: NaiveDate) -> String {
+        let month = self.month_short(d.month());
+        match self.lang {
+            Lang::En => format!("{} {month}", d.day()),
+            Lang::De => format!("{}. {month}", d.day()),
+        }
+    }
+
+    /// "November 2026".
+    pub fn month(&self, year: i32, month: u32) -> String {
+        format!("{} {year}", self.month_long(month))
+    }
+
+    /// A moment in the page's time zone: "30 Nov 2026, 14:05 CET" / "30. Nov. 2026, 14:05 CET".
+    pub fn datetime(&self, t: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
+        let local = t.with_timezone(&tz);
+        format!("{}, {}", self.date(local.date_naive()), local.format("%H:%M %Z"))
+    }
+
+    fn month_short(&self, m: u32) -> &'static str {
+        const EN: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        const DE: [&str; 12] =
+            ["Jan.", "Feb.", "März", "Apr.", "Mai", "Juni", "Juli", "Aug.", "Sep.", "Okt.", "Nov.", "Dez."];
+        let i = (m.clamp(1, 12) - 1) as usize;
+        match self.lang {
+            Lang::En => EN[i],
+            Lang::De => DE[i],
+        }
+    }
+
+    fn month_long(&self, m: u32) -> &'static str {
+        const EN: [&str; 12] = [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ];
+        const DE: [&str; 12] = [
+            "Januar",
+            "Februar",
+            "März",
+            "April",
+            "Mai",
+            "Juni",
+            "Juli",
+            "August",
+            "September",
+            "Oktober",
+            "November",
+            "Dezember",
+        ];
+        let i = (m.clamp(1, 12) - 1) as usize;
+        match self.lang {
+            Lang::En => EN[i],
+            Lang::De => DE[i],
+        }
+    }
+}
+
+/// `n` with thousands separated: 4,300 / 4.300.
+fn grouped(n: i64, separator: char) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(separator);
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_language_follows_accept_language_weights_and_falls_back_to_english() {
+        assert_eq!(Lang::negotiate(Some("de-DE,de;q=0.9,en;q=0.8")), Lang::De);
+        assert_eq!(Lang::negotiate(Some("fr-FR, en;q=0.5, de;q=0.7")), Lang::De);
+        assert_eq!(Lang::negotiate(Some("de;q=0, en")), Lang::En);
+        assert_eq!(Lang::negotiate(Some("fr")), Lang::En);
+        assert_eq!(Lang::negotiate(None), Lang::En);
+    }
+
+    #[test]
+    fn figures_read_as_each_language_writes_them() {
+        assert_eq!(EN.about_customers(4300), "about 4,300 customers");
+        assert_eq!(DE.about_customers(4300), "etwa 4.300 Kunden");
+        assert_eq!(EN.about_customers(1_200_000), "about 1,200,000 customers");
+        assert_eq!(EN.percent(99.987), "99.98 %");
+        assert_eq!(DE.percent(99.987), "99,98 %");
+        assert_eq!(EN.percent(100.0), "100 %");
+        let d = NaiveDate::from_ymd_opt(2026, 3, 5).unwrap();
+        assert_eq!((EN.date(d), DE.date(d)), ("5 Mar 2026".into(), "5. März 2026".into()));
+        let t = DateTime::parse_from_rfc3339("2026-11-30T13:05:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(DE.datetime(t, chrono_tz::Europe::Berlin), "30. Nov. 2026, 14:05 CET");
+    }
+}

@@ -1,0 +1,165 @@
+//! What customers may read, without a key: the state the public surfaces (status page,
+//! Statuspage-compatible JSON, feeds, badges) are rendered from. Everything leaves here
+//! through `domain::public`, which decides field by field what is public.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Service;
+use super::history::incident_spans;
+use crate::domain::history::{Affecting, StatusChange, start_of_last_days, uptime};
+use crate::domain::page::PageToken;
+use crate::domain::public::{PublicIncident, PublicIncidentPage, PublicState, public_updates};
+use crate::domain::query::IncidentFilter;
+use crate::domain::{Component, Error, Incident, IncidentKey, Result};
+
+/// How many days (today included) the status page's uptime bars and history cover.
+pub const HISTORY_DAYS: u32 = 90;
+/// At least this many past incidents are kept however old (Statuspage's `incidents.json`
+/// lists the 50 most recent).
+const RECENT_INCIDENTS: u32 = 50;
+/// At most this many incidents of a kind are read for one state.
+const MAX_INCIDENTS: u32 = 1000;
+
+impl Service {
+    /// Reads everything the public surfaces show, as of now.
+    pub async fn public_state(&self) -> Result<PublicState> {
+        let now = crate::domain::now();
+        let since = start_of_last_days(&self.time_zone, now, HISTORY_DAYS);
+        let components = self.all_components().await?;
+        let open = IncidentFilter { open: Some(true), ..Default::default() };
+        let active = self.store.list_incidents(&open, None, MAX_INCIDENTS).await?;
+        let window = IncidentFilter { open: Some(false), created_after: Some(since), ..Default::default() };
+        let mut past = self.store.list_incidents(&window, None, MAX_INCIDENTS).await?;
+        if past.len() < RECENT_INCIDENTS as usize {
+            let closed = IncidentFilter { open: Some(false), ..Default::default() };
+            for i in self.store.list_incidents(&closed, None, RECENT_INCIDENTS).await? {
+                if !past.iter().any(|p| p.id == i.id) {
+                    past.push(i);
+                }
+            }
+        }
+        // Updates report the component changes their incident caused, so the changes are read
+        // from the earliest incident shown (uptime needs only the window's).
+        let first_incident = active.iter().chain(&past).map(|i| i.created_at).min().unwrap_or(since);
+        let changes = self.store.status_changes_since(None, first_incident.min(since)).await?;
+        // A component shown changed when its effective status last did, too.
+        let mut components = components;
+        for c in &mut components {
+            if let Some(last) = changes.iter().filter(|ch| ch.component_id == c.id).map(|ch| ch.changed_at).max() {
+                c.updated_at = c.updated_at.max(last);
+            }
+        }
+        let spans = incident_spans(&active.iter().chain(&past).cloned().collect::<Vec<_>>());
+        let uptime = components
+            .iter()
+            .map(|c| {
+                let mine: Vec<_> =
+                    changes.iter().filter(|ch| ch.component_id == c.id && ch.changed_at >= since).cloned().collect();
+                let affecting: Vec<Affecting> =
+                    spans.iter().filter(|s| affects(&active, &past, s.incident_id, c.id)).copied().collect();
+                uptime(
+                    c.id,
+                    c.created_at,
+                    c.effective_status,
+                    &mine,
+                    &affecting,
+                    since,
+                    now,
+                    &self.time_zone,
+                    self.time_zone.name(),
+                )
+            })
+            .collect();
+        let updated_at = components
+            .iter()
+            .map(|c| c.updated_at)
+            .chain(active.iter().chain(&past).map(|i| i.updated_at))
+            .chain(changes.iter().map(|c| c.changed_at))
+            .max()
+            .unwrap_or(now);
+        Ok(PublicState {
+            at: now,
+            since,
+            updated_at,
+            components,
+            active: self.pages(&active, &changes).await?,
+            past: self.pages(&past, &changes).await?,
+            uptime,
+            time_zone: self.time_zone,
+        })
+    }
+
+    /// One incident as customers may read it, with its public updates: for pages of incidents
+    /// older than the public state keeps.
+    pub async fn public_incident(&self, key: IncidentKey) -> Result<PublicIncidentPage> {
+        let incident = self
+            .store
+            .get_incident(key)
+            .await?
+            .ok_or_else(|| Error::NotFound { resource: "incident", id: key.to_string() })?;
+        let mut pages = self.pages(std::slice::from_ref(&incident), &[]).await?;
+        Ok(pages.pop().expect("one page per incident"))
+    }
+
+    /// The resolved incidents declared in `[from, to)`, newest first, for the history of an
+    /// older month.
+    pub async fn public_incidents_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PublicIncidentPage>> {
+        let filter = IncidentFilter { created_after: Some(from), created_before: Some(to), ..Default::default() };
+        let incidents = self.store.list_incidents(&filter, None, MAX_INCIDENTS).await?;
+        self.pages(&incidents, &[]).await
+    }
+
+    /// The incidents as customers see them, with their public updates, each update with the
+    /// component changes of `changes` it reports (the on-demand pages pass none: pages do not
+    /// show them, only the JSON of the snapshot does).
+    async fn pages(&self, incidents: &[Incident], changes: &[StatusChange]) -> Result<Vec<PublicIncidentPage>> {
+        let ids: Vec<Uuid> = incidents.iter().map(|i| i.id).collect();
+        let mut timelines: HashMap<Uuid, Vec<_>> = HashMap::new();
+        for entry in self.store.list_timelines(&ids).await? {
+            timelines.entry(entry.incident_id).or_default().push(entry);
+        }
+        Ok(incidents
+            .iter()
+            .map(|i| PublicIncidentPage {
+                incident: PublicIncident::from(i),
+                updates: public_updates(i, timelines.get(&i.id).map(Vec::as_slice).unwrap_or_default(), changes),
+            })
+            .collect())
+    }
+
+    /// Every component, in status-page order.
+    async fn all_components(&self) -> Result<Vec<Component>> {
+        let mut all = Vec::new();
+        let mut after: Option<PageToken> = None;
+        loop {
+            let page = self.store.list_components(None, after.as_ref(), 500).await?;
+            let full = page.len() == 500;
+            after = page.last().map(|c| PageToken::Ordered {
+                group_key: c.group_key(),
+                position: c.position,
+                name_key: c.name_key(),
+                id: c.id,
+            });
+            all.extend(page);
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+}
+
+/// Whether the incident named affects the component.
+fn affects(active: &[Incident], past: &[Incident], incident_id: Uuid, component_id: Uuid) -> bool {
+    active
+        .iter()
+        .chain(past)
+        .find(|i| i.id == incident_id)
+        .is_some_and(|i| i.affected_components.iter().any(|a| a.component_id == component_id))
+}
