@@ -128,10 +128,10 @@ pub fn uptime<Tz: TimeZone>(
 where
     Tz::Offset: Copy,
 {
-    let mut sorted: Vec<&StatusChange> = changes.iter().filter(|c| c.changed_at < to).collect();
+    let mut sorted: Vec<&StatusChange> = changes.iter().collect();
     sorted.sort_by_key(|c| (c.changed_at, c.id));
-    // The status at `from`: the one the first later change left, else the one of the last
-    // earlier change, else the current one.
+    // The status at `from`: the one the first later change left (even one after `to`), else
+    // the one of the last earlier change, else the current one.
     let first_after = sorted.iter().find(|c| c.changed_at >= from);
     let last_before = sorted.iter().rev().find(|c| c.changed_at < from);
     let mut status = match (first_after, last_before) {
@@ -141,7 +141,7 @@ where
     };
     let mut spans = Vec::new();
     let mut at = from;
-    for c in sorted.iter().filter(|c| c.changed_at >= from) {
+    for c in sorted.iter().filter(|c| c.changed_at >= from && c.changed_at < to) {
         spans.push(Span { start: at, end: c.changed_at, status });
         at = c.changed_at;
         status = c.to_status;
@@ -311,6 +311,15 @@ mod tests {
         // Nothing changed in the window: the current status held throughout.
         let quiet = uptime(Uuid::nil(), t(-100), MajorOutage, &[], &[], t(0), t(24), &Utc, "UTC");
         assert_eq!(quiet.uptime_percent, Some(0.0));
+    }
+
+    #[test]
+    fn a_window_before_a_later_change_has_the_status_that_change_left() {
+        use ComponentStatus::*;
+        // Operational until hour 10, degraded since (and now): the window 0..5 was operational.
+        let changes = [change(10, Operational, DegradedPerformance)];
+        let u = uptime(Uuid::nil(), t(-100), DegradedPerformance, &changes, &[], t(0), t(5), &Utc, "UTC");
+        assert!(u.days.iter().all(|d| d.worst_status == Operational), "{:?}", u.days);
     }
 
     #[test]

@@ -51,16 +51,21 @@ try {
     check('its ETA is shown', text.includes('Expected resolution'), '');
     check('its workaround is shown', text.includes('Pay by bank transfer'), '');
     check('the customer estimate is rounded', text.includes('about 4,300 customers') && !text.includes('4321'), '');
-    const bars = await page.$$eval('ol.bar', (lists) => lists.map((l) => ({
-      cells: l.querySelectorAll('li').length,
-      label: l.getAttribute('aria-label'),
-      text: l.querySelector('li:last-child')?.textContent ?? '',
+    const bars = await page.$$eval('.component', (rows) => rows.map((r) => ({
+      name: r.querySelector('.name')?.textContent ?? '',
+      cells: r.querySelectorAll('ol.bar li').length,
+      today: r.querySelector('ol.bar li:last-child')?.className ?? '',
+      tooltip: r.querySelector('ol.bar li:last-child')?.getAttribute('title') ?? '',
+      text: r.querySelector('.days')?.innerText ?? '',
     })));
     check('every component has a 90-day uptime bar', bars.length >= 3 && bars.every((b) => b.cells === 90),
       JSON.stringify(bars.map((b) => b.cells)));
-    check('each day reads as text, not only colour', bars.every((b) => /%/.test(b.text)), bars[0]?.text);
-    const outage = await page.$$eval('ol.bar li.s4', (cells) => cells.length);
-    check('today shows the outage in the bar', outage >= 1, outage);
+    check('each bar reads as visible text, not only colour', bars.every((b) => /100\s?%/.test(b.text)),
+      JSON.stringify(bars.map((b) => b.text)));
+    const outage = bars.find((b) => b.today === 's4');
+    check('today shows the outage in the bar, with its figure and incident as text and tooltip',
+      outage && outage.text.includes(reference) && /Major outage/.test(outage.text) && outage.tooltip.includes(reference),
+      JSON.stringify(outage ?? bars));
     await page.screenshot({ path: path.join(shots, 'status-en-light.png'), fullPage: true });
     await accessible('English page', page);
     await context.close();
@@ -106,7 +111,9 @@ try {
   {
     const { page, context, response } = await open(`${base}/status/incidents/${reference}`);
     const text = await page.innerText('body');
-    check('incident page shows its public updates', response.status() === 200 && text.includes('payment provider has confirmed'), response.status());
+    const updates = await page.$$eval('.updates li', (items) => items.length);
+    check('incident page shows its public updates', response.status() === 200 && text.includes(reference) && updates >= 2,
+      `${response.status()}, ${updates} updates`);
     await page.screenshot({ path: path.join(shots, 'incident.png'), fullPage: true });
     await accessible('Incident page', page);
     await context.close();

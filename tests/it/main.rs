@@ -17,6 +17,7 @@ mod incidents;
 mod lifecycle;
 mod parity;
 mod production;
+mod public;
 mod receivers;
 mod storage;
 mod validation;

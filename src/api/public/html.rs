@@ -35,9 +35,13 @@ pub struct ComponentRow {
     pub status: &'static str,
     pub status_class: &'static str,
     pub uptime: Option<String>,
-    pub bar_label: String,
-    /// One per day, oldest first: (css class, text).
-    pub days: Vec<(&'static str, String)>,
+    /// One per day, oldest first: its CSS class (none for a day at 100 % without incidents,
+    /// `n` before there was data) and, for a day with downtime or incidents, its text (the
+    /// cell's tooltip).
+    pub days: Vec<(&'static str, Option<String>)>,
+    /// What the bar shows, as text: the days with downtime or incidents, newest first, and
+    /// that every other day was at 100 %.
+    pub days_text: String,
 }
 
 pub struct Group {
@@ -70,6 +74,8 @@ pub struct IncidentView {
     pub updates: Vec<UpdateView>,
     /// Updates not shown on the overview.
     pub more_updates: usize,
+    /// Only the headline, the times and the latest update (past incidents in lists).
+    pub compact: bool,
 }
 
 #[derive(Template)]
@@ -143,39 +149,60 @@ impl<'a> Renderer<'a> {
         self.t().datetime(at, self.state.time_zone)
     }
 
+    /// A component's row: its status and its uptime bar, a cell per day coloured by the
+    /// day's worst status. The bar is a picture (hidden from screen readers); its content is
+    /// also given as text, visible to all: each day with downtime or incidents with its
+    /// uptime, status and incidents, and that all other days were at 100 %. (A text per
+    /// cell would make every component 90 list items long to listen to, and the page of a
+    /// busy outage several times heavier.)
     fn component_row(&self, c: &Component, uptime: Option<&Uptime>) -> ComponentRow {
         let t = self.t();
+        let mut first_data = None;
+        let mut notable = Vec::new();
         let days = uptime
             .map(|u| {
                 u.days
                     .iter()
                     .map(|d| {
-                        let label = t.day(d.date);
-                        match d.uptime_percent {
-                            None => ("nd", format!("{label}: {}", t.no_data)),
-                            Some(p) => {
-                                let mut text = format!("{label}: {}", t.percent(p));
-                                if !d.incident_ids.is_empty() {
-                                    let refs: Vec<String> =
-                                        d.incident_ids.iter().filter_map(|id| self.reference_of(*id)).collect();
-                                    if !refs.is_empty() {
-                                        text.push_str(&format!(" ({})", refs.join(", ")));
-                                    }
-                                }
-                                (status_class(d.worst_status), text)
-                            }
+                        let Some(p) = d.uptime_percent else { return ("n", None) };
+                        first_data.get_or_insert(d.date);
+                        let refs: Vec<String> = d.incident_ids.iter().filter_map(|id| self.reference_of(*id)).collect();
+                        if p >= 100.0 && refs.is_empty() && d.worst_status == ComponentStatus::Operational {
+                            return ("", None);
                         }
+                        let mut text = format!("{}: {}", t.day(d.date), t.percent(p));
+                        if d.worst_status != ComponentStatus::Operational {
+                            text.push_str(&format!(", {}", t.component_status(d.worst_status)));
+                        }
+                        if !refs.is_empty() {
+                            text.push_str(&format!(" ({})", refs.join(", ")));
+                        }
+                        notable.push(text.clone());
+                        let class = match d.worst_status {
+                            ComponentStatus::Operational => "",
+                            other => status_class(other),
+                        };
+                        (class, Some(text))
                     })
-                    .collect()
+                    .collect::<Vec<_>>()
             })
             .unwrap_or_default();
+        notable.reverse();
+        let mut days_text = if notable.is_empty() {
+            t.all_days_up.to_string()
+        } else {
+            format!("{}. {}", notable.join("; "), t.other_days_up)
+        };
+        if let (Some(first), Some(("n", _))) = (first_data, days.first()) {
+            days_text.push_str(&format!(" {} {}.", t.no_data_before, t.day(first)));
+        }
         ComponentRow {
             name: c.name.clone(),
             status: t.component_status(c.effective_status),
             status_class: status_class(c.effective_status),
-            uptime: uptime.and_then(|u| u.uptime_percent).map(|p| format!("{} {}", t.percent(p), t.uptime)),
-            bar_label: format!("{}: {}", c.name, t.uptime_90_days),
+            uptime: uptime.and_then(|u| u.uptime_percent).map(|p| t.percent(p)),
             days,
+            days_text,
         }
     }
 
@@ -188,7 +215,9 @@ impl<'a> Renderer<'a> {
             .map(|p| p.incident.reference.to_string())
     }
 
-    pub fn incident_view(&self, page: &PublicIncidentPage, max_updates: usize) -> IncidentView {
+    /// An incident as a card shows it: with at most `max_updates` updates, and `compact`
+    /// without its details (a past incident in a list).
+    pub fn incident_view(&self, page: &PublicIncidentPage, max_updates: usize, compact: bool) -> IncidentView {
         let t = self.t();
         let i = &page.incident;
         let reference = i.reference.to_string();
@@ -238,6 +267,7 @@ impl<'a> Renderer<'a> {
             resolved: i.resolved_at.filter(|_| !i.status.is_open()).map(|r| self.datetime(r)),
             more_updates: page.updates.len().saturating_sub(updates.len()),
             updates,
+            compact,
         }
     }
 
@@ -259,7 +289,7 @@ impl<'a> Renderer<'a> {
             .iter()
             .filter(|p| p.incident.resolved_at.or(p.incident.closed_at).is_some_and(|r| r >= week_ago))
             .take(20)
-            .map(|p| self.incident_view(p, 1))
+            .map(|p| self.incident_view(p, 1, true))
             .collect();
         let (banner, banner_class) = banner(t, self.state);
         IndexPage {
@@ -267,7 +297,7 @@ impl<'a> Renderer<'a> {
             banner,
             banner_class,
             groups,
-            active: self.state.active.iter().map(|p| self.incident_view(p, 3)).collect(),
+            active: self.state.active.iter().map(|p| self.incident_view(p, 3, false)).collect(),
             recent,
         }
         .render()
@@ -275,7 +305,7 @@ impl<'a> Renderer<'a> {
 
     /// `/status/incidents/{reference}`.
     pub fn incident(&self, page: &PublicIncidentPage) -> askama::Result<String> {
-        let view = self.incident_view(page, usize::MAX);
+        let view = self.incident_view(page, usize::MAX, false);
         let frame = self.frame(&format!("/status/incidents/{}", view.reference), page.incident.updated_at);
         IncidentPage { frame, incident: view }.render()
     }
@@ -301,7 +331,11 @@ impl<'a> Renderer<'a> {
         }
         for p in incidents {
             let local = p.incident.created_at.with_timezone(&self.state.time_zone);
-            by_month.entry((local.year(), local.month())).or_default().push(self.incident_view(p, 1));
+            by_month.entry((local.year(), local.month())).or_default().push(self.incident_view(
+                p,
+                1,
+                !p.incident.status.is_open(),
+            ));
         }
         let months = by_month.into_iter().rev().map(|((y, m), list)| (t.month(y, m), list)).collect();
         let earlier = (1..=12)

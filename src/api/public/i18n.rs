@@ -95,11 +95,13 @@ catalogue! {
     no_workaround: "There is no workaround at the moment.", "Derzeit gibt es keine Umgehung.";
     started: "Started", "Begonnen";
     resolved: "Resolved", "Behoben";
-    uptime_90_days: "uptime over the last 90 days", "Verfügbarkeit in den letzten 90 Tagen";
+    uptime_90_days: "Uptime over the last 90 days", "Verfügbarkeit in den letzten 90 Tagen";
     days_ago_90: "90 days ago", "vor 90 Tagen";
     uptime: "uptime", "Verfügbarkeit";
     today: "Today", "Heute";
-    no_data: "no data", "keine Daten";
+    no_data_before: "No data before", "Keine Daten vor dem";
+    all_days_up: "100% on every day.", "An jedem Tag 100 %.";
+    other_days_up: "100% on every other day.", "An allen anderen Tagen 100 %.";
     view_incident: "Details", "Details";
     subscribe_feeds: "Feeds", "Feeds";
     json_api: "JSON API", "JSON-API";
@@ -171,11 +173,11 @@ impl Strings {
         }
     }
 
-    /// An uptime percentage: "99.98 %" / "99,98 %".
+    /// An uptime percentage: "99.98%" / "99,98 %" (each language's typography).
     pub fn percent(&self, p: f64) -> String {
         let text = if p >= 100.0 { "100".to_string() } else { format!("{:.2}", (p * 100.0).floor() / 100.0) };
         match self.lang {
-            Lang::En => format!("{text} %"),
+            Lang::En => format!("{text}%"),
             Lang::De => format!("{} %", text.replace('.', ",")),
         }
     }
@@ -291,9 +293,9 @@ mod tests {
         assert_eq!(EN.about_customers(4300), "about 4,300 customers");
         assert_eq!(DE.about_customers(4300), "etwa 4.300 Kunden");
         assert_eq!(EN.about_customers(1_200_000), "about 1,200,000 customers");
-        assert_eq!(EN.percent(99.987), "99.98 %");
+        assert_eq!(EN.percent(99.987), "99.98%");
         assert_eq!(DE.percent(99.987), "99,98 %");
-        assert_eq!(EN.percent(100.0), "100 %");
+        assert_eq!(EN.percent(100.0), "100%");
         let d = NaiveDate::from_ymd_opt(2026, 3, 5).unwrap();
         assert_eq!((EN.date(d), DE.date(d)), ("5 Mar 2026".into(), "5. März 2026".into()));
         let t = DateTime::parse_from_rfc3339("2026-11-30T13:05:00Z").unwrap().with_timezone(&Utc);

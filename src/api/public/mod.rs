@@ -33,6 +33,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -214,23 +215,45 @@ impl Public {
 /// The public routes, documented in /openapi.json under the tag `public`.
 pub fn routes(public: Arc<Public>) -> OpenApiRouter<Service> {
     OpenApiRouter::new()
-        .routes(routes!(status_page))
-        .routes(routes!(incident_page))
-        .routes(routes!(history_page))
-        .routes(routes!(summary))
-        .routes(routes!(status))
-        .routes(routes!(components))
-        .routes(routes!(incidents))
-        .routes(routes!(unresolved))
-        .routes(routes!(scheduled_maintenances))
-        .routes(routes!(upcoming_maintenances))
-        .routes(routes!(active_maintenances))
-        .routes(routes!(atom))
-        .routes(routes!(rss))
-        .routes(routes!(overall_badge))
-        .routes(routes!(component_badge))
+        .routes(own_405(routes!(status_page)))
+        .routes(own_405(routes!(incident_page)))
+        .routes(own_405(routes!(history_page)))
+        .routes(own_405(routes!(summary)))
+        .routes(own_405(routes!(status)))
+        .routes(own_405(routes!(components)))
+        .routes(own_405(routes!(incidents)))
+        .routes(own_405(routes!(unresolved)))
+        .routes(own_405(routes!(scheduled_maintenances)))
+        .routes(own_405(routes!(upcoming_maintenances)))
+        .routes(own_405(routes!(active_maintenances)))
+        .routes(own_405(routes!(atom)))
+        .routes(own_405(routes!(rss)))
+        .routes(own_405(routes!(overall_badge)))
+        .routes(own_405(routes!(component_badge)))
         .layer(axum::middleware::from_fn(rate_limit))
         .layer(Extension(public))
+        .layer(cors())
+}
+
+/// Gives a route its own method-not-allowed answer, so the layers above wrap it: a router's
+/// `method_not_allowed_fallback` replaces only default ones, unwrapped, and CORS preflights
+/// (`OPTIONS`) would then never reach the CORS layer.
+fn own_405(
+    (schemas, paths, router): utoipa_axum::router::UtoipaMethodRouter<Service>,
+) -> utoipa_axum::router::UtoipaMethodRouter<Service> {
+    (schemas, paths, router.fallback(super::rest::method_not_allowed))
+}
+
+/// Public documents may be read from any origin (widgets, aggregators), errors included; no
+/// credentials, so no `Vary: Origin`.
+fn cors() -> CorsLayer {
+    use axum::http::{HeaderName, Method};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::GET, Method::HEAD])
+        .allow_headers([header::IF_NONE_MATCH])
+        .expose_headers([header::ETAG, header::RETRY_AFTER, header::CONTENT_LANGUAGE, HeaderName::from_static("date")])
+        .max_age(Duration::from_secs(86_400))
 }
 
 /// `/` leads to the status page.
@@ -304,7 +327,6 @@ fn serve(public: &Public, doc: &Doc, headers: &HeaderMap, vary_language: Option<
     }
     h.insert(header::CACHE_CONTROL, public.cache_control.clone());
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     match vary_language {
         Some(lang) => {
             h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding, Accept-Language"));

@@ -176,6 +176,11 @@ fn secure(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// A route asked with a method it does not have.
+pub(crate) async fn method_not_allowed() -> Response {
+    problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+}
+
 /// Cross-origin access for browser dashboards, when origins are configured.
 fn cors(settings: &RestSettings) -> anyhow::Result<Option<CorsLayer>> {
     if settings.cors_allowed_origins.is_empty() {
@@ -223,9 +228,7 @@ pub fn router(
             }),
         )
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .method_not_allowed_fallback(|| async {
-            problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
-        })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::http_request_span::<axum::body::Body>))
         .with_state(service);
