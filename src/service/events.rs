@@ -78,6 +78,12 @@ impl Service {
         self.signals.public.subscribe()
     }
 
+    /// Has this process's public surfaces rebuilt soon, as after a change (for data changed
+    /// behind the service's back, such as a restored backup).
+    pub fn refresh_public(&self) {
+        self.signals.note_public_change();
+    }
+
     /// Wakes whenever events are sequenced; the value is the highest seq known.
     pub fn watch_sequenced(&self) -> watch::Receiver<i64> {
         self.signals.sequenced.subscribe()

@@ -48,6 +48,8 @@ pub struct Metrics {
     pool_connections: IntGaugeVec,
     pool_max: IntGauge,
     database_up: IntGauge,
+    status_rebuild: HistogramVec,
+    status_documents: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -149,7 +151,25 @@ impl Metrics {
             ),
             pool_max: gauge(&r, "db_pool_max_connections", "The connection pool's size limit"),
             database_up: gauge(&r, "database_up", "1 when the scrape could read the database, else 0"),
+            status_rebuild: histogram(
+                &r,
+                "status_snapshot_rebuild_duration_seconds",
+                "Rebuilds of the public status snapshot (read, render, compress), by outcome (ok, failed)",
+                &["outcome"],
+                LATENCY_BUCKETS,
+            ),
+            status_documents: gauge(&r, "status_snapshot_documents", "Documents the public status snapshot serves"),
             registry: r,
+        }
+    }
+
+    /// A rebuild of the public status snapshot: how long it took and, when it succeeded, how
+    /// many documents it serves.
+    pub fn observe_status_rebuild(&self, elapsed: Duration, documents: Option<usize>) {
+        let outcome = if documents.is_some() { "ok" } else { "failed" };
+        self.status_rebuild.with_label_values(&[outcome]).observe(elapsed.as_secs_f64());
+        if let Some(n) = documents {
+            self.status_documents.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 

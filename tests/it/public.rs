@@ -804,12 +804,31 @@ async fn public_surfaces_are_served_from_memory_while_the_database_is_unavailabl
     for path in &paths {
         before.push(get(&app, path, &[]).await.body);
     }
+    let metrics = |body: &Value| -> (f64, f64, f64) {
+        let text = body.as_str().unwrap_or_default().to_string();
+        let value =
+            |series: &str| text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+        (
+            value("incidentd_status_snapshot_rebuild_duration_seconds_count{outcome=\"ok\"}"),
+            value("incidentd_status_snapshot_rebuild_duration_seconds_count{outcome=\"failed\"}"),
+            value("incidentd_status_snapshot_documents"),
+        )
+    };
+    let (ok, failed, documents) = metrics(&app.get("/metrics").await.body);
+    assert!(ok >= 1.0 && failed == 0.0 && documents >= 20.0, "{ok} {failed} {documents}");
     // The tables the state is read from are gone: any query would fail.
     let db = app.db().await;
     for table in ["incidents", "components", "incident_updates"] {
         db.execute(&format!("ALTER TABLE {table} RENAME TO {table}_away")).await;
     }
     assert!(!app.get("/v1/incidents").await.status.is_success(), "the database really is unavailable");
+    // A change committed before the outage would rebuild now: it fails, and the last snapshot stays.
+    app.service.refresh_public();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metrics(&app.get("/metrics").await.body).1 < 1.0 {
+        assert!(Instant::now() < deadline, "no rebuild was tried");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for (path, earlier) in paths.iter().zip(&before) {
         let res = get(&app, path, &[]).await;
         assert_eq!(res.status, StatusCode::OK, "{path}: {}", res.text());
@@ -823,7 +842,7 @@ async fn public_surfaces_are_served_from_memory_while_the_database_is_unavailabl
 }
 
 #[tokio::test]
-async fn a_change_shows_on_every_public_surface_within_a_second() {
+async fn a_change_shows_on_every_public_surface_within_two_seconds() {
     let app = TestApp::spawn().await;
     let api = component(&app, "API", None).await;
     let before = get(&app, "/api/v2/summary.json", &[]).await;
@@ -833,16 +852,17 @@ async fn a_change_shows_on_every_public_surface_within_a_second() {
             "affected_components": [{"component_id": api, "status": "major_outage"}]}))
         .await;
     let id = inc["id"].as_str().unwrap();
-    let (summary, after) = until(&app, "/api/v2/summary.json", Duration::from_secs(1), |r| r.text().contains(id)).await;
+    let (summary, after) = until(&app, "/api/v2/summary.json", Duration::from_secs(2), |r| r.text().contains(id)).await;
     assert_ne!(summary.header("etag"), tag, "a new document has a new tag");
     assert_eq!(get(&app, "/api/v2/summary.json", &[("if-none-match", &tag)]).await.status, StatusCode::OK);
     assert_eq!(summary.json()["status"]["indicator"], "critical");
-    let remaining = Duration::from_secs(1).saturating_sub(after).max(Duration::from_millis(100));
+    let remaining = Duration::from_secs(2).saturating_sub(after).max(Duration::from_millis(100));
     until(&app, "/status", remaining, |r| r.text().contains("Logins fail")).await;
     until(&app, &format!("/components/{api}/badge.svg"), remaining, |r| r.text().contains("major outage")).await;
+    // (Two seconds, the bound across replicas, as loaded CI machines need; it is ~100 ms.)
     // A component edited by hand (no incident) shows too.
     app.patch(&format!("/v1/components/{api}"), json!({"name": "Public API"})).await;
-    until(&app, "/api/v2/components.json", Duration::from_secs(1), |r| r.text().contains("Public API")).await;
+    until(&app, "/api/v2/components.json", Duration::from_secs(2), |r| r.text().contains("Public API")).await;
 }
 
 #[tokio::test]

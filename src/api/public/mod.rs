@@ -166,6 +166,14 @@ impl Public {
 
     /// Reads the state and renders a new snapshot.
     pub async fn rebuild(&self, service: &Service) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let result = self.build(service).await;
+        service.metrics().observe_status_rebuild(started.elapsed(), result.as_ref().ok().copied());
+        result.map(|_| ())
+    }
+
+    /// Reads, renders and installs a new snapshot; returns how many documents it serves.
+    async fn build(&self, service: &Service) -> anyhow::Result<usize> {
         let state = service.public_state().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let previous = self.current();
         let generation = previous.as_ref().map_or(1, |p| p.generation + 1);
@@ -173,8 +181,9 @@ impl Public {
         let built =
             tokio::task::spawn_blocking(move || Snapshot::build(&settings, state, previous.as_deref(), generation))
                 .await??;
+        let documents = built.documents();
         *self.snapshot.write().expect("snapshot lock") = Some(Arc::new(built));
-        Ok(())
+        Ok(documents)
     }
 
     /// Keeps the snapshot current until `stop`: rebuilds shortly after every change anywhere
@@ -438,25 +447,42 @@ async fn incident_page(
     let path = format!("/status/incidents/{r}");
     let (lang, negotiated) = language(&public, &query, &headers);
     let Some(snapshot) = public.current() else { return starting() };
-    let page_key = page_key(&path, lang);
-    if let Some(doc) = snapshot.get(&page_key) {
+    if let Some(doc) = snapshot.get(&page_key(&path, lang)) {
         return serve(&public, doc, &headers, negotiated.then_some(lang), StatusCode::OK);
     }
-    if let Some(doc) = public.cold_get(snapshot.generation, &page_key) {
-        return serve(&public, &doc, &headers, negotiated.then_some(lang), StatusCode::OK);
+    // An older incident than the snapshot keeps.
+    on_demand(&public, &snapshot, &path, (lang, negotiated), &headers, service.public_incident(key), |r, page| {
+        r.incident(&page)
+    })
+    .await
+}
+
+/// Serves a page the snapshot does not hold: from the cache of this snapshot's generation,
+/// else from what `read` reads, rendered by `render`, then cached until the next rebuild.
+async fn on_demand<T>(
+    public: &Public,
+    snapshot: &Snapshot,
+    path: &str,
+    (lang, negotiated): (Lang, bool),
+    headers: &HeaderMap,
+    read: impl std::future::Future<Output = crate::domain::Result<T>>,
+    render: impl FnOnce(&html::Renderer, T) -> askama::Result<String>,
+) -> Response {
+    let key = page_key(path, lang);
+    let vary = negotiated.then_some(lang);
+    if let Some(doc) = public.cold_get(snapshot.generation, &key) {
+        return serve(public, &doc, headers, vary, StatusCode::OK);
     }
-    // An older incident: read once, then served from the cache until the next rebuild.
-    let page = match service.public_incident(key).await {
-        Ok(page) => page,
-        Err(Error::NotFound { .. }) => return problem(StatusCode::NOT_FOUND, "not_found", "no such incident"),
+    let data = match read.await {
+        Ok(data) => data,
         Err(e) => return ApiError(e).into_response(),
     };
     let renderer = html::Renderer { settings: &public.settings, state: &snapshot.state, lang };
-    match renderer.incident(&page) {
+    match render(&renderer, data) {
         Ok(body) => {
             let doc = Doc::new(HTML, body.into_bytes(), None);
-            public.cold_put(snapshot.generation, page_key, doc.clone());
-            serve(&public, &doc, &headers, negotiated.then_some(lang), StatusCode::OK)
+            public.cold_put(snapshot.generation, key, doc.clone());
+            serve(public, &doc, headers, vary, StatusCode::OK)
         }
         Err(e) => ApiError(Error::Internal(e.to_string())).into_response(),
     }
@@ -482,31 +508,18 @@ async fn history_page(
     else {
         return ApiError(Error::invalid("month", "must be a month as YYYY-MM, such as 2026-11")).into_response();
     };
-    let (lang, negotiated) = language(&public, &page_query, &headers);
-    let Some(snapshot) = public.current() else { return starting() };
-    let path = format!("/status/history?month={month}");
-    let key = page_key(&path, lang);
-    if let Some(doc) = public.cold_get(snapshot.generation, &key) {
-        return serve(&public, &doc, &headers, negotiated.then_some(lang), StatusCode::OK);
-    }
-    let tz = snapshot.state.time_zone;
     let Some(next) = first.checked_add_months(chrono::Months::new(1)) else {
         return ApiError(Error::invalid("month", "is out of range")).into_response();
     };
-    let (from, to) = (local_midnight(&tz, first), local_midnight(&tz, next));
-    let incidents = match service.public_incidents_between(from, to).await {
-        Ok(list) => list,
-        Err(e) => return ApiError(e).into_response(),
-    };
-    let renderer = html::Renderer { settings: &public.settings, state: &snapshot.state, lang };
-    match renderer.history(&path, &incidents, first, first) {
-        Ok(body) => {
-            let doc = Doc::new(HTML, body.into_bytes(), None);
-            public.cold_put(snapshot.generation, key, doc.clone());
-            serve(&public, &doc, &headers, negotiated.then_some(lang), StatusCode::OK)
-        }
-        Err(e) => ApiError(Error::Internal(e.to_string())).into_response(),
-    }
+    let language = language(&public, &page_query, &headers);
+    let Some(snapshot) = public.current() else { return starting() };
+    let tz = snapshot.state.time_zone;
+    let read = service.public_incidents_between(local_midnight(&tz, first), local_midnight(&tz, next));
+    let path = format!("/status/history?month={month}");
+    on_demand(&public, &snapshot, &path, language, &headers, read, |r, incidents| {
+        r.history(&path, &incidents, first, first)
+    })
+    .await
 }
 
 /// Declares the handler of a snapshot document.

@@ -75,6 +75,11 @@ pub fn page_key(path: &str, lang: Lang) -> String {
 }
 
 impl Snapshot {
+    /// How many documents it serves.
+    pub fn documents(&self) -> usize {
+        self.docs.len()
+    }
+
     pub fn get(&self, key: &str) -> Option<&Doc> {
         self.docs.get(key)
     }
