@@ -17,6 +17,9 @@ use crate::config::{Config, Role};
 use crate::service::Service;
 use crate::store::{self, DynStore};
 
+/// How long a starting process waits for its first status snapshot before it listens.
+const STATUS_PAGE_WAIT: Duration = Duration::from_secs(5);
+
 /// A built application: store connected and migrated, listeners bound, nothing served yet.
 pub struct Application {
     http: TcpListener,
@@ -104,10 +107,20 @@ impl Application {
         let service = Service::new(store, settings)?;
         bootstrap(config, &service).await?;
         let public = crate::api::public::Public::new(crate::api::public::PublicSettings::from_config(config));
-        if config.runs(Role::Api)
-            && let Err(e) = public.rebuild(&service).await
-        {
-            tracing::warn!(error = %e, "could not prepare the status page yet; it is retried in the background");
+        // The status page is ready when the process listens, unless preparing it takes long
+        // (a database under load, thousands of open incidents): the process then listens
+        // anyway, the API serves, and the page follows from the background.
+        if config.runs(Role::Api) {
+            match tokio::time::timeout(STATUS_PAGE_WAIT, public.rebuild(&service)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not prepare the status page yet; it is retried in the background")
+                }
+                Err(_) => tracing::warn!(
+                    waited_secs = STATUS_PAGE_WAIT.as_secs(),
+                    "the status page is not prepared yet; it follows from the background"
+                ),
+            }
         }
         let http = TcpListener::bind(config.http_addr)
             .await

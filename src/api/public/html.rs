@@ -86,8 +86,15 @@ pub struct IndexPage<'a> {
     pub banner_class: &'static str,
     pub groups: Vec<Group>,
     pub active: Vec<IncidentView>,
+    /// Active incidents beyond [`ACTIVE_SHOWN`], and the history page that lists them.
+    pub more_active: usize,
+    pub history_link: String,
     pub recent: Vec<IncidentView>,
 }
+
+/// At most this many active incidents are shown in full on the status page (an alert storm
+/// can open hundreds); the rest are counted, with a link to the history that lists them.
+pub const ACTIVE_SHOWN: usize = 20;
 
 #[derive(Template)]
 #[template(path = "status/incident.html")]
@@ -297,7 +304,9 @@ impl<'a> Renderer<'a> {
             banner,
             banner_class,
             groups,
-            active: self.state.active.iter().map(|p| self.incident_view(p, 3, false)).collect(),
+            active: self.state.active.iter().take(ACTIVE_SHOWN).map(|p| self.incident_view(p, 3, false)).collect(),
+            more_active: self.state.active.len().saturating_sub(ACTIVE_SHOWN),
+            history_link: format!("/status/history?lang={}", self.lang.tag()),
             recent,
         }
         .render()

@@ -191,15 +191,19 @@ impl Public {
     pub async fn run(self: Arc<Self>, service: Service, stop: CancellationToken) {
         let mut changes = service.watch_public();
         loop {
+            let started = tokio::time::Instant::now();
             if let Err(e) = self.rebuild(&service).await {
                 tracing::warn!(error = %e, "rebuilding the public status snapshot failed; serving the last one");
             }
+            // Changes come in bursts (a change and its component moves): take them together,
+            // and under a storm of changes rebuild at most half the time, so that the
+            // rebuilds never crowd out the requests.
+            let pause = DEBOUNCE.max(started.elapsed());
             tokio::select! {
                 _ = stop.cancelled() => return,
                 changed = changes.changed() => {
                     if changed.is_err() { return }
-                    // Changes come in bursts (a change and its component moves): take them together.
-                    tokio::time::sleep(DEBOUNCE).await;
+                    tokio::time::sleep(pause).await;
                     changes.borrow_and_update();
                 }
                 _ = tokio::time::sleep(self.settings.refresh) => {}
@@ -447,18 +451,19 @@ async fn incident_page(
     let path = format!("/status/incidents/{r}");
     let (lang, negotiated) = language(&public, &query, &headers);
     let Some(snapshot) = public.current() else { return starting() };
-    if let Some(doc) = snapshot.get(&page_key(&path, lang)) {
-        return serve(&public, doc, &headers, negotiated.then_some(lang), StatusCode::OK);
-    }
-    // An older incident than the snapshot keeps.
-    on_demand(&public, &snapshot, &path, (lang, negotiated), &headers, service.public_incident(key), |r, page| {
-        r.incident(&page)
-    })
-    .await
+    // An incident the snapshot holds is rendered from memory; an older one is read.
+    let read = async {
+        match snapshot.incident(r) {
+            Some(page) => Ok(page.clone()),
+            None => service.public_incident(key).await,
+        }
+    };
+    on_demand(&public, &snapshot, &path, (lang, negotiated), &headers, read, |r, page| r.incident(&page)).await
 }
 
-/// Serves a page the snapshot does not hold: from the cache of this snapshot's generation,
-/// else from what `read` reads, rendered by `render`, then cached until the next rebuild.
+/// Serves a page the snapshot does not hold rendered: from the cache of this snapshot's
+/// generation, else from what `read` reads, rendered by `render`, then cached until the next
+/// rebuild.
 async fn on_demand<T>(
     public: &Public,
     snapshot: &Snapshot,

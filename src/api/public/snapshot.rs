@@ -1,6 +1,8 @@
 //! The snapshot the public routes serve: every document rendered, compressed (gzip and
 //! brotli) and tagged once per change, so a request costs a lookup and a copy, never a
-//! database query or a rendering.
+//! database query or a rendering. Incident pages (one per incident and language, a thousand
+//! and more during an alert storm) are not rendered ahead: the first request after a rebuild
+//! renders one from the snapshot's state, in memory, and the page is cached until the next.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 use super::i18n::Lang;
 use super::{PublicSettings, badge, feeds, html, statuspage};
-use crate::domain::public::PublicState;
+use crate::domain::IncidentRef;
+use crate::domain::public::{PublicIncidentPage, PublicState};
 
 /// One document in every encoding it is served in.
 #[derive(Debug, Clone)]
@@ -84,6 +87,11 @@ impl Snapshot {
         self.docs.get(key)
     }
 
+    /// The incident with this reference, if the state holds it.
+    pub fn incident(&self, reference: IncidentRef) -> Option<&PublicIncidentPage> {
+        self.state.active.iter().chain(&self.state.past).find(|p| p.incident.reference == reference)
+    }
+
     /// Renders every document of `state`, reusing what `previous` compressed when unchanged.
     pub fn build(
         settings: &PublicSettings,
@@ -149,10 +157,6 @@ impl Snapshot {
                     .history("/status/history", &window, first.unwrap_or_default(), last.unwrap_or_default())?
                     .into_bytes(),
             );
-            for page in state.active.iter().chain(&state.past) {
-                let path = format!("/status/incidents/{}", page.incident.reference);
-                put(page_key(&path, lang), HTML, renderer.incident(page)?.into_bytes());
-            }
         }
         Ok(Snapshot { generation, state: Arc::new(state), docs })
     }
