@@ -668,6 +668,40 @@ async fn a_page_with_a_busy_outage_stays_under_50_kb() {
     }
 }
 
+#[tokio::test]
+async fn an_alert_storm_of_open_incidents_keeps_the_page_short_and_every_incident_reachable() {
+    let app = TestApp::spawn().await;
+    let mut references = Vec::new();
+    for i in 0..26 {
+        let inc = app
+            .create_incident(json!({"title": format!("Storm incident {i:02}"), "severity": "sev3", "impact": "minor"}))
+            .await;
+        references.push(inc["reference"].as_str().unwrap().to_string());
+    }
+    until(&app, "/api/v2/incidents/unresolved.json", Duration::from_secs(5), |r| {
+        r.json()["incidents"].as_array().is_some_and(|a| a.len() == 26)
+    })
+    .await;
+    let page = get(&app, "/status", &[]).await;
+    let html = page.text();
+    assert_eq!(html.matches("<article class=\"incident\"").count(), 20, "{html}");
+    assert!(visible_text(&html).contains("6 more current incidents in the history"), "{html}");
+    assert!(html.contains("href=\"/status/history?lang=en\""), "{html}");
+    let de = get(&app, "/status?lang=de", &[]).await.text();
+    assert!(visible_text(&de).contains("6 weitere aktuelle Störungen im Verlauf"), "{de}");
+    // The history lists every one of them, and each has its page (rendered on first request).
+    let history = get(&app, "/status/history", &[]).await.text();
+    for (i, reference) in references.iter().enumerate() {
+        assert!(history.contains(&format!("Storm incident {i:02}")), "{reference} is not in the history");
+        let res = get(&app, &format!("/status/incidents/{reference}"), &[]).await;
+        assert_eq!(res.status, StatusCode::OK, "{reference}");
+        assert!(res.text().contains(&format!("Storm incident {i:02}")), "{reference}: {}", res.text());
+        // The second read is the cached document: the same bytes and tag.
+        let again = get(&app, &format!("/status/incidents/{reference}"), &[]).await;
+        assert_eq!((again.header("etag"), &again.body), (res.header("etag"), &res.body), "{reference}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // HTTP behaviour
 
