@@ -671,10 +671,12 @@ async fn a_page_with_a_busy_outage_stays_under_50_kb() {
 #[tokio::test]
 async fn an_alert_storm_of_open_incidents_keeps_the_page_short_and_every_incident_reachable() {
     let app = TestApp::spawn().await;
+    let checkout = component(&app, "Checkout", None).await;
     let mut references = Vec::new();
     for i in 0..26 {
         let inc = app
-            .create_incident(json!({"title": format!("Storm incident {i:02}"), "severity": "sev3", "impact": "minor"}))
+            .create_incident(json!({"title": format!("Storm incident {i:02}"), "severity": "sev3", "impact": "minor",
+                "affected_components": [{"component_id": checkout, "status": "degraded_performance"}]}))
             .await;
         references.push(inc["reference"].as_str().unwrap().to_string());
     }
@@ -687,6 +689,8 @@ async fn an_alert_storm_of_open_incidents_keeps_the_page_short_and_every_inciden
     assert_eq!(html.matches("<article class=\"incident\"").count(), 20, "{html}");
     assert!(visible_text(&html).contains("6 more current incidents in the history"), "{html}");
     assert!(html.contains("href=\"/status/history?lang=en\""), "{html}");
+    // The day's text of the bar names five of them.
+    assert!(visible_text(&html).contains(", 21 more)."), "{html}");
     let de = get(&app, "/status?lang=de", &[]).await.text();
     assert!(visible_text(&de).contains("6 weitere aktuelle Störungen im Verlauf"), "{de}");
     // The history lists every one of them, and each has its page (rendered on first request).

@@ -95,6 +95,8 @@ pub struct IndexPage<'a> {
 /// At most this many active incidents are shown in full on the status page (an alert storm
 /// can open hundreds); the rest are counted, with a link to the history that lists them.
 pub const ACTIVE_SHOWN: usize = 20;
+/// At most this many incidents are named in a day's text of an uptime bar.
+const DAY_REFERENCES: usize = 5;
 
 #[derive(Template)]
 #[template(path = "status/incident.html")]
@@ -173,7 +175,14 @@ impl<'a> Renderer<'a> {
                     .map(|d| {
                         let Some(p) = d.uptime_percent else { return ("n", None) };
                         first_data.get_or_insert(d.date);
-                        let refs: Vec<String> = d.incident_ids.iter().filter_map(|id| self.reference_of(*id)).collect();
+                        // An alert storm can put hundreds of incidents on one day: a few are named.
+                        let refs: Vec<String> = d
+                            .incident_ids
+                            .iter()
+                            .filter_map(|id| self.reference_of(*id))
+                            .take(DAY_REFERENCES)
+                            .collect();
+                        let unnamed = d.incident_ids.len().saturating_sub(refs.len());
                         if p >= 100.0 && refs.is_empty() && d.worst_status == ComponentStatus::Operational {
                             return ("", None);
                         }
@@ -182,7 +191,8 @@ impl<'a> Renderer<'a> {
                             text.push_str(&format!(", {}", t.component_status(d.worst_status)));
                         }
                         if !refs.is_empty() {
-                            text.push_str(&format!(" ({})", refs.join(", ")));
+                            let more = if unnamed > 0 { format!(", {unnamed} {}", t.more) } else { String::new() };
+                            text.push_str(&format!(" ({}{more})", refs.join(", ")));
                         }
                         notable.push(text.clone());
                         let class = match d.worst_status {

@@ -81,6 +81,7 @@ catalogue! {
     components: "Components", "Komponenten";
     active_incidents: "Current incidents", "Aktuelle Störungen";
     more_active: "more current incidents in the history", "weitere aktuelle Störungen im Verlauf";
+    more: "more", "weitere";
     recent_incidents: "Resolved in the last 7 days", "In den letzten 7 Tagen behoben";
     no_recent_incidents: "No incidents in the last 7 days.", "Keine Störungen in den letzten 7 Tagen.";
     history: "Incident history", "Störungsverlauf";
