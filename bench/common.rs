@@ -34,6 +34,8 @@ impl Service {
             .env("INCIDENTD_GRPC_ADDR", "127.0.0.1:0")
             .env("INCIDENTD_LOG_FORMAT", "json")
             .env("INCIDENTD_RATE_LIMIT_PER_SECOND", "0")
+            // The public routes' per-address limit too (bench/status loads them from one address).
+            .env("INCIDENTD_PUBLIC_RATE_LIMIT_PER_SECOND", "0")
             .env("INCIDENTD_WEBHOOK_ALLOWLIST", "127.0.0.0/8")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -74,6 +76,11 @@ impl Service {
             .lines()
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// The child's process id (None once it has exited).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     pub fn peak_rss_kib(&self) -> Option<u64> {
@@ -117,6 +124,16 @@ pub fn bench_database_url(server: &str, name: &str) -> String {
     let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
     let query = if query.is_empty() { String::new() } else { format!("?{query}") };
     format!("{base}/incidentd_bench_{name}_{}{query}", std::process::id())
+}
+
+/// The throwaway database of `backend` (`postgres`: on `server`; `sqlite`: a file) for the
+/// bench `name`.
+pub fn backend_database_url(backend: &str, server: &str, name: &str) -> anyhow::Result<String> {
+    match backend {
+        "postgres" => Ok(bench_database_url(server, name)),
+        "sqlite" => Ok(bench_database_url("sqlite:", name)),
+        other => anyhow::bail!("unknown backend {other:?} (postgres or sqlite)"),
+    }
 }
 
 /// Drops a database made by [`bench_database_url`].

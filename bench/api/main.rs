@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
-use common::{Service, TOKEN, bench_database_url, percentile};
+use common::{Service, TOKEN, backend_database_url, percentile};
 
 #[derive(Parser, Debug)]
 #[command(about = "incidentd API benchmark: REST and gRPC against pgbench")]
@@ -146,11 +146,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut memory = Vec::new();
     for backend in &args.backends {
-        let url = match backend.as_str() {
-            "postgres" => bench_database_url(&args.server.database_url, "api"),
-            "sqlite" => bench_database_url("sqlite:", "api"),
-            other => bail!("unknown backend {other:?} (postgres or sqlite)"),
-        };
+        let url = backend_database_url(backend, &args.server.database_url, "api")?;
         let empty = Service::start(&url).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle_empty = empty.memory_kib("VmRSS").unwrap_or(0);
