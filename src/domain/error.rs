@@ -3,8 +3,6 @@
 
 use serde::Serialize;
 
-use super::incident::Status;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// One invalid input field.
@@ -27,8 +25,10 @@ pub enum Error {
     Validation(Vec<FieldViolation>),
     #[error("{resource} {id} not found")]
     NotFound { resource: &'static str, id: String },
-    #[error("cannot move an incident from {from} to {to}; allowed: {}", list_statuses(.allowed))]
-    InvalidTransition { from: Status, to: Status, allowed: Vec<Status> },
+    /// A lifecycle move that is not allowed (of an incident, a maintenance, ...): the wire
+    /// names of the statuses, and those it may move to instead.
+    #[error("cannot move {} from {from} to {to}; allowed: {}", with_article(.resource), list_statuses(.from, .allowed))]
+    InvalidTransition { resource: &'static str, from: &'static str, to: &'static str, allowed: Vec<&'static str> },
     #[error("the {resource} has changed: current etag is {current}, the request expected {expected}")]
     EtagMismatch { resource: &'static str, expected: String, current: String },
     #[error("a {resource} with {field} {value:?} already exists")]
@@ -170,9 +170,14 @@ fn describe_violations(v: &[FieldViolation]) -> String {
     format!("invalid request: {}", parts.join("; "))
 }
 
-fn list_statuses(s: &[Status]) -> String {
+fn list_statuses(from: &str, s: &[&str]) -> String {
     if s.is_empty() {
-        return "none (closed is terminal)".into();
+        return format!("none ({from} is final)");
     }
-    s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    s.join(", ")
+}
+
+fn with_article(resource: &str) -> String {
+    let article = if resource.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {resource}")
 }

@@ -349,7 +349,12 @@ impl Incident {
     pub fn transition(&mut self, to: Status, now: DateTime<Utc>) -> Result<Transition> {
         let from = self.status;
         if !from.can_move_to(to) {
-            return Err(Error::InvalidTransition { from, to, allowed: from.allowed_targets().to_vec() });
+            return Err(Error::InvalidTransition {
+                resource: "incident",
+                from: from.as_str(),
+                to: to.as_str(),
+                allowed: from.allowed_targets().iter().map(|s| s.as_str()).collect(),
+            });
         }
         let reopened = from == Status::Resolved && to.is_open();
         if reopened {
@@ -486,8 +491,8 @@ mod tests {
         i.transition(Status::Closed, now).unwrap();
         let before = i.clone();
         match i.transition(Status::Investigating, now) {
-            Err(Error::InvalidTransition { from, to, allowed }) => {
-                assert_eq!((from, to), (Status::Closed, Status::Investigating));
+            Err(Error::InvalidTransition { resource, from, to, allowed }) => {
+                assert_eq!((resource, from, to), ("incident", "closed", "investigating"));
                 assert!(allowed.is_empty());
             }
             other => panic!("closed -> investigating gave {other:?}"),

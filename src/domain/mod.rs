@@ -8,6 +8,7 @@ pub mod event;
 pub mod history;
 pub mod ids;
 pub mod incident;
+pub mod maintenance;
 pub mod page;
 pub mod patch;
 pub mod public;

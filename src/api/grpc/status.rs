@@ -40,8 +40,7 @@ pub fn to_status(e: Error) -> Status {
                 details.add_bad_request_violation(v.field.clone(), v.message.clone());
             }
         }
-        Error::InvalidTransition { from, to, allowed } => {
-            let allowed: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+        Error::InvalidTransition { from, to, allowed, .. } => {
             metadata.insert("from".to_string(), from.to_string());
             metadata.insert("to".to_string(), to.to_string());
             metadata.insert("allowed_transitions".to_string(), allowed.join(","));

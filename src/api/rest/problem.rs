@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::domain::{Error, ErrorCode, FieldViolation, Status};
+use crate::domain::{Error, ErrorCode, FieldViolation};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -38,9 +38,9 @@ pub struct Problem {
     pub code: String,
     /// The invalid fields, for `invalid_argument`; empty otherwise.
     pub errors: Vec<FieldViolation>,
-    /// For `invalid_transition`: the statuses the incident may move to.
+    /// For `invalid_transition`: the statuses the incident (or maintenance) may move to.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub allowed_transitions: Option<Vec<Status>>,
+    pub allowed_transitions: Option<Vec<String>>,
 }
 
 /// An error on its way to becoming a problem response.
@@ -81,7 +81,7 @@ impl IntoResponse for ApiError {
         let status = http_status(code);
         let detail = crate::api::public_message(&self.0);
         let allowed_transitions = match &self.0 {
-            Error::InvalidTransition { allowed, .. } => Some(allowed.clone()),
+            Error::InvalidTransition { allowed, .. } => Some(allowed.iter().map(|s| s.to_string()).collect()),
             _ => None,
         };
         let mut res = problem_response(Problem {
