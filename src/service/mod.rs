@@ -46,9 +46,13 @@ pub struct ServiceSettings {
     pub time_zone: chrono_tz::Tz,
 }
 
-/// The service every transport calls. Cheap to clone.
+/// The service every transport calls. Cheap to clone: one reference count (every request
+/// clones it, into each handler and middleware that takes it as state).
 #[derive(Clone)]
-pub struct Service {
+pub struct Service(Arc<Parts>);
+
+/// What a [`Service`] holds; its fields read through the service (`self.store`).
+pub struct Parts {
     store: DynStore,
     authenticator: Arc<access::Authenticator>,
     signals: Arc<events::Signals>,
@@ -60,6 +64,13 @@ pub struct Service {
     draining: Arc<AtomicBool>,
     /// Cancelled when the process stops taking work: live event streams end.
     closing: tokio_util::sync::CancellationToken,
+}
+
+impl std::ops::Deref for Service {
+    type Target = Parts;
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
 }
 
 /// The result of a create: the resource, and whether it is a replay of an earlier request
@@ -78,7 +89,7 @@ impl Service {
         let metrics = Arc::new(Metrics::default());
         let signals = Arc::new(events::Signals::new());
         let dispatcher = dispatch::Dispatcher::new(store.clone(), sender, dispatch, metrics.clone(), signals.clone());
-        Ok(Self {
+        Ok(Self(Arc::new(Parts {
             store,
             authenticator: Arc::new(access::Authenticator::new(access)),
             signals,
@@ -88,7 +99,7 @@ impl Service {
             time_zone,
             draining: Default::default(),
             closing: Default::default(),
-        })
+        })))
     }
 
     pub fn public_url(&self) -> &str {
