@@ -136,6 +136,22 @@ pub fn backend_database_url(backend: &str, server: &str, name: &str) -> anyhow::
     }
 }
 
+/// Runs `incidentd seed` on `url`: the 20 components and `incidents` incidents, written
+/// through the service by 16 workers.
+pub async fn seed(url: &str, incidents: usize) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        .args(["seed", "--incidents", &incidents.to_string(), "--concurrency", "16"])
+        .env_remove("DATABASE_URL")
+        .env("INCIDENTD_DATABASE_URL", url)
+        .env("INCIDENTD_LOG", "warn")
+        .output()
+        .await?;
+    if !out.status.success() {
+        anyhow::bail!("incidentd seed failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
 /// Drops a database made by [`bench_database_url`].
 pub async fn drop_database(url: &str) -> anyhow::Result<()> {
     if let Some(path) = url.strip_prefix("sqlite:") {

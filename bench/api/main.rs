@@ -205,16 +205,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn seed(url: &str, incidents: usize) -> anyhow::Result<()> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .args(["seed", "--incidents", &incidents.to_string(), "--concurrency", "16"])
-        .env_remove("DATABASE_URL")
-        .env("INCIDENTD_DATABASE_URL", url)
-        .env("INCIDENTD_LOG", "warn")
-        .output()
-        .await?;
-    if !out.status.success() {
-        bail!("incidentd seed failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    common::seed(url, incidents).await?;
     // Refresh the planner's statistics, as autovacuum would after that many inserts (it may be
     // off on a development server).
     if !url.starts_with("sqlite:") {

@@ -235,7 +235,8 @@ async fn measure_backend(
     nginx_bin: &Path,
 ) -> anyhow::Result<(Vec<Run>, BackendReport)> {
     eprintln!("{backend}: seeding the components and {} past incidents", args.past_incidents);
-    seed_components(url).await?;
+    // The 20 components of `incidentd seed` (4 groups of 5), without its incidents.
+    common::seed(url, 0).await?;
     let service = Service::start(url).await?;
     let http = reqwest::Client::new();
     let components = component_ids(&http, &service.base).await?;
@@ -394,21 +395,6 @@ async fn measure_backend(
 
 // ---------------------------------------------------------------------------------------------
 // Content
-
-/// The 20 components of `incidentd seed` (4 groups of 5), without its incidents.
-async fn seed_components(url: &str) -> anyhow::Result<()> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_incidentd"))
-        .args(["seed", "--incidents", "0"])
-        .env_remove("DATABASE_URL")
-        .env("INCIDENTD_DATABASE_URL", url)
-        .env("INCIDENTD_LOG", "warn")
-        .output()
-        .await?;
-    if !out.status.success() {
-        bail!("incidentd seed failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
 
 async fn component_ids(http: &reqwest::Client, base: &str) -> anyhow::Result<Vec<String>> {
     let res: Value = http
