@@ -211,7 +211,7 @@ impl<'a> Renderer<'a> {
             format!("{}. {}", notable.join("; "), t.other_days_up)
         };
         if let (Some(first), Some(("n", _))) = (first_data, days.first()) {
-            days_text.push_str(&format!(" {} {}.", t.no_data_before, t.day(first)));
+            days_text.push_str(&format!(" {}", t.no_data_before_day(first)));
         }
         ComponentRow {
             name: c.name.clone(),

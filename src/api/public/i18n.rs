@@ -194,6 +194,14 @@ impl Strings {
     }
 
     /// "30 Nov" / "30. Nov." (the uptime cells).
+    /// "No data before 1 Dec." as a sentence: one full stop, also after an abbreviated month
+    /// ("1. Dez.").
+    pub fn no_data_before_day(&self, d: NaiveDate) -> String {
+        let day = self.day(d);
+        let stop = if day.ends_with('.') { "" } else { "." };
+        format!("{} {day}{stop}", self.no_data_before)
+    }
+
     pub fn day(&self, d: NaiveDate) -> String {
         let month = self.month_short(d.month());
         match self.lang {
@@ -300,6 +308,11 @@ mod tests {
         assert_eq!(EN.percent(100.0), "100%");
         let d = NaiveDate::from_ymd_opt(2026, 3, 5).unwrap();
         assert_eq!((EN.date(d), DE.date(d)), ("5 Mar 2026".into(), "5. März 2026".into()));
+        let dec = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let may = NaiveDate::from_ymd_opt(2026, 5, 1).unwrap();
+        assert_eq!(EN.no_data_before_day(dec), "No data before 1 Dec.");
+        assert_eq!(DE.no_data_before_day(dec), "Keine Daten vor dem 1. Dez.");
+        assert_eq!(DE.no_data_before_day(may), "Keine Daten vor dem 1. Mai.");
         let t = DateTime::parse_from_rfc3339("2026-11-30T13:05:00Z").unwrap().with_timezone(&Utc);
         assert_eq!(DE.datetime(t, chrono_tz::Europe::Berlin), "30. Nov. 2026, 14:05 CET");
     }
