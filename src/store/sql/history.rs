@@ -5,7 +5,9 @@ use std::sync::LazyLock;
 use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
-use super::{DbId, DbTime, OPEN_STATUSES, foreign_token, insert_sql, parse, read_row, select_sql, untime, write_row};
+use super::{
+    DbId, DbTime, OPEN_STATUSES, insert_sql, parse, push_newest_first, read_row, select_sql, untime, write_row,
+};
 use crate::domain::history::{Imposed, StatusChange};
 use crate::domain::page::PageToken;
 use crate::domain::{Error, Result};
@@ -79,14 +81,7 @@ where
 {
     let mut q = QueryBuilder::<DB>::new(select_sql(StatusChangeRow::COLUMNS, HISTORY_TABLE, "WHERE component_id = "));
     q.push_bind(DbId(component_id));
-    match after {
-        Some(PageToken::Time { at, id }) => {
-            q.push(" AND (changed_at, id) < (").push_bind(DbTime(*at)).push(", ").push_bind(DbId(*id)).push(")");
-        }
-        Some(_) => return Err(foreign_token()),
-        None => {}
-    }
-    q.push(" ORDER BY changed_at DESC, id DESC LIMIT ").push_bind(i64::from(limit));
+    push_newest_first(&mut q, "changed_at", after, limit)?;
     Ok(q)
 }
 
