@@ -78,9 +78,9 @@ impl Service {
 }
 
 /// When each incident affected its components: from its declaration until it was resolved.
-pub(crate) fn incident_spans(incidents: &[Incident]) -> Vec<Affecting> {
+pub(crate) fn incident_spans<'a>(incidents: impl IntoIterator<Item = &'a Incident>) -> Vec<Affecting> {
     incidents
-        .iter()
+        .into_iter()
         .map(|i| {
             let until = if i.is_open() { None } else { Some(i.resolved_at.or(i.closed_at).unwrap_or(i.updated_at)) };
             Affecting { incident_id: i.id, from: i.created_at, until }

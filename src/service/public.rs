@@ -52,14 +52,21 @@ impl Service {
                 c.updated_at = c.updated_at.max(last);
             }
         }
-        let spans = incident_spans(&active.iter().chain(&past).cloned().collect::<Vec<_>>());
+        let spans = incident_spans(active.iter().chain(&past));
+        // Which components each incident affects, looked up once per span (an alert storm has
+        // hundreds of incidents, each span was a scan of them all).
+        let affected: HashMap<Uuid, &[crate::domain::AffectedComponent]> =
+            active.iter().chain(&past).map(|i| (i.id, i.affected_components.as_slice())).collect();
         let uptime = components
             .iter()
             .map(|c| {
                 let mine: Vec<_> =
                     changes.iter().filter(|ch| ch.component_id == c.id && ch.changed_at >= since).cloned().collect();
-                let affecting: Vec<Affecting> =
-                    spans.iter().filter(|s| affects(&active, &past, s.incident_id, c.id)).copied().collect();
+                let affecting: Vec<Affecting> = spans
+                    .iter()
+                    .filter(|s| affected.get(&s.incident_id).is_some_and(|a| a.iter().any(|a| a.component_id == c.id)))
+                    .copied()
+                    .collect();
                 uptime(
                     c.id,
                     c.created_at,
@@ -153,13 +160,4 @@ impl Service {
             }
         }
     }
-}
-
-/// Whether the incident named affects the component.
-fn affects(active: &[Incident], past: &[Incident], incident_id: Uuid, component_id: Uuid) -> bool {
-    active
-        .iter()
-        .chain(past)
-        .find(|i| i.id == incident_id)
-        .is_some_and(|i| i.affected_components.iter().any(|a| a.component_id == component_id))
 }
