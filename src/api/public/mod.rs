@@ -13,6 +13,8 @@ mod badge;
 mod feeds;
 mod html;
 pub mod i18n;
+mod pages;
+mod serve;
 mod snapshot;
 pub mod statuspage;
 
@@ -22,29 +24,25 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, Query, Request};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Router};
 use base64::Engine;
-use chrono::NaiveDate;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use self::i18n::Lang;
+use self::pages::*;
+use self::snapshot::Doc;
 pub use self::snapshot::Snapshot;
-use self::snapshot::{Doc, HTML, page_key};
-use super::rest::problem::{ApiError, problem};
 use crate::config::{Config, LanguageSetting};
-use crate::domain::history::local_midnight;
-use crate::domain::{Error, IncidentKey};
+use crate::domain::Error;
 use crate::service::Service;
 
 /// How the public surfaces look and behave.
@@ -294,345 +292,4 @@ async fn rate_limit(Extension(public): Extension<Arc<Public>>, request: Request,
         }
     }
     next.run(request).await
-}
-
-/// Which encoding to send: brotli, then gzip, then none, as `Accept-Encoding` allows.
-fn encoding(headers: &HeaderMap) -> Option<&'static str> {
-    let accept = headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok())?;
-    let q = |name: &str| -> Option<f32> {
-        accept.split(',').find_map(|part| {
-            let mut pieces = part.split(';');
-            let coding = pieces.next()?.trim();
-            if !coding.eq_ignore_ascii_case(name) && coding != "*" {
-                return None;
-            }
-            Some(pieces.find_map(|p| p.trim().strip_prefix("q=")).and_then(|q| q.trim().parse().ok()).unwrap_or(1.0))
-        })
-    };
-    ["br", "gzip"].into_iter().find(|c| q(c).is_some_and(|q| q > 0.0))
-}
-
-/// Serves a document: 304 when the client's tag matches, else the best encoding.
-fn serve(public: &Public, doc: &Doc, headers: &HeaderMap, vary_language: Option<Lang>, status: StatusCode) -> Response {
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == doc.etag || t.trim() == "*"));
-    let chosen = encoding(headers);
-    let mut res = if matches && status == StatusCode::OK {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let body = match chosen {
-            Some("br") => doc.br.clone(),
-            Some(_) => doc.gzip.clone(),
-            None => doc.identity.clone(),
-        };
-        let mut res = (status, body).into_response();
-        if let Some(coding) = chosen {
-            res.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
-        }
-        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(doc.content_type));
-        res
-    };
-    let h = res.headers_mut();
-    if let Ok(tag) = HeaderValue::from_str(&doc.etag) {
-        h.insert(header::ETAG, tag);
-    }
-    h.insert(header::CACHE_CONTROL, public.cache_control.clone());
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    match vary_language {
-        Some(lang) => {
-            h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding, Accept-Language"));
-            h.insert(header::CONTENT_LANGUAGE, HeaderValue::from_static(lang.tag()));
-        }
-        None => {
-            h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-        }
-    }
-    if doc.content_type == HTML {
-        h.insert(header::CONTENT_SECURITY_POLICY, public.csp.clone());
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    }
-    res
-}
-
-fn starting() -> Response {
-    let mut res =
-        problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the status page is being prepared; retry shortly");
-    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    res
-}
-
-/// Serves the document at `key` of the current snapshot.
-fn serve_key(public: &Public, key: &str, headers: &HeaderMap) -> Response {
-    match public.current() {
-        None => starting(),
-        Some(snapshot) => match snapshot.get(key) {
-            Some(doc) => serve(public, doc, headers, None, StatusCode::OK),
-            None => problem(StatusCode::NOT_FOUND, "not_found", "no such document"),
-        },
-    }
-}
-
-/// The language of a page: `?lang=`, else the setting, else `Accept-Language`. The second
-/// value says whether it was negotiated (the response then varies by `Accept-Language`).
-fn language(public: &Public, query: &PageQuery, headers: &HeaderMap) -> (Lang, bool) {
-    if let Some(lang) = query.lang.as_deref().and_then(Lang::parse) {
-        return (lang, false);
-    }
-    match public.settings.language {
-        LanguageSetting::En => (Lang::En, false),
-        LanguageSetting::De => (Lang::De, false),
-        LanguageSetting::Auto => {
-            (Lang::negotiate(headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok())), true)
-        }
-    }
-}
-
-/// A page's query: other parameters (`utm_source` and such) are ignored.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// `en` or `de`; by default the setting, else the reader's Accept-Language.
-    pub lang: Option<String>,
-}
-
-/// The history's query.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct HistoryQuery {
-    /// `en` or `de`.
-    pub lang: Option<String>,
-    /// `YYYY-MM`: that month's incidents; by default the last 90 days.
-    pub month: Option<String>,
-}
-
-fn serve_page(public: &Public, path: &str, query: &PageQuery, headers: &HeaderMap) -> Response {
-    let (lang, negotiated) = language(public, query, headers);
-    match public.current() {
-        None => starting(),
-        Some(snapshot) => match snapshot.get(&page_key(path, lang)) {
-            Some(doc) => serve(public, doc, headers, negotiated.then_some(lang), StatusCode::OK),
-            None => problem(StatusCode::NOT_FOUND, "not_found", "no such page"),
-        },
-    }
-}
-
-#[utoipa::path(get, path = "/status", tag = "public", params(PageQuery),
-    responses((status = 200, description = "The status page (HTML)", content_type = "text/html"),
-        (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 429, description = "Too many requests from this address; see Retry-After"),
-        (status = 503, description = "Starting: retry shortly")))]
-async fn status_page(
-    Extension(public): Extension<Arc<Public>>,
-    Query(query): Query<PageQuery>,
-    headers: HeaderMap,
-) -> Response {
-    serve_page(&public, "/status", &query, &headers)
-}
-
-#[utoipa::path(get, path = "/status/incidents/{reference}", tag = "public",
-    params(("reference" = String, Path, description = "The incident's reference, e.g. INC-42"), PageQuery),
-    responses((status = 200, description = "The incident's page (HTML)", content_type = "text/html"),
-        (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 404, description = "No such incident"),
-        (status = 429, description = "Too many requests from this address; see Retry-After"),
-        (status = 503, description = "Starting: retry shortly")))]
-async fn incident_page(
-    Extension(public): Extension<Arc<Public>>,
-    axum::extract::State(service): axum::extract::State<Service>,
-    Path(reference): Path<String>,
-    Query(query): Query<PageQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let Ok(key @ IncidentKey::Ref(r)) = IncidentKey::parse("reference", &reference) else {
-        return problem(StatusCode::NOT_FOUND, "not_found", "no such incident");
-    };
-    let path = format!("/status/incidents/{r}");
-    let (lang, negotiated) = language(&public, &query, &headers);
-    let Some(snapshot) = public.current() else { return starting() };
-    // An incident the snapshot holds is rendered from memory; an older one is read.
-    let read = async {
-        match snapshot.incident(r) {
-            Some(page) => Ok(page.clone()),
-            None => service.public_incident(key).await,
-        }
-    };
-    on_demand(&public, &snapshot, &path, (lang, negotiated), &headers, read, |r, page| r.incident(&page)).await
-}
-
-/// Serves a page the snapshot does not hold rendered: from the cache of this snapshot's
-/// generation, else from what `read` reads, rendered by `render`, then cached until the next
-/// rebuild.
-async fn on_demand<T>(
-    public: &Public,
-    snapshot: &Snapshot,
-    path: &str,
-    (lang, negotiated): (Lang, bool),
-    headers: &HeaderMap,
-    read: impl std::future::Future<Output = crate::domain::Result<T>>,
-    render: impl FnOnce(&html::Renderer, T) -> askama::Result<String>,
-) -> Response {
-    let key = page_key(path, lang);
-    let vary = negotiated.then_some(lang);
-    if let Some(doc) = public.cold_get(snapshot.generation, &key) {
-        return serve(public, &doc, headers, vary, StatusCode::OK);
-    }
-    let data = match read.await {
-        Ok(data) => data,
-        Err(e) => return ApiError(e).into_response(),
-    };
-    let renderer = html::Renderer { settings: &public.settings, state: &snapshot.state, lang };
-    match render(&renderer, data) {
-        Ok(body) => {
-            let doc = Doc::new(HTML, body.into_bytes(), None);
-            public.cold_put(snapshot.generation, key, doc.clone());
-            serve(public, &doc, headers, vary, StatusCode::OK)
-        }
-        Err(e) => ApiError(Error::Internal(e.to_string())).into_response(),
-    }
-}
-
-#[utoipa::path(get, path = "/status/history", tag = "public", params(HistoryQuery),
-    responses((status = 200, description = "Past incidents by month (HTML)", content_type = "text/html"),
-        (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 400, description = "`month` is not YYYY-MM"),
-        (status = 429, description = "Too many requests from this address; see Retry-After"),
-        (status = 503, description = "Starting: retry shortly")))]
-async fn history_page(
-    Extension(public): Extension<Arc<Public>>,
-    axum::extract::State(service): axum::extract::State<Service>,
-    Query(query): Query<HistoryQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let page_query = PageQuery { lang: query.lang.clone() };
-    let Some(month) = query.month.as_deref().filter(|m| !m.is_empty()) else {
-        return serve_page(&public, "/status/history", &page_query, &headers);
-    };
-    let Some(first) = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").ok().filter(|_| month.len() == 7)
-    else {
-        return ApiError(Error::invalid("month", "must be a month as YYYY-MM, such as 2026-11")).into_response();
-    };
-    let Some(next) = first.checked_add_months(chrono::Months::new(1)) else {
-        return ApiError(Error::invalid("month", "is out of range")).into_response();
-    };
-    let language = language(&public, &page_query, &headers);
-    let Some(snapshot) = public.current() else { return starting() };
-    let tz = snapshot.state.time_zone;
-    let read = service.public_incidents_between(local_midnight(&tz, first), local_midnight(&tz, next));
-    let path = format!("/status/history?month={month}");
-    on_demand(&public, &snapshot, &path, language, &headers, read, |r, incidents| {
-        r.history(&path, &incidents, first, first)
-    })
-    .await
-}
-
-/// Declares the handler of a snapshot document.
-macro_rules! document {
-    ($name:ident, $path:literal, $description:literal, $content_type:literal) => {
-        #[utoipa::path(get, path = $path, tag = "public",
-                            responses((status = 200, description = $description, content_type = $content_type),
-                                (status = 304, description = "Not modified (If-None-Match)"),
-                                (status = 429, description = "Too many requests from this address; see Retry-After"),
-                                (status = 503, description = "Starting: retry shortly")))]
-        async fn $name(Extension(public): Extension<Arc<Public>>, headers: HeaderMap) -> Response {
-            serve_key(&public, $path, &headers)
-        }
-    };
-}
-
-document!(
-    summary,
-    "/api/v2/summary.json",
-    "Statuspage-compatible summary: page, components, unresolved incidents, scheduled maintenances, status",
-    "application/json"
-);
-document!(
-    status,
-    "/api/v2/status.json",
-    "Statuspage-compatible status: the indicator (none, minor, major, critical) and its description",
-    "application/json"
-);
-document!(
-    components,
-    "/api/v2/components.json",
-    "Statuspage-compatible components (groups included)",
-    "application/json"
-);
-document!(
-    incidents,
-    "/api/v2/incidents.json",
-    "Statuspage-compatible list of the 50 most recent incidents",
-    "application/json"
-);
-document!(
-    unresolved,
-    "/api/v2/incidents/unresolved.json",
-    "Statuspage-compatible list of the unresolved incidents",
-    "application/json"
-);
-document!(
-    scheduled_maintenances,
-    "/api/v2/scheduled-maintenances.json",
-    "Statuspage-compatible scheduled maintenances (none yet)",
-    "application/json"
-);
-document!(
-    upcoming_maintenances,
-    "/api/v2/scheduled-maintenances/upcoming.json",
-    "Statuspage-compatible upcoming maintenances (none yet)",
-    "application/json"
-);
-document!(
-    active_maintenances,
-    "/api/v2/scheduled-maintenances/active.json",
-    "Statuspage-compatible active maintenances (none yet)",
-    "application/json"
-);
-document!(
-    atom,
-    "/history.atom",
-    "Atom feed (RFC 4287) of the public incident updates, newest first",
-    "application/atom+xml"
-);
-document!(rss, "/history.rss", "RSS 2.0 feed of the public incident updates, newest first", "application/rss+xml");
-document!(overall_badge, "/badge.svg", "A badge of the page's overall status (SVG)", "image/svg+xml");
-
-#[utoipa::path(get, path = "/components/{id}/badge.svg", tag = "public",
-    params(("id" = String, Path, description = "Component id")),
-    responses((status = 200, description = "A badge of the component's status (SVG)", content_type = "image/svg+xml"),
-        (status = 304, description = "Not modified (If-None-Match)"),
-        (status = 404, description = "No such component"),
-        (status = 429, description = "Too many requests from this address; see Retry-After"),
-        (status = 503, description = "Starting: retry shortly")))]
-async fn component_badge(
-    Extension(public): Extension<Arc<Public>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    match uuid::Uuid::parse_str(&id) {
-        Ok(id) => serve_key(&public, &format!("/components/{id}/badge.svg"), &headers),
-        Err(_) => problem(StatusCode::NOT_FOUND, "not_found", "no such component"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn accept(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
-        h
-    }
-
-    #[test]
-    fn brotli_is_preferred_then_gzip_and_q0_refuses() {
-        assert_eq!(encoding(&accept("gzip, deflate, br")), Some("br"));
-        assert_eq!(encoding(&accept("gzip")), Some("gzip"));
-        assert_eq!(encoding(&accept("br;q=0, gzip;q=0.5")), Some("gzip"));
-        assert_eq!(encoding(&accept("*")), Some("br"));
-        assert_eq!(encoding(&accept("identity")), None);
-        assert_eq!(encoding(&HeaderMap::new()), None);
-    }
 }
