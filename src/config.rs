@@ -178,6 +178,11 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_DELIVERY_LEASE_SECS", default_value_t = 60, global = true)]
     pub delivery_lease_secs: u64,
 
+    /// Minutes before a scheduled maintenance starts that its `maintenance.reminder` event
+    /// goes out (once); 0 sends none.
+    #[arg(long, env = "INCIDENTD_MAINTENANCE_REMINDER_MINUTES", default_value_t = 60, global = true)]
+    pub maintenance_reminder_minutes: u32,
+
     /// Hours a rotated-out webhook secret keeps signing beside the new one.
     #[arg(long, env = "INCIDENTD_SECRET_ROTATION_GRACE_HOURS", default_value_t = 24, global = true)]
     pub secret_rotation_grace_hours: u64,
@@ -349,6 +354,7 @@ impl Config {
                 ..Default::default()
             },
             time_zone: self.status.time_zone,
+            maintenance_reminder: chrono::Duration::minutes(i64::from(self.maintenance_reminder_minutes)),
         })
     }
 
@@ -397,6 +403,7 @@ impl Config {
             delivery_concurrency_per_subscription: 8,
             disable_failing_after_hours: 120,
             secret_rotation_grace_hours: 24,
+            maintenance_reminder_minutes: 60,
             delivery_lease_secs: 60,
             shutdown_timeout_secs: 5,
             drain_delay_secs: 0,

@@ -20,6 +20,8 @@ wire_enum! {
         IncidentsWrite = "incidents:write",
         /// Create, edit and delete components.
         ComponentsWrite = "components:write",
+        /// Schedule, edit, move and cancel maintenance.
+        MaintenanceWrite = "maintenance:write",
         /// Manage notification subscriptions.
         SubscriptionsManage = "subscriptions:manage",
         /// Everything, including API keys and the audit trail.
@@ -34,13 +36,16 @@ pub enum Permission {
     WriteIncidents,
     ReadComponents,
     WriteComponents,
+    ReadMaintenance,
+    WriteMaintenance,
     ManageSubscriptions,
     Admin,
 }
 
 impl Permission {
     /// The scopes that grant this permission. `admin` grants everything; writing incidents
-    /// includes reading them; components are readable with any incident or component scope.
+    /// includes reading them; components
+    /// and maintenance are readable with any incident, component or maintenance scope.
     pub fn granted_by(self) -> &'static [Scope] {
         use Scope::*;
         match self {
@@ -48,6 +53,8 @@ impl Permission {
             Permission::WriteIncidents => &[IncidentsWrite, Admin],
             Permission::ReadComponents => &[IncidentsRead, IncidentsWrite, ComponentsWrite, Admin],
             Permission::WriteComponents => &[ComponentsWrite, Admin],
+            Permission::ReadMaintenance => &[IncidentsRead, IncidentsWrite, ComponentsWrite, MaintenanceWrite, Admin],
+            Permission::WriteMaintenance => &[MaintenanceWrite, Admin],
             Permission::ManageSubscriptions => &[SubscriptionsManage, Admin],
             Permission::Admin => &[Admin],
         }

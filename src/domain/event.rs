@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::component::{Component, ComponentStatus};
 use super::incident::{Incident, Severity, Status, Transition};
+use super::maintenance::{Maintenance, MaintenanceStatus, MaintenanceUpdate};
 use super::public::{PublicIncident, is_public_field};
 use super::timeline::{TimelineEntry, Visibility};
 use super::wire_enum;
@@ -29,6 +30,13 @@ wire_enum! {
         IncidentReopened = "incident.reopened",
         IncidentDeleted = "incident.deleted",
         ComponentStatusChanged = "component.status_changed",
+        MaintenanceScheduled = "maintenance.scheduled",
+        MaintenanceUpdated = "maintenance.updated",
+        MaintenanceStarted = "maintenance.started",
+        MaintenanceCompleted = "maintenance.completed",
+        MaintenanceCancelled = "maintenance.cancelled",
+        /// Sent once, `INCIDENTD_MAINTENANCE_REMINDER_MINUTES` before a maintenance starts.
+        MaintenanceReminder = "maintenance.reminder",
         SubscriptionDisabled = "subscription.disabled",
         /// Sent by `POST /v1/subscriptions/{id}/test`; never stored.
         SubscriptionTest = "subscription.test",
@@ -159,6 +167,49 @@ impl Event {
             data,
             traceparent: None,
         }
+    }
+
+    /// A maintenance changed: scheduled, edited (`changed_fields`), moved (`update`, with
+    /// `previous_status`), or about to start. Everything about a maintenance is public.
+    pub fn about_maintenance(
+        event_type: EventType,
+        maintenance: &Maintenance,
+        mut data: Value,
+        update: Option<&MaintenanceUpdate>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        data["maintenance"] = value(maintenance);
+        if let Some(u) = update {
+            data["update"] = value(u);
+        }
+        Event {
+            id: Uuid::now_v7(),
+            seq: None,
+            event_type,
+            subject: maintenance.id.to_string(),
+            time: now,
+            severity: None,
+            component_ids: maintenance.components.clone(),
+            public_data: Some(data.clone()),
+            data,
+            traceparent: None,
+        }
+    }
+
+    /// The event of a maintenance's move from `previous` to its current status.
+    pub fn maintenance_moved(
+        maintenance: &Maintenance,
+        previous: MaintenanceStatus,
+        update: &MaintenanceUpdate,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let event_type = match maintenance.status {
+            MaintenanceStatus::InProgress if previous == MaintenanceStatus::Scheduled => EventType::MaintenanceStarted,
+            MaintenanceStatus::Completed => EventType::MaintenanceCompleted,
+            MaintenanceStatus::Cancelled => EventType::MaintenanceCancelled,
+            _ => EventType::MaintenanceUpdated,
+        };
+        Self::about_maintenance(event_type, maintenance, json!({"previous_status": previous}), Some(update), now)
     }
 
     /// A subscription was switched off by the system; internal only.

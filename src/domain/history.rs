@@ -24,6 +24,17 @@ pub struct StatusChange {
     /// The incident whose opening, change or resolution caused it; absent for a status set
     /// by hand (or when the incident was deleted).
     pub incident_id: Option<Uuid>,
+    /// The maintenance whose start, change or end caused it.
+    pub maintenance_id: Option<Uuid>,
+}
+
+/// What caused a component's status to move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Set by hand.
+    Manual,
+    Incident(Uuid),
+    Maintenance(Uuid),
 }
 
 impl StatusChange {
@@ -32,9 +43,22 @@ impl StatusChange {
         from_status: ComponentStatus,
         to_status: ComponentStatus,
         changed_at: DateTime<Utc>,
-        incident_id: Option<Uuid>,
+        cause: Cause,
     ) -> Self {
-        StatusChange { id: Uuid::now_v7(), component_id, changed_at, from_status, to_status, incident_id }
+        let (incident_id, maintenance_id) = match cause {
+            Cause::Manual => (None, None),
+            Cause::Incident(id) => (Some(id), None),
+            Cause::Maintenance(id) => (None, Some(id)),
+        };
+        StatusChange {
+            id: Uuid::now_v7(),
+            component_id,
+            changed_at,
+            from_status,
+            to_status,
+            incident_id,
+            maintenance_id,
+        }
     }
 }
 
@@ -263,7 +287,7 @@ pub fn replay(component_id: Uuid, manual: ComponentStatus, impositions: &[Impose
     for (t, incident) in moments {
         let next = effective_at(t);
         if next != current {
-            changes.push(StatusChange::new(component_id, current, next, t, Some(incident)));
+            changes.push(StatusChange::new(component_id, current, next, t, Cause::Incident(incident)));
             current = next;
         }
     }
@@ -280,7 +304,7 @@ mod tests {
     }
 
     fn change(at: i64, from: ComponentStatus, to: ComponentStatus) -> StatusChange {
-        StatusChange::new(Uuid::nil(), from, to, t(at), Some(Uuid::from_u128(at as u128)))
+        StatusChange::new(Uuid::nil(), from, to, t(at), Cause::Incident(Uuid::from_u128(at as u128)))
     }
 
     #[test]
@@ -349,8 +373,8 @@ mod tests {
         assert_eq!(u.days[0].worst_status, Operational);
         assert_eq!(u.days[1].worst_status, MajorOutage);
         let blip = [
-            StatusChange::new(Uuid::nil(), Operational, MajorOutage, t(1), None),
-            StatusChange::new(Uuid::nil(), MajorOutage, Operational, t(1) + Duration::milliseconds(500), None),
+            StatusChange::new(Uuid::nil(), Operational, MajorOutage, t(1), Cause::Manual),
+            StatusChange::new(Uuid::nil(), MajorOutage, Operational, t(1) + Duration::milliseconds(500), Cause::Manual),
         ];
         let u = uptime(Uuid::nil(), t(-100), Operational, &blip, &[], t(0), t(24 * 90), &Utc, "UTC");
         assert!(u.uptime_percent.unwrap() < 100.0);

@@ -80,7 +80,9 @@ pub struct Maintenance {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
-    /// When the reminder before the start went out (at most once).
+    /// When the reminder before the start went out (at most once); for a maintenance
+    /// scheduled closer to its start than the reminder lead, when it was scheduled (it gets
+    /// no reminder).
     pub reminded_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -216,8 +218,7 @@ impl Maintenance {
             MaintenanceStatus::Scheduled | MaintenanceStatus::Verifying => {}
         }
         self.status = to;
-        self.updated_at = now;
-        self.version += 1;
+        super::version::bump(&mut self.version, &mut self.updated_at, now);
         Ok(from)
     }
 
@@ -248,6 +249,16 @@ impl Maintenance {
         [reminder, start, complete].into_iter().flatten().min()
     }
 
+    /// A maintenance scheduled (or moved) closer to its start than the reminder `lead` gets
+    /// no reminder: the notice that scheduled or moved it was the announcement. Marks it as
+    /// reminded then.
+    pub fn settle_reminder(&mut self, now: DateTime<Utc>, lead: Duration) {
+        if self.status == MaintenanceStatus::Scheduled && self.reminded_at.is_none() && self.scheduled_for - lead <= now
+        {
+            self.reminded_at = Some(now);
+        }
+    }
+
     /// Whether the reminder `lead` before the start is due at `now`: once, while still
     /// scheduled and before the start (a maintenance that starts before anyone could be
     /// reminded gets its `maintenance.started` instead).
@@ -256,6 +267,150 @@ impl Maintenance {
             && self.reminded_at.is_none()
             && now >= self.scheduled_for - lead
             && now < self.scheduled_for
+    }
+}
+
+/// A partial update of a maintenance that is not final; `None` leaves a field as it is. The
+/// status is not here: it moves through posted updates (or the workers).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MaintenancePatch {
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub components: Option<Vec<Uuid>>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub scheduled_until: Option<DateTime<Utc>>,
+    pub auto_start: Option<bool>,
+    pub auto_complete: Option<bool>,
+}
+
+impl Maintenance {
+    /// Applies `patch`, validates the result and returns the changed fields (none: nothing
+    /// changes, not even the version). A final maintenance is not edited; the start of one
+    /// that has started is history and stays; a maintenance not yet started may be moved to
+    /// any window that has not passed.
+    pub fn apply_patch(&mut self, patch: MaintenancePatch, now: DateTime<Utc>) -> Result<Vec<&'static str>> {
+        if self.status.is_final() {
+            return Err(super::Error::Conflict(format!(
+                "maintenance {} is {} and can no longer be edited",
+                self.id, self.status
+            )));
+        }
+        let before = self.clone();
+        let MaintenancePatch { title, body, components, scheduled_for, scheduled_until, auto_start, auto_complete } =
+            patch;
+        let mut v = Violations::new();
+        if let Some(t) = title {
+            self.title = v.required_text("title", Some(&t), validate::TITLE_MAX);
+        }
+        if let Some(b) = body {
+            self.body = v.text("body", b.trim(), validate::BODY_MAX);
+        }
+        if let Some(c) = components {
+            self.components = c;
+        }
+        if let Some(f) = scheduled_for {
+            let f = super::truncate(f);
+            if self.status != MaintenanceStatus::Scheduled && f != self.scheduled_for {
+                v.add("scheduled_for", "cannot change once the maintenance has started");
+            }
+            self.scheduled_for = f;
+        }
+        if let Some(u) = scheduled_until {
+            self.scheduled_until = super::truncate(u);
+        }
+        if let Some(a) = auto_start {
+            self.auto_start = a;
+        }
+        if let Some(a) = auto_complete {
+            self.auto_complete = a;
+        }
+        if self.scheduled_until != before.scheduled_until || self.scheduled_for != before.scheduled_for {
+            self.check_window(&mut v);
+            if self.scheduled_until != before.scheduled_until && self.scheduled_until <= now {
+                v.add("scheduled_until", "must be in the future");
+            }
+        }
+        self.check_components(&mut v);
+        v.finish()?;
+        let changed: Vec<&'static str> = [
+            ("title", self.title != before.title),
+            ("body", self.body != before.body),
+            ("components", self.components != before.components),
+            ("scheduled_for", self.scheduled_for != before.scheduled_for),
+            ("scheduled_until", self.scheduled_until != before.scheduled_until),
+            ("auto_start", self.auto_start != before.auto_start),
+            ("auto_complete", self.auto_complete != before.auto_complete),
+        ]
+        .into_iter()
+        .filter_map(|(f, c)| c.then_some(f))
+        .collect();
+        if !changed.is_empty() {
+            // A window moved to later than the reminder went out gets a new reminder.
+            if self.scheduled_for != before.scheduled_for {
+                self.reminded_at = None;
+            }
+            super::version::bump(&mut self.version, &mut self.updated_at, now);
+        }
+        Ok(changed)
+    }
+}
+
+/// One entry of a maintenance's public timeline: a status change (by hand or by the workers)
+/// or a note, with what customers are told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MaintenanceUpdate {
+    pub id: Uuid,
+    pub maintenance_id: Uuid,
+    /// The maintenance's status after this update.
+    pub status: MaintenanceStatus,
+    /// What customers are told; may be empty for an automatic move (the page then says
+    /// what happened in its own words).
+    pub body: String,
+    /// Whether the workers wrote it (an automatic start or completion).
+    pub automatic: bool,
+    /// Who posted it (the API key's name, or `system`).
+    pub author: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An update to post, before validation: a note, a status change, or both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NewMaintenanceUpdate {
+    pub body: Option<String>,
+    pub status: Option<MaintenanceStatus>,
+}
+
+impl NewMaintenanceUpdate {
+    /// Validates the body (required unless the status changes).
+    pub fn validate(&self, current: MaintenanceStatus) -> Result<(String, Option<MaintenanceStatus>)> {
+        let mut v = Violations::new();
+        let moves = self.status.filter(|s| *s != current);
+        let body = match moves {
+            Some(_) => v.text("body", self.body.as_deref().unwrap_or_default().trim(), validate::BODY_MAX),
+            None => v.required_text("body", self.body.as_deref(), validate::BODY_MAX),
+        };
+        v.finish()?;
+        Ok((body, moves))
+    }
+}
+
+impl MaintenanceUpdate {
+    pub fn new(
+        maintenance: &Maintenance,
+        body: String,
+        automatic: bool,
+        author: impl Into<String>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        MaintenanceUpdate {
+            id: Uuid::now_v7(),
+            maintenance_id: maintenance.id,
+            status: maintenance.status,
+            body,
+            automatic,
+            author: author.into(),
+            created_at: now,
+        }
     }
 }
 

@@ -333,22 +333,34 @@ mod tests {
         i.status = Status::Monitoring;
         let component = Uuid::now_v7();
         let changes = [
-            StatusChange::new(component, ComponentStatus::Operational, ComponentStatus::MajorOutage, at(0), Some(i.id)),
+            StatusChange::new(
+                component,
+                ComponentStatus::Operational,
+                ComponentStatus::MajorOutage,
+                at(0),
+                crate::domain::history::Cause::Incident(i.id),
+            ),
             StatusChange::new(
                 component,
                 ComponentStatus::MajorOutage,
                 ComponentStatus::PartialOutage,
                 at(2),
-                Some(i.id),
+                crate::domain::history::Cause::Incident(i.id),
             ),
             StatusChange::new(
                 component,
                 ComponentStatus::PartialOutage,
                 ComponentStatus::Operational,
                 at(4),
-                Some(i.id),
+                crate::domain::history::Cause::Incident(i.id),
             ),
-            StatusChange::new(component, ComponentStatus::Operational, ComponentStatus::MajorOutage, at(1), None),
+            StatusChange::new(
+                component,
+                ComponentStatus::Operational,
+                ComponentStatus::MajorOutage,
+                at(1),
+                crate::domain::history::Cause::Manual,
+            ),
         ];
         let updates = public_updates(&i, &timeline, &changes);
         let seen: Vec<(&str, Status)> = updates.iter().map(|u| (u.body.as_str(), u.status)).collect();

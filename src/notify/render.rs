@@ -41,6 +41,15 @@ fn what_happened(event: &Event, data: &Value) -> String {
         EventType::IncidentReopened => "reopened".into(),
         EventType::IncidentDeleted => "deleted".into(),
         EventType::ComponentStatusChanged => "component status changed".into(),
+        EventType::MaintenanceScheduled => "maintenance scheduled".into(),
+        EventType::MaintenanceUpdated => match text(&data["update"]["status"]) {
+            Some(s) => format!("maintenance {}", s.replace('_', " ")),
+            None => "maintenance updated".into(),
+        },
+        EventType::MaintenanceStarted => "maintenance started".into(),
+        EventType::MaintenanceCompleted => "maintenance completed".into(),
+        EventType::MaintenanceCancelled => "maintenance cancelled".into(),
+        EventType::MaintenanceReminder => "maintenance starts soon".into(),
         EventType::SubscriptionDisabled => "subscription disabled".into(),
         EventType::SubscriptionTest => "test notification".into(),
     }
@@ -61,6 +70,26 @@ pub fn summarize(event: &Event, data: &Value, public_url: &str) -> Summary {
                 facts: vec![("Status", now), ("Was", before)],
                 message: None,
                 link: Some(format!("{public_url}/v1/components/{}", event.subject)),
+            }
+        }
+        EventType::MaintenanceScheduled
+        | EventType::MaintenanceUpdated
+        | EventType::MaintenanceStarted
+        | EventType::MaintenanceCompleted
+        | EventType::MaintenanceCancelled
+        | EventType::MaintenanceReminder => {
+            let m = &data["maintenance"];
+            let title = text(&m["title"]).unwrap_or_default();
+            Summary {
+                headline: format!("Maintenance {title}: {happened}"),
+                reference: title,
+                facts: vec![
+                    ("Status", text(&m["status"]).unwrap_or_default().replace('_', " ")),
+                    ("Scheduled for", text(&m["scheduled_for"]).unwrap_or_default()),
+                    ("Until", text(&m["scheduled_until"]).unwrap_or_default()),
+                ],
+                message: text(&data["update"]["body"]).or_else(|| text(&m["body"])),
+                link: Some(format!("{public_url}/v1/maintenances/{}", event.subject)),
             }
         }
         EventType::SubscriptionDisabled | EventType::SubscriptionTest => Summary {

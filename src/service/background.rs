@@ -1,6 +1,6 @@
 //! Every background loop of a process, started in one place and stopped together: the
-//! listener for other processes' notices, the sequencer, the dispatcher (worker role), the
-//! hourly upkeep and the memory trim; the application adds the ones that belong to a
+//! listener for other processes' notices, the sequencer, the dispatcher and the maintenance
+//! schedule (worker role), the hourly upkeep and the memory trim; the application adds the ones that belong to a
 //! transport (gRPC health) through [`Background::spawn`]. Stopping cancels them all and waits
 //! for each (the dispatcher after handing back or recording what it holds).
 
@@ -17,6 +17,8 @@ use crate::store::Notice;
 
 /// How often the upkeep runs.
 const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
+/// How often the workers look for maintenance due to start, complete or be announced.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
 /// How often memory freed since is given back to the system.
 const TRIM_EVERY: Duration = Duration::from_secs(30);
 
@@ -66,6 +68,8 @@ impl Service {
         if worker {
             let dispatcher = self.dispatcher.clone();
             background.spawn("dispatcher", |stop| dispatcher.run(stop));
+            let service = self.clone();
+            background.spawn("maintenance", |stop| service.run_maintenance(stop));
         }
         let service = self.clone();
         background.spawn("upkeep", |stop| service.run_upkeep(stop));
@@ -82,6 +86,20 @@ impl Service {
                     Some(n) => self.notice(n),
                     None => return,
                 },
+            }
+        }
+    }
+
+    /// Every second (worker role): starts, completes and announces the maintenance due (see
+    /// [`Service::run_due_maintenance`]); what fell due while no process ran is done at once.
+    async fn run_maintenance(self, stop: CancellationToken) {
+        loop {
+            if let Err(e) = self.run_due_maintenance(crate::domain::now()).await {
+                tracing::warn!(error = %e, "moving scheduled maintenance failed; trying again");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(MAINTENANCE_EVERY) => {}
             }
         }
     }

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::events::traced;
 use super::{Created, Service, claim, fingerprint, save_response};
-use crate::domain::history::StatusChange;
+use crate::domain::history::{Cause, StatusChange};
 use crate::domain::page::{Page, PageToken};
 use crate::domain::validate::Violations;
 use crate::domain::version::check_etag;
@@ -98,7 +98,8 @@ impl Service {
             tx.insert_audit_event(&AuditEvent::new(caller, "component.update", "component", id, details, now)).await?;
             if component.effective_status != before.effective_status {
                 let events =
-                    record_moves(tx.as_mut(), &[(component.clone(), before.effective_status)], None, now).await?;
+                    record_moves(tx.as_mut(), &[(component.clone(), before.effective_status)], Cause::Manual, now)
+                        .await?;
                 tx.insert_events(&traced(events)).await?;
                 self.commit_with_events(tx).await?;
             } else {
@@ -134,7 +135,7 @@ impl Service {
 /// (and record each move in the status history, caused by `caused_by`).
 pub(crate) struct ComponentWatch {
     before: Vec<Component>,
-    caused_by: Option<Uuid>,
+    caused_by: Cause,
 }
 
 impl ComponentWatch {
@@ -145,7 +146,7 @@ impl ComponentWatch {
     pub(crate) async fn start(
         tx: &mut dyn Transaction,
         ids: impl IntoIterator<Item = Uuid>,
-        caused_by: Option<Uuid>,
+        caused_by: Cause,
     ) -> Result<Self> {
         let mut before = Vec::new();
         let mut ids: Vec<Uuid> = ids.into_iter().collect();
@@ -183,7 +184,7 @@ impl ComponentWatch {
 async fn record_moves(
     tx: &mut dyn Transaction,
     moved: &[(Component, crate::domain::ComponentStatus)],
-    caused_by: Option<Uuid>,
+    caused_by: Cause,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<Event>> {
     let changes: Vec<StatusChange> = moved

@@ -11,6 +11,7 @@ use super::components::ComponentWatch;
 use super::events::traced;
 use super::metrics::Milestones;
 use super::{Created, Service, claim, fingerprint, save_response};
+use crate::domain::history::Cause;
 use crate::domain::incident::{IncidentDraft, related_keys};
 use crate::domain::page::{Page, PageToken};
 use crate::domain::query::IncidentFilter;
@@ -64,7 +65,7 @@ impl Service {
         incident.related_incident_ids = resolve_related(tx.as_mut(), &mut v, &related, None).await?;
         check_components(tx.as_mut(), &mut v, &incident.affected_components, &[]).await?;
         v.finish()?;
-        let watch = ComponentWatch::start(tx.as_mut(), component_ids(&incident), Some(incident.id)).await?;
+        let watch = ComponentWatch::start(tx.as_mut(), component_ids(&incident), Cause::Incident(incident.id)).await?;
         incident.reference = tx.insert_incident(&incident).await?;
         tx.insert_timeline_entry(&TimelineEntry::created(&incident, &caller.name, now)).await?;
         let mut events = vec![Event::incident_created(&incident, now)];
@@ -142,7 +143,7 @@ impl Service {
         } else {
             Vec::new()
         };
-        let watch = ComponentWatch::start(tx.as_mut(), watched, Some(incident.id)).await?;
+        let watch = ComponentWatch::start(tx.as_mut(), watched, Cause::Incident(incident.id)).await?;
         let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
         let audit = AuditEvent::new(caller, "incident.update", "incident", incident.id, json!({"fields": fields}), now);
         let mut events = vec![Event::incident_updated(&incident, &fields, now)];
@@ -162,7 +163,7 @@ impl Service {
         check_etag("incident", if_match, incident.version)?;
         let now = now();
         let watched = if incident.is_open() { component_ids(&incident) } else { Vec::new() };
-        let watch = ComponentWatch::start(tx.as_mut(), watched, Some(incident.id)).await?;
+        let watch = ComponentWatch::start(tx.as_mut(), watched, Cause::Incident(incident.id)).await?;
         tx.delete_incident(incident.id).await?;
         let mut events = vec![Event::incident_deleted(&incident, now)];
         events.extend(watch.finish(tx.as_mut(), now).await?);
@@ -190,7 +191,8 @@ impl Service {
         let before = Milestones::of(&incident);
         let t = incident.transition(input.to, now)?;
         let entry = TimelineEntry::status_change(&incident, t, input.message, input.visibility, &input.actor, now);
-        let watch = ComponentWatch::start(tx.as_mut(), imposition_changes(&incident, t), Some(incident.id)).await?;
+        let watch =
+            ComponentWatch::start(tx.as_mut(), imposition_changes(&incident, t), Cause::Incident(incident.id)).await?;
         tx.update_incident(&incident, false).await?;
         let mut events = vec![Event::incident_transitioned(&incident, t, &entry, now)];
         events.extend(watch.finish(tx.as_mut(), now).await?);
@@ -253,7 +255,7 @@ impl Service {
         };
         let entry = TimelineEntry::update(&incident, update, transition, now);
         let watched = transition.map(|t| imposition_changes(&incident, t)).unwrap_or_default();
-        let watch = ComponentWatch::start(tx.as_mut(), watched, Some(incident.id)).await?;
+        let watch = ComponentWatch::start(tx.as_mut(), watched, Cause::Incident(incident.id)).await?;
         if transition.is_some() {
             tx.update_incident(&incident, false).await?;
         }

@@ -11,6 +11,7 @@ mod events;
 mod history;
 mod idempotency;
 mod incidents;
+mod maintenance;
 mod metrics;
 mod public;
 mod subscriptions;
@@ -44,6 +45,8 @@ pub struct ServiceSettings {
     pub dispatch: DispatchSettings,
     /// The status page's time zone: uptime days are its calendar days.
     pub time_zone: chrono_tz::Tz,
+    /// How long before a maintenance starts its `maintenance.reminder` goes out.
+    pub maintenance_reminder: chrono::Duration,
 }
 
 /// The service every transport calls. Cheap to clone: one reference count (every request
@@ -60,6 +63,7 @@ pub struct Parts {
     dispatcher: Arc<dispatch::Dispatcher>,
     metrics: Arc<Metrics>,
     time_zone: chrono_tz::Tz,
+    maintenance_reminder: chrono::Duration,
     /// Set at shutdown: readiness fails from then on.
     draining: Arc<AtomicBool>,
     /// Cancelled when the process stops taking work: live event streams end.
@@ -83,7 +87,7 @@ pub struct Created<T> {
 
 impl Service {
     pub fn new(store: DynStore, settings: ServiceSettings) -> anyhow::Result<Self> {
-        let ServiceSettings { access, sender, dispatch, time_zone } = settings;
+        let ServiceSettings { access, sender, dispatch, time_zone, maintenance_reminder } = settings;
         let public_url = sender.public_url.trim_end_matches('/').to_string();
         let sender = Sender::new(SenderSettings { public_url: public_url.clone(), ..sender })?;
         let metrics = Arc::new(Metrics::default());
@@ -97,6 +101,7 @@ impl Service {
             dispatcher: Arc::new(dispatcher),
             metrics,
             time_zone,
+            maintenance_reminder,
             draining: Default::default(),
             closing: Default::default(),
         })))

@@ -15,6 +15,7 @@ mod events;
 mod history;
 mod idempotency;
 mod incidents;
+mod maintenance;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
@@ -31,6 +32,7 @@ pub use events::{EventStore, EventTx, Notice};
 pub use history::{HistoryStore, HistoryTx, Imposition};
 pub use idempotency::{IdempotencyClaim, IdempotencyStore, IdempotencyTx};
 pub use incidents::{IncidentStore, IncidentTx};
+pub use maintenance::{MaintenanceFilter, MaintenanceStore, MaintenanceTx};
 pub use subscriptions::{AttemptResult, ClaimedDelivery, Lease, NewDelivery, SubscriptionStore, SubscriptionTx};
 
 use crate::domain::{Result, Severity, Status};
@@ -40,6 +42,7 @@ use crate::domain::{Result, Severity, Status};
 pub trait Store:
     IncidentStore
     + ComponentStore
+    + MaintenanceStore
     + HistoryStore
     + AccessStore
     + SubscriptionStore
@@ -66,7 +69,7 @@ pub trait Store:
 /// feature.
 #[async_trait]
 pub trait Transaction:
-    IncidentTx + ComponentTx + HistoryTx + AccessTx + SubscriptionTx + EventTx + IdempotencyTx + Send
+    IncidentTx + ComponentTx + MaintenanceTx + HistoryTx + AccessTx + SubscriptionTx + EventTx + IdempotencyTx + Send
 {
     async fn commit(self: Box<Self>) -> Result<()>;
 }

@@ -19,6 +19,8 @@ enum Need {
     WriteIncidents,
     ReadComponents,
     WriteComponents,
+    ReadMaintenance,
+    WriteMaintenance,
     ManageSubscriptions,
     Admin,
 }
@@ -30,13 +32,18 @@ fn allowed(scope: &str, need: Need) -> bool {
         Need::WriteIncidents => &["incidents:write", "admin"],
         Need::ReadComponents => &["incidents:read", "incidents:write", "components:write", "admin"],
         Need::WriteComponents => &["components:write", "admin"],
+        Need::ReadMaintenance => {
+            &["incidents:read", "incidents:write", "components:write", "maintenance:write", "admin"]
+        }
+        Need::WriteMaintenance => &["maintenance:write", "admin"],
         Need::ManageSubscriptions => &["subscriptions:manage", "admin"],
         Need::Admin => &["admin"],
     };
     granted.contains(&scope)
 }
 
-const SCOPES: [&str; 5] = ["incidents:read", "incidents:write", "components:write", "subscriptions:manage", "admin"];
+const SCOPES: [&str; 6] =
+    ["incidents:read", "incidents:write", "components:write", "maintenance:write", "subscriptions:manage", "admin"];
 
 /// The credentials every operation is tried with.
 struct Keys {
@@ -70,7 +77,7 @@ async fn keys(app: &TestApp) -> Keys {
         bad: vec![
             ("no key", None),
             ("malformed", Some("Bearer not-a-key".into())),
-            ("wrong scheme", Some(format!("Basic {}", scoped[4].1))),
+            ("wrong scheme", Some(format!("Basic {}", scoped[5].1))),
             ("bad checksum", Some(format!("Bearer {almost}"))),
             ("unknown", Some(format!("Bearer {unknown}"))),
             ("revoked", Some(format!("Bearer {revoked}"))),
@@ -98,6 +105,12 @@ enum Rest {
     DeleteComponent,
     ListComponentHistory,
     GetComponentUptime,
+    CreateMaintenance,
+    ListMaintenances,
+    GetMaintenance,
+    PatchMaintenance,
+    PostMaintenanceUpdate,
+    ListMaintenanceUpdates,
     CreateApiKey,
     ListApiKeys,
     GetApiKey,
@@ -123,7 +136,7 @@ enum Rest {
 }
 
 impl Rest {
-    const ALL: [Rest; 38] = [
+    const ALL: [Rest; 44] = [
         Rest::CreateIncident,
         Rest::ListIncidents,
         Rest::GetIncident,
@@ -140,6 +153,12 @@ impl Rest {
         Rest::DeleteComponent,
         Rest::ListComponentHistory,
         Rest::GetComponentUptime,
+        Rest::CreateMaintenance,
+        Rest::ListMaintenances,
+        Rest::GetMaintenance,
+        Rest::PatchMaintenance,
+        Rest::PostMaintenanceUpdate,
+        Rest::ListMaintenanceUpdates,
         Rest::CreateApiKey,
         Rest::ListApiKeys,
         Rest::GetApiKey,
@@ -188,6 +207,8 @@ impl Rest {
             }
             ListComponents | GetComponent | ListComponentHistory | GetComponentUptime => Need::ReadComponents,
             CreateComponent | PatchComponent | DeleteComponent => Need::WriteComponents,
+            ListMaintenances | GetMaintenance | ListMaintenanceUpdates => Need::ReadMaintenance,
+            CreateMaintenance | PatchMaintenance | PostMaintenanceUpdate => Need::WriteMaintenance,
             CreateApiKey | ListApiKeys | GetApiKey | RevokeApiKey | ListAuditEvents => Need::Admin,
         }
     }
@@ -212,6 +233,12 @@ impl Rest {
             DeleteComponent => (Method::DELETE, "/v1/components/{id}"),
             ListComponentHistory => (Method::GET, "/v1/components/{id}/history"),
             GetComponentUptime => (Method::GET, "/v1/components/{id}/uptime"),
+            CreateMaintenance => (Method::POST, "/v1/maintenances"),
+            ListMaintenances => (Method::GET, "/v1/maintenances"),
+            GetMaintenance => (Method::GET, "/v1/maintenances/{id}"),
+            PatchMaintenance => (Method::PATCH, "/v1/maintenances/{id}"),
+            PostMaintenanceUpdate => (Method::POST, "/v1/maintenances/{id}/updates"),
+            ListMaintenanceUpdates => (Method::GET, "/v1/maintenances/{id}/updates"),
             CreateApiKey => (Method::POST, "/v1/api-keys"),
             ListApiKeys => (Method::GET, "/v1/api-keys"),
             GetApiKey => (Method::GET, "/v1/api-keys/{id}"),
@@ -279,6 +306,20 @@ impl Rest {
             DeleteComponent => (Method::DELETE, format!("/v1/components/{}", component().await), None),
             ListComponentHistory => (Method::GET, format!("/v1/components/{}/history", component().await), None),
             GetComponentUptime => (Method::GET, format!("/v1/components/{}/uptime", component().await), None),
+            CreateMaintenance => (Method::POST, "/v1/maintenances".into(), Some(maintenance_body())),
+            ListMaintenances => (Method::GET, "/v1/maintenances".into(), None),
+            GetMaintenance => (Method::GET, format!("/v1/maintenances/{}", maintenance(app).await), None),
+            PatchMaintenance => {
+                (Method::PATCH, format!("/v1/maintenances/{}", maintenance(app).await), Some(json!({"body": "b"})))
+            }
+            PostMaintenanceUpdate => (
+                Method::POST,
+                format!("/v1/maintenances/{}/updates", maintenance(app).await),
+                Some(json!({"body": "b"})),
+            ),
+            ListMaintenanceUpdates => {
+                (Method::GET, format!("/v1/maintenances/{}/updates", maintenance(app).await), None)
+            }
             CreateApiKey => {
                 (Method::POST, "/v1/api-keys".into(), Some(json!({"name": "k", "scopes": ["incidents:read"]})))
             }
@@ -319,6 +360,19 @@ impl Rest {
             RetryDelivery => (Method::POST, format!("/v1/deliveries/{}/retry", delivered(app).await), None),
         }
     }
+}
+
+/// A maintenance an hour from now.
+fn maintenance_body() -> Value {
+    let at = |h: i64| (chrono::Utc::now() + chrono::Duration::hours(h)).to_rfc3339();
+    json!({"title": "m", "scheduled_for": at(1), "scheduled_until": at(2)})
+}
+
+/// A scheduled maintenance (made as admin).
+async fn maintenance(app: &TestApp) -> String {
+    let res = app.post("/v1/maintenances", maintenance_body()).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    res.body["id"].as_str().unwrap().to_string()
 }
 
 /// A webhook subscription to a receiver that answers 204 (made as admin).
@@ -483,6 +537,12 @@ enum Grpc {
     DeleteComponent,
     ListComponentHistory,
     GetComponentUptime,
+    CreateMaintenance,
+    GetMaintenance,
+    ListMaintenances,
+    UpdateMaintenance,
+    CreateMaintenanceUpdate,
+    ListMaintenanceUpdates,
     CreateApiKey,
     GetApiKey,
     ListApiKeys,
@@ -520,7 +580,7 @@ impl tonic::service::Interceptor for Creds {
 }
 
 impl Grpc {
-    const ALL: [Grpc; 37] = [
+    const ALL: [Grpc; 43] = [
         Grpc::CreateIncident,
         Grpc::GetIncident,
         Grpc::ListIncidents,
@@ -537,6 +597,12 @@ impl Grpc {
         Grpc::DeleteComponent,
         Grpc::ListComponentHistory,
         Grpc::GetComponentUptime,
+        Grpc::CreateMaintenance,
+        Grpc::GetMaintenance,
+        Grpc::ListMaintenances,
+        Grpc::UpdateMaintenance,
+        Grpc::CreateMaintenanceUpdate,
+        Grpc::ListMaintenanceUpdates,
         Grpc::CreateApiKey,
         Grpc::GetApiKey,
         Grpc::ListApiKeys,
@@ -582,6 +648,8 @@ impl Grpc {
             | CreateIncidentUpdate => Need::WriteIncidents,
             GetComponent | ListComponents | ListComponentHistory | GetComponentUptime => Need::ReadComponents,
             CreateComponent | UpdateComponent | DeleteComponent => Need::WriteComponents,
+            GetMaintenance | ListMaintenances | ListMaintenanceUpdates => Need::ReadMaintenance,
+            CreateMaintenance | UpdateMaintenance | CreateMaintenanceUpdate => Need::WriteMaintenance,
             CreateApiKey | GetApiKey | ListApiKeys | RevokeApiKey | ListAuditEvents => Need::Admin,
         }
     }
@@ -594,6 +662,12 @@ impl Grpc {
             | AcknowledgeIncident | CreateIncidentUpdate | ListIncidentUpdates => "IncidentService",
             CreateComponent | GetComponent | ListComponents | UpdateComponent | DeleteComponent
             | ListComponentHistory | GetComponentUptime => "ComponentService",
+            CreateMaintenance
+            | GetMaintenance
+            | ListMaintenances
+            | UpdateMaintenance
+            | CreateMaintenanceUpdate
+            | ListMaintenanceUpdates => "MaintenanceService",
             CreateApiKey | GetApiKey | ListApiKeys | RevokeApiKey => "ApiKeyService",
             ListAuditEvents => "AuditService",
             ListEvents | WatchEvents => "EventService",
@@ -625,6 +699,10 @@ impl Grpc {
             proto::component_service_client::ComponentServiceClient::with_interceptor(channel.clone(), creds.clone());
         let mut keys =
             proto::api_key_service_client::ApiKeyServiceClient::with_interceptor(channel.clone(), creds.clone());
+        let mut maintenances = proto::maintenance_service_client::MaintenanceServiceClient::with_interceptor(
+            channel.clone(),
+            creds.clone(),
+        );
         let mut audit =
             proto::audit_service_client::AuditServiceClient::with_interceptor(channel.clone(), creds.clone());
         let mut events =
@@ -720,6 +798,58 @@ impl Grpc {
                 .map(drop),
             GetComponentUptime => components
                 .get_component_uptime(proto::GetComponentUptimeRequest { id: component().await, ..Default::default() })
+                .await
+                .map(drop),
+            CreateMaintenance => {
+                let ts = |h: i64| prost_types::Timestamp {
+                    seconds: (chrono::Utc::now() + chrono::Duration::hours(h)).timestamp(),
+                    nanos: 0,
+                };
+                maintenances
+                    .create_maintenance(proto::CreateMaintenanceRequest {
+                        maintenance: Some(proto::Maintenance {
+                            title: "m".into(),
+                            scheduled_for: Some(ts(1)),
+                            scheduled_until: Some(ts(2)),
+                            ..Default::default()
+                        }),
+                        request_id: String::new(),
+                    })
+                    .await
+                    .map(drop)
+            }
+            GetMaintenance => maintenances
+                .get_maintenance(proto::GetMaintenanceRequest { id: maintenance(app).await })
+                .await
+                .map(drop),
+            ListMaintenances => {
+                maintenances.list_maintenances(proto::ListMaintenancesRequest::default()).await.map(drop)
+            }
+            UpdateMaintenance => maintenances
+                .update_maintenance(proto::UpdateMaintenanceRequest {
+                    maintenance: Some(proto::Maintenance {
+                        id: maintenance(app).await,
+                        body: "b".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths: vec!["body".into()] }),
+                    etag: String::new(),
+                })
+                .await
+                .map(drop),
+            CreateMaintenanceUpdate => maintenances
+                .create_maintenance_update(proto::CreateMaintenanceUpdateRequest {
+                    maintenance_id: maintenance(app).await,
+                    body: "b".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            ListMaintenanceUpdates => maintenances
+                .list_maintenance_updates(proto::ListMaintenanceUpdatesRequest {
+                    maintenance_id: maintenance(app).await,
+                    ..Default::default()
+                })
                 .await
                 .map(drop),
             CreateApiKey => keys

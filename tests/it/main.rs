@@ -15,6 +15,7 @@ mod helpers;
 mod history;
 mod incidents;
 mod lifecycle;
+mod maintenance;
 mod parity;
 mod production;
 mod public;

@@ -7,6 +7,7 @@ pub mod components;
 pub mod convert;
 pub mod events;
 pub mod incidents;
+pub mod maintenance;
 pub mod status;
 pub mod subscriptions;
 
@@ -23,6 +24,7 @@ use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::component_service_server::ComponentServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::incident_service_server::IncidentServiceServer;
+use crate::proto::maintenance_service_server::MaintenanceServiceServer;
 use crate::proto::subscription_service_server::SubscriptionServiceServer;
 use crate::service::Service;
 
@@ -45,6 +47,7 @@ macro_rules! api_services {
 api_services! {
     IncidentServiceServer(incidents::GrpcIncidentService),
     ComponentServiceServer(components::GrpcComponentService),
+    MaintenanceServiceServer(maintenance::GrpcMaintenanceService),
     ApiKeyServiceServer(access::GrpcApiKeyService),
     AuditServiceServer(access::GrpcAuditService),
     EventServiceServer(events::GrpcEventService),

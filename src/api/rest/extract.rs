@@ -40,6 +40,8 @@ needs! {
     WriteIncidents => WriteIncidents,
     ReadComponents => ReadComponents,
     WriteComponents => WriteComponents,
+    ReadMaintenance => ReadMaintenance,
+    WriteMaintenance => WriteMaintenance,
     ManageSubscriptions => ManageSubscriptions,
     Admin => Admin,
 }

@@ -7,6 +7,7 @@ pub mod events;
 pub mod extract;
 pub mod history;
 pub mod incidents;
+pub mod maintenance;
 pub mod problem;
 pub mod subscriptions;
 
@@ -78,6 +79,7 @@ impl Default for RestSettings {
     tags(
         (name = "incidents", description = "Incidents, their lifecycle and timeline"),
         (name = "components", description = "Components and their status"),
+        (name = "maintenance", description = "Scheduled maintenance: windows that start and complete on their own, and their timeline"),
         (name = "events", description = "The event log and its live stream"),
         (name = "subscriptions", description = "Notification subscriptions and their deliveries (scope subscriptions:manage)"),
         (name = "access", description = "API keys and the audit trail (scope admin)"),
@@ -100,6 +102,9 @@ fn api(public: Arc<crate::api::public::Public>) -> (Router<Service>, utoipa::ope
         .routes(routes!(components::get_component, components::patch_component, components::delete_component))
         .routes(routes!(history::list_component_history))
         .routes(routes!(history::get_component_uptime))
+        .routes(routes!(maintenance::create_maintenance, maintenance::list_maintenances))
+        .routes(routes!(maintenance::get_maintenance, maintenance::patch_maintenance))
+        .routes(routes!(maintenance::create_maintenance_update, maintenance::list_maintenance_updates))
         .routes(routes!(events::list_events))
         .routes(routes!(events::stream_events))
         .routes(routes!(subscriptions::create_subscription, subscriptions::list_subscriptions))

@@ -16,10 +16,13 @@ use crate::store::sql::components::{
 };
 use crate::store::{ComponentStore, ComponentTx};
 
-/// Components with the statuses open incidents impose on each (`imposed`).
+/// Components with the statuses open incidents and active maintenance impose on each
+/// (`imposed`).
 static SELECT_COMPONENTS: LazyLock<String> = LazyLock::new(|| {
     select_components(
-        "ARRAY(SELECT ic.status FROM incident_components ic WHERE ic.component_id = c.id AND ic.incident_open)",
+        "ARRAY(SELECT ic.status FROM incident_components ic WHERE ic.component_id = c.id AND ic.incident_open \
+         UNION ALL SELECT 'under_maintenance' FROM maintenance_components mc \
+         WHERE mc.component_id = c.id AND mc.active)",
     )
 });
 static SELECT_COMPONENT_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{} WHERE c.id = $1", *SELECT_COMPONENTS));

@@ -7,6 +7,7 @@ mod events;
 mod history;
 mod idempotency;
 mod incidents;
+mod maintenance;
 mod subscriptions;
 
 use std::time::Duration;

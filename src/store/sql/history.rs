@@ -22,6 +22,7 @@ read_row! {
         from_status: String,
         to_status: String,
         incident_id: Option<DbId>,
+        maintenance_id: Option<DbId>,
     }
 }
 
@@ -34,12 +35,13 @@ write_row! {
         from_status: &'a str,
         to_status: &'a str,
         incident_id: Option<DbId>,
+        maintenance_id: Option<DbId>,
     }
 }
 
 impl<'a> From<&'a StatusChange> for StatusChangeWrite<'a> {
     fn from(change: &'a StatusChange) -> Self {
-        let StatusChange { id, component_id, changed_at, from_status, to_status, incident_id } = change;
+        let StatusChange { id, component_id, changed_at, from_status, to_status, incident_id, maintenance_id } = change;
         StatusChangeWrite {
             id: DbId(*id),
             component_id: DbId(*component_id),
@@ -47,6 +49,7 @@ impl<'a> From<&'a StatusChange> for StatusChangeWrite<'a> {
             from_status: from_status.as_str(),
             to_status: to_status.as_str(),
             incident_id: incident_id.map(DbId),
+            maintenance_id: maintenance_id.map(DbId),
         }
     }
 }
@@ -54,7 +57,7 @@ impl<'a> From<&'a StatusChange> for StatusChangeWrite<'a> {
 impl TryFrom<StatusChangeRow> for StatusChange {
     type Error = Error;
     fn try_from(row: StatusChangeRow) -> Result<StatusChange> {
-        let StatusChangeRow { id, component_id, changed_at, from_status, to_status, incident_id } = row;
+        let StatusChangeRow { id, component_id, changed_at, from_status, to_status, incident_id, maintenance_id } = row;
         Ok(StatusChange {
             id: id.0,
             component_id: component_id.0,
@@ -62,6 +65,7 @@ impl TryFrom<StatusChangeRow> for StatusChange {
             from_status: parse("from_status", &from_status)?,
             to_status: parse("to_status", &to_status)?,
             incident_id: incident_id.map(|i| i.0),
+            maintenance_id: maintenance_id.map(|i| i.0),
         })
     }
 }

@@ -8,8 +8,8 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
 use super::{
-    DbId, DbTime, OPEN_STATUSES, foreign_token, insert_sql, parse, parse_opt, push_newest_first, read_row, select_sql,
-    time, untime, write_row,
+    DbId, DbTime, OPEN_STATUSES, insert_sql, parse, parse_opt, push_newest_first, push_oldest_first, read_row,
+    select_sql, time, untime, write_row,
 };
 use crate::domain::page::PageToken;
 use crate::domain::query::IncidentFilter;
@@ -426,14 +426,7 @@ where
     if let Some(v) = visibility {
         q.push(" AND visibility = ").push_bind(v.as_str());
     }
-    match after {
-        Some(PageToken::Time { at, id }) => {
-            q.push(" AND (created_at, id) > (").push_bind(DbTime(*at)).push(", ").push_bind(DbId(*id)).push(")");
-        }
-        Some(_) => return Err(foreign_token()),
-        None => {}
-    }
-    q.push(" ORDER BY created_at, id LIMIT ").push_bind(i64::from(limit));
+    push_oldest_first(&mut q, after, limit)?;
     Ok(q)
 }
 

@@ -14,6 +14,7 @@ pub mod events;
 pub mod history;
 pub mod idempotency;
 pub mod incidents;
+pub mod maintenance;
 pub mod subscriptions;
 
 use chrono::{DateTime, Utc};
@@ -283,6 +284,26 @@ where
         None => {}
     }
     q.push(format!(" ORDER BY {time} DESC, id DESC LIMIT ")).push_bind(i64::from(limit));
+    Ok(())
+}
+
+/// Appends the keyset condition and order for a list sorted oldest first by `(created_at, id)`
+/// (timelines).
+pub fn push_oldest_first<DB>(q: &mut QueryBuilder<DB>, after: Option<&PageToken>, limit: u32) -> Result<()>
+where
+    DB: Database,
+    for<'t> DbId: Encode<'t, DB> + Type<DB>,
+    for<'t> DbTime: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    match after {
+        Some(PageToken::Time { at, id }) => {
+            q.push(" AND (created_at, id) > (").push_bind(DbTime(*at)).push(", ").push_bind(DbId(*id)).push(")");
+        }
+        Some(_) => return Err(foreign_token()),
+        None => {}
+    }
+    q.push(" ORDER BY created_at, id LIMIT ").push_bind(i64::from(limit));
     Ok(())
 }
 

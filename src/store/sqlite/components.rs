@@ -19,8 +19,10 @@ use crate::store::{ComponentStore, ComponentTx};
 /// Components with the statuses open incidents impose on each (`imposed`, a JSON array).
 static SELECT_COMPONENTS: LazyLock<String> = LazyLock::new(|| {
     select_components(
-        "(SELECT json_group_array(ic.status) FROM incident_components ic \
-         WHERE ic.component_id = c.id AND ic.incident_open)",
+        "(SELECT json_group_array(s) FROM (SELECT ic.status AS s FROM incident_components ic \
+         WHERE ic.component_id = c.id AND ic.incident_open \
+         UNION ALL SELECT 'under_maintenance' FROM maintenance_components mc \
+         WHERE mc.component_id = c.id AND mc.active))",
     )
 });
 static SELECT_COMPONENT_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{} WHERE c.id = $1", *SELECT_COMPONENTS));

@@ -13,6 +13,7 @@ mod events;
 mod history;
 mod idempotency;
 mod incidents;
+mod maintenance;
 mod subscriptions;
 
 use std::str::FromStr;

@@ -87,7 +87,7 @@ pub fn component_patch_from_pb(c: pb::Component, mask: Option<FieldMask>) -> Res
 }
 
 pub fn status_change_to_pb(c: &StatusChange) -> pb::ComponentStatusChange {
-    let StatusChange { id, component_id, changed_at, from_status, to_status, incident_id } = c;
+    let StatusChange { id, component_id, changed_at, from_status, to_status, incident_id, maintenance_id } = c;
     pb::ComponentStatusChange {
         id: id.to_string(),
         component_id: component_id.to_string(),
@@ -95,6 +95,7 @@ pub fn status_change_to_pb(c: &StatusChange) -> pb::ComponentStatusChange {
         from_status: component_status_to_pb(*from_status),
         to_status: component_status_to_pb(*to_status),
         incident_id: incident_id.map(|i| i.to_string()).unwrap_or_default(),
+        maintenance_id: maintenance_id.map(|i| i.to_string()).unwrap_or_default(),
     }
 }
 

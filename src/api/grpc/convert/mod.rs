@@ -1,19 +1,24 @@
 //! Conversions between protobuf messages and domain types: every enum (through `enum_map!`),
 //! timestamps, JSON values and field masks here; the incident and component messages in
-//! `incidents.rs` and `components.rs`. Messages that only one service uses are converted
+//! `incidents.rs`, `components.rs` and `maintenance.rs`. Messages that only one service uses are converted
 //! beside it (`subscriptions.rs`, `access.rs`).
 
 mod components;
 mod incidents;
+mod maintenance;
 
 pub use components::{
     component_patch_from_pb, component_to_pb, new_component_from_pb, status_change_to_pb, uptime_to_pb,
 };
 pub use incidents::{entry_to_pb, incident_patch_from_pb, incident_to_pb, new_incident_from_pb};
+pub use maintenance::{
+    maintenance_patch_from_pb, maintenance_to_pb, maintenance_update_to_pb, new_maintenance_from_pb,
+};
 
 use chrono::{DateTime, Utc};
 use prost_types::{FieldMask, Timestamp};
 
+use crate::domain::maintenance::MaintenanceStatus;
 use crate::domain::validate::Violations;
 use crate::domain::{
     CauseKind, Channel, ComponentStatus, DeliveryStatus, Impact, Scope, Severity, Status, UpdateKind, Visibility,
@@ -84,11 +89,18 @@ enum_map!(
     [Pending, Sending, Delivered, Failed, Cancelled]
 );
 enum_map!(
+    maintenance_status_to_pb,
+    maintenance_status_from_pb,
+    MaintenanceStatus,
+    MaintenanceStatus,
+    [Scheduled, InProgress, Verifying, Completed, Cancelled]
+);
+enum_map!(
     scope_to_pb,
     scope_from_pb,
     Scope,
     Scope,
-    [IncidentsRead, IncidentsWrite, ComponentsWrite, SubscriptionsManage, Admin]
+    [IncidentsRead, IncidentsWrite, ComponentsWrite, MaintenanceWrite, SubscriptionsManage, Admin]
 );
 
 pub fn ts(t: DateTime<Utc>) -> Timestamp {
