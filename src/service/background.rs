@@ -1,7 +1,7 @@
 //! Every background loop of a process, started in one place and stopped together: the
 //! listener for other processes' notices, the sequencer, the dispatcher and the maintenance
-//! schedule (worker role), the hourly upkeep and the memory trim; the application adds the ones that belong to a
-//! transport (gRPC health) through [`Background::spawn`]. Stopping cancels them all and waits
+//! schedule (worker role), the hourly upkeep and the memory trim; the application adds the
+//! ones that belong to a transport (gRPC health) through [`Background::spawn`]. Stopping cancels them all and waits
 //! for each (the dispatcher after handing back or recording what it holds).
 
 use std::future::Future;

@@ -179,6 +179,25 @@ impl ComponentWatch {
     }
 }
 
+/// Records a violation, under its field name, for each named component that does not exist.
+pub(crate) async fn check_components_exist(
+    tx: &mut dyn Transaction,
+    v: &mut Violations,
+    named: impl IntoIterator<Item = (String, Uuid)>,
+) -> Result<()> {
+    let named: Vec<(String, Uuid)> = named.into_iter().collect();
+    let mut ids: Vec<Uuid> = named.iter().map(|(_, id)| *id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let existing = tx.existing_component_ids(&ids).await?;
+    for (field, id) in named {
+        if !existing.contains(&id) {
+            v.add(field, format!("no component {id}"));
+        }
+    }
+    Ok(())
+}
+
 /// Records effective-status moves `(component after, status before)` in the history and
 /// makes their events: the one place a move is written down.
 async fn record_moves(

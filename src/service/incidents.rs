@@ -2,12 +2,10 @@
 //! timeline. Each checks the caller's permission first and records an audit event in the
 //! transaction of its change.
 
-use std::collections::HashSet;
-
 use serde_json::json;
 use uuid::Uuid;
 
-use super::components::ComponentWatch;
+use super::components::{ComponentWatch, check_components_exist};
 use super::events::traced;
 use super::metrics::Milestones;
 use super::{Created, Service, claim, fingerprint, save_response};
@@ -333,18 +331,10 @@ async fn check_components(
     components: &[AffectedComponent],
     known: &[Uuid],
 ) -> Result<()> {
-    let wanted: Vec<Uuid> = components
+    let named = components
         .iter()
-        .map(|c| c.component_id)
-        .filter(|id| !known.contains(id))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let existing = tx.existing_component_ids(&wanted).await?;
-    for (i, c) in components.iter().enumerate() {
-        if wanted.contains(&c.component_id) && !existing.contains(&c.component_id) {
-            v.add(format!("affected_components[{i}].component_id"), format!("no component {}", c.component_id));
-        }
-    }
-    Ok(())
+        .enumerate()
+        .filter(|(_, c)| !known.contains(&c.component_id))
+        .map(|(i, c)| (format!("affected_components[{i}].component_id"), c.component_id));
+    check_components_exist(tx, v, named).await
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::components::ComponentWatch;
+use super::components::{ComponentWatch, check_components_exist};
 use super::events::traced;
 use super::{Created, Service, claim, fingerprint, save_response};
 use crate::domain::history::Cause;
@@ -52,7 +52,7 @@ impl Service {
         if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
-        check_components(tx.as_mut(), &maintenance.components).await?;
+        check_components(tx.as_mut(), &maintenance.components, |_| true).await?;
         tx.insert_maintenance(&maintenance).await?;
         let update = MaintenanceUpdate::new(&maintenance, maintenance.body.clone(), false, &caller.name, now);
         tx.insert_maintenance_update(&update).await?;
@@ -111,8 +111,8 @@ impl Service {
             return Ok(maintenance);
         }
         maintenance.settle_reminder(now, self.maintenance_reminder);
-        let added: Vec<Uuid> = maintenance.components.iter().copied().filter(|c| !before.contains(c)).collect();
-        check_components(tx.as_mut(), &added).await?;
+        // Components already on it may have been deleted since (they are then dropped).
+        check_components(tx.as_mut(), &maintenance.components, |c| !before.contains(c)).await?;
         let watched = if maintenance.status.is_active() {
             before.iter().chain(&maintenance.components).copied().collect()
         } else {
@@ -262,14 +262,11 @@ async fn move_maintenance(
     Ok((update, events))
 }
 
-/// Refuses components that do not exist, naming each.
-async fn check_components(tx: &mut dyn Transaction, components: &[Uuid]) -> Result<()> {
-    let existing = tx.existing_component_ids(components).await?;
+/// Refuses the components that do not exist among those `is_new` picks, naming each by its
+/// place in the list.
+async fn check_components(tx: &mut dyn Transaction, components: &[Uuid], is_new: impl Fn(&Uuid) -> bool) -> Result<()> {
     let mut v = Violations::new();
-    for (i, c) in components.iter().enumerate() {
-        if !existing.contains(c) {
-            v.add(format!("components[{i}]"), format!("no component {c}"));
-        }
-    }
+    let named = components.iter().enumerate().filter(|(_, c)| is_new(c)).map(|(i, c)| (format!("components[{i}]"), *c));
+    check_components_exist(tx, &mut v, named).await?;
     v.finish()
 }
