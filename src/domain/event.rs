@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::component::{Component, ComponentStatus};
 use super::incident::{Incident, Severity, Status, Transition};
 use super::maintenance::{Maintenance, MaintenanceStatus, MaintenanceUpdate};
-use super::public::{PublicIncident, is_public_field};
+use super::public::{PublicIncident, PublicMaintenance, PublicMaintenanceUpdate, is_public_field};
 use super::timeline::{TimelineEntry, Visibility};
 use super::wire_enum;
 
@@ -170,7 +170,8 @@ impl Event {
     }
 
     /// A maintenance changed: scheduled, edited (`changed_fields`), moved (`update`, with
-    /// `previous_status`), or about to start. Everything about a maintenance is public.
+    /// `previous_status`), or about to start. Public subscribers get it through
+    /// [`PublicMaintenance`] (no worker settings, no author).
     pub fn about_maintenance(
         event_type: EventType,
         maintenance: &Maintenance,
@@ -178,9 +179,12 @@ impl Event {
         update: Option<&MaintenanceUpdate>,
         now: DateTime<Utc>,
     ) -> Self {
+        let mut public = data.clone();
         data["maintenance"] = value(maintenance);
+        public["maintenance"] = value(&PublicMaintenance::from(maintenance));
         if let Some(u) = update {
             data["update"] = value(u);
+            public["update"] = value(&PublicMaintenanceUpdate::from(u));
         }
         Event {
             id: Uuid::now_v7(),
@@ -190,8 +194,8 @@ impl Event {
             time: now,
             severity: None,
             component_ids: maintenance.components.clone(),
-            public_data: Some(data.clone()),
             data,
+            public_data: Some(public),
             traceparent: None,
         }
     }

@@ -1,7 +1,8 @@
 //! What customers may see: the one place that decides, field by field, which parts of an
 //! incident are public. The events' public data (and with it public subscribers, webhooks
 //! and mails), the status page, the Statuspage-compatible JSON, the feeds and the badges read
-//! incidents through [`PublicIncident`] and their timelines through [`public_updates`]. It is built by destructuring every field of [`Incident`], so a new field does not
+//! incidents through [`PublicIncident`] and their timelines through [`public_updates`], and
+//! maintenance through [`PublicMaintenance`]. Each view is built by destructuring every field of [`Incident`], so a new field does not
 //! compile until it is declared public here or named internal.
 
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use super::component::{Component, ComponentStatus};
 use super::history::{StatusChange, Uptime};
 use super::ids::IncidentRef;
 use super::incident::{AffectedComponent, Cause, CauseKind, Impact, Incident, Severity, Status, Workaround};
+use super::maintenance::{Maintenance, MaintenanceStatus, MaintenanceUpdate};
 use super::timeline::{TimelineEntry, Visibility};
 
 /// Declares a public view with `FIELDS`, the names of its fields (which are the names of the
@@ -223,6 +225,93 @@ pub struct PublicIncidentPage {
     pub updates: Vec<PublicUpdate>,
 }
 
+/// A scheduled maintenance as customers may read it: everything but the workers' settings
+/// and bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicMaintenance {
+    pub id: Uuid,
+    pub title: String,
+    pub body: String,
+    pub components: Vec<Uuid>,
+    pub scheduled_for: DateTime<Utc>,
+    pub scheduled_until: DateTime<Utc>,
+    pub status: MaintenanceStatus,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Maintenance> for PublicMaintenance {
+    fn from(m: &Maintenance) -> Self {
+        let Maintenance {
+            id,
+            title,
+            body,
+            components,
+            scheduled_for,
+            scheduled_until,
+            status,
+            started_at,
+            completed_at,
+            cancelled_at,
+            created_at,
+            updated_at,
+            // Internal: how the workers drive it, and bookkeeping.
+            auto_start: _,
+            auto_complete: _,
+            reminded_at: _,
+            version: _,
+        } = m;
+        PublicMaintenance {
+            id: *id,
+            title: title.clone(),
+            body: body.clone(),
+            components: components.clone(),
+            scheduled_for: *scheduled_for,
+            scheduled_until: *scheduled_until,
+            status: *status,
+            started_at: *started_at,
+            completed_at: *completed_at,
+            cancelled_at: *cancelled_at,
+            created_at: *created_at,
+            updated_at: *updated_at,
+        }
+    }
+}
+
+/// An entry of a maintenance's timeline as customers read it (who posted it is internal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicMaintenanceUpdate {
+    pub id: Uuid,
+    pub maintenance_id: Uuid,
+    pub status: MaintenanceStatus,
+    /// Empty for an automatic move: each surface words it itself.
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&MaintenanceUpdate> for PublicMaintenanceUpdate {
+    fn from(u: &MaintenanceUpdate) -> Self {
+        let MaintenanceUpdate { id, maintenance_id, status, body, created_at, automatic: _, author: _ } = u;
+        PublicMaintenanceUpdate {
+            id: *id,
+            maintenance_id: *maintenance_id,
+            status: *status,
+            body: body.clone(),
+            created_at: *created_at,
+        }
+    }
+}
+
+/// A maintenance and its updates (newest first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublicMaintenancePage {
+    pub maintenance: PublicMaintenance,
+    pub updates: Vec<PublicMaintenanceUpdate>,
+}
+
 /// Everything the public surfaces show, read at one moment: the status page, the
 /// Statuspage-compatible JSON, the feeds and the badges are all rendered from it.
 #[derive(Debug, Clone)]
@@ -243,6 +332,9 @@ pub struct PublicState {
     pub past: Vec<PublicIncidentPage>,
     /// Each component's uptime over the history window, day by day.
     pub uptime: Vec<Uptime>,
+    /// Maintenance not yet over (scheduled, in progress, verifying), soonest first, then the
+    /// most recent completed or cancelled ones, latest window first.
+    pub maintenances: Vec<PublicMaintenancePage>,
     /// The time zone days and times are shown in.
     pub time_zone: chrono_tz::Tz,
 }

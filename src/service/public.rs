@@ -11,17 +11,23 @@ use super::Service;
 use super::history::incident_spans;
 use crate::domain::history::{Affecting, StatusChange, start_of_last_days, uptime};
 use crate::domain::page::PageToken;
-use crate::domain::public::{PublicIncident, PublicIncidentPage, PublicState, public_updates};
+use crate::domain::public::{
+    PublicIncident, PublicIncidentPage, PublicMaintenance, PublicMaintenancePage, PublicMaintenanceUpdate, PublicState,
+    public_updates,
+};
 use crate::domain::query::IncidentFilter;
 use crate::domain::{Component, Error, Incident, IncidentKey, Result};
+use crate::store::MaintenanceFilter;
 
 /// How many days (today included) the status page's uptime bars and history cover.
 pub const HISTORY_DAYS: u32 = 90;
 /// At least this many past incidents are kept however old (Statuspage's `incidents.json`
 /// lists the 50 most recent).
 const RECENT_INCIDENTS: u32 = 50;
-/// At most this many incidents of a kind are read for one state.
+/// At most this many incidents (or maintenances) of a kind are read for one state.
 const MAX_INCIDENTS: u32 = 1000;
+/// At most this many updates of a maintenance are shown (the first ones, oldest first).
+const MAINTENANCE_UPDATES: u32 = 100;
 
 impl Service {
     /// Reads everything the public surfaces show, as of now.
@@ -80,11 +86,13 @@ impl Service {
                 )
             })
             .collect();
+        let maintenances = self.public_maintenances().await?;
         let updated_at = components
             .iter()
             .map(|c| c.updated_at)
             .chain(active.iter().chain(&past).map(|i| i.updated_at))
             .chain(changes.iter().map(|c| c.changed_at))
+            .chain(maintenances.iter().map(|m| m.maintenance.updated_at))
             .max()
             .unwrap_or(now);
         Ok(PublicState {
@@ -95,8 +103,30 @@ impl Service {
             active: self.pages(&active, &changes).await?,
             past: self.pages(&past, &changes).await?,
             uptime,
+            maintenances,
             time_zone: self.time_zone,
         })
+    }
+
+    /// The maintenance customers see: every one not yet over, soonest first, then the most
+    /// recent completed or cancelled ones; each with its timeline.
+    async fn public_maintenances(&self) -> Result<Vec<PublicMaintenancePage>> {
+        use crate::domain::maintenance::MaintenanceStatus::*;
+        let pending = MaintenanceFilter { statuses: vec![Scheduled, InProgress, Verifying] };
+        let mut maintenances = self.store.list_maintenances(&pending, None, MAX_INCIDENTS).await?;
+        maintenances.reverse();
+        let over = MaintenanceFilter { statuses: vec![Completed, Cancelled] };
+        maintenances.extend(self.store.list_maintenances(&over, None, RECENT_INCIDENTS).await?);
+        let mut pages = Vec::with_capacity(maintenances.len());
+        for m in &maintenances {
+            let mut updates = self.store.list_maintenance_updates(m.id, None, MAINTENANCE_UPDATES).await?;
+            updates.reverse();
+            pages.push(PublicMaintenancePage {
+                maintenance: PublicMaintenance::from(m),
+                updates: updates.iter().map(PublicMaintenanceUpdate::from).collect(),
+            });
+        }
+        Ok(pages)
     }
 
     /// One incident as customers may read it, with its public updates: for pages of incidents

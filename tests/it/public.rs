@@ -320,12 +320,20 @@ const COMPONENT_STATUSES: &[&str] =
     &["operational", "degraded_performance", "partial_outage", "major_outage", "under_maintenance"];
 const INCIDENT_STATUSES: &[&str] = &["investigating", "identified", "monitoring", "resolved", "postmortem"];
 const IMPACTS: &[&str] = &["none", "minor", "major", "critical"];
+const MAINTENANCE_STATUSES: &[&str] = &["scheduled", "in_progress", "verifying", "completed"];
 
 /// Every value of a Statuspage enumeration in a document is one of theirs.
 fn value_sets(doc: &Value) {
     let mut components: Vec<&Value> = values(doc, "/components");
-    let mut incidents: Vec<&Value> = values(doc, "/incidents");
-    incidents.extend(values(doc, "/scheduled_maintenances"));
+    for m in values(doc, "/scheduled_maintenances") {
+        components.extend(values(m, "/components"));
+        assert!(MAINTENANCE_STATUSES.contains(&m["status"].as_str().unwrap()), "{}", m["status"]);
+        assert_eq!(m["impact"], "maintenance");
+        for u in values(m, "/incident_updates") {
+            assert!(MAINTENANCE_STATUSES.contains(&u["status"].as_str().unwrap()), "{}", u["status"]);
+        }
+    }
+    let incidents: Vec<&Value> = values(doc, "/incidents");
     for i in &incidents {
         components.extend(values(i, "/components"));
         assert!(INCIDENT_STATUSES.contains(&i["status"].as_str().unwrap()), "{}", i["status"]);
@@ -924,6 +932,141 @@ async fn a_change_through_one_replica_shows_on_every_replica_within_two_seconds(
 }
 
 // ---------------------------------------------------------------------------------------
+// Scheduled maintenance
+
+#[tokio::test]
+async fn scheduled_maintenance_is_on_the_page_the_statuspage_json_and_the_feeds() {
+    let app = TestApp::spawn_with(|c| c.status.name = "Acme status".into()).await;
+    let db = component(&app, "Database", None).await;
+    let api = component(&app, "API", None).await;
+    let at = |hours: i64| (chrono::Utc::now() + chrono::Duration::hours(hours)).to_rfc3339();
+    let schedule = |title: &str, components: Vec<&str>, hours: i64| {
+        json!({"title": title, "body": format!("{title}: what you will notice."), "components": components,
+            "scheduled_for": at(hours), "scheduled_until": at(hours + 1), "auto_start": false})
+    };
+    let app = &app;
+    let create = |body: Value| async move {
+        let res = app.post("/v1/maintenances", body).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+        res.body["id"].as_str().unwrap().to_string()
+    };
+    let post = |id: String, body: Value| async move {
+        let res = app.post(&format!("/v1/maintenances/{id}/updates"), body).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    };
+    let upcoming = create(schedule("Storage upgrade", vec![&db], 24)).await;
+    let active = create(schedule("Network switch", vec![&api], 1)).await;
+    post(active.clone(), json!({"status": "in_progress"})).await;
+    post(active.clone(), json!({"body": "Halfway there."})).await;
+    let done = create(schedule("Kernel patch", vec![&db], 2)).await;
+    post(done.clone(), json!({"status": "in_progress"})).await;
+    post(done.clone(), json!({"status": "completed"})).await;
+    let cancelled = create(schedule("Old plan", vec![&db], 3)).await;
+    post(cancelled.clone(), json!({"status": "cancelled", "body": "Not needed after all."})).await;
+    let (summary, _) = until(app, "/api/v2/summary.json", Duration::from_secs(5), |r| {
+        r.text().contains(&active) && r.text().contains("Halfway")
+    })
+    .await;
+
+    // Statuspage's documents: their shape, their values, and which maintenance is in each.
+    let mut problems = Vec::new();
+    let ids = |doc: &Value| -> Vec<String> {
+        values(doc, "/scheduled_maintenances").iter().map(|m| m["id"].as_str().unwrap().to_string()).collect()
+    };
+    for (path, expected) in [
+        ("/api/v2/scheduled-maintenances.json", vec![&upcoming, &cancelled, &done, &active][..].to_vec()),
+        ("/api/v2/scheduled-maintenances/upcoming.json", vec![&upcoming]),
+        ("/api/v2/scheduled-maintenances/active.json", vec![&active]),
+    ] {
+        let res = get(app, path, &[]).await;
+        let ordered: Json = serde_json::from_slice(&res.body).expect("JSON");
+        conforms(path, &ordered, &fixture("scheduled-maintenances.json"), &mut problems);
+        let doc = res.json();
+        value_sets(&doc);
+        let expected: Vec<String> =
+            expected.into_iter().filter(|id| **id != cancelled).map(|id| id.to_string()).collect();
+        assert_eq!(ids(&doc), expected, "{path}: cancelled ones are left out");
+    }
+    let ordered: Json = serde_json::from_slice(&summary.body).expect("JSON");
+    conforms("/api/v2/summary.json", &ordered, &fixture("summary.json"), &mut problems);
+    let summary = summary.json();
+    assert!(problems.is_empty(), "unlike Statuspage's documents:\n{}", problems.join("\n"));
+    assert_eq!(ids(&summary), [active.clone(), upcoming.clone()], "under way and upcoming, soonest first");
+    let m = &summary["scheduled_maintenances"][0];
+    assert_eq!(m["name"], "Network switch");
+    assert_eq!(m["status"], "in_progress");
+    assert_eq!(m["components"][0]["id"], api.as_str());
+    assert_eq!(m["components"][0]["status"], "under_maintenance");
+    let bodies: Vec<&str> = values(m, "/incident_updates").iter().map(|u| u["body"].as_str().unwrap()).collect();
+    assert_eq!(
+        bodies,
+        [
+            "Halfway there.",
+            "Scheduled maintenance is currently in progress. We will provide updates as necessary.",
+            "Network switch: what you will notice."
+        ],
+        "newest first, Statuspage's words for a move without text"
+    );
+    assert_eq!(summary["status"], json!({"indicator": "none", "description": "Service Under Maintenance"}));
+    let all = get(app, "/api/v2/scheduled-maintenances.json", &[]).await.json();
+    let completed = values(&all, "/scheduled_maintenances").into_iter().find(|m| m["id"] == done.as_str()).unwrap();
+    assert_eq!(completed["status"], "completed");
+    assert!(completed["resolved_at"].is_string());
+    for key in ["auto_start", "auto_complete", "reminded_at", "author", "version"] {
+        assert!(!all.to_string().contains(&format!("\"{key}\"")), "{key} is not for customers");
+    }
+
+    // The page: under way and upcoming, in both languages; what is over is not there.
+    let page = visible_text(&get(app, "/status?lang=en", &[]).await.text());
+    let section = page.split("Scheduled maintenance").nth(1).expect("a maintenance section");
+    assert!(section.contains("Network switch In progress"), "{section}");
+    assert!(section.contains("Halfway there."), "{section}");
+    assert!(section.contains("Storage upgrade Scheduled"), "{section}");
+    assert!(section.contains("Affected Database"), "{section}");
+    assert!(page.contains("Maintenance in progress"), "the banner: {page}");
+    assert!(!page.contains("Kernel patch") && !page.contains("Old plan"), "{page}");
+    let seite = visible_text(&get(app, "/status?lang=de", &[]).await.text());
+    assert!(seite.contains("Geplante Wartungsarbeiten"), "{seite}");
+    assert!(seite.contains("Network switch Läuft"), "{seite}");
+
+    // The feeds: each maintenance's scheduling and each update after, cancellation included.
+    let feed = feedparser(&get(app, "/history.atom", &[]).await.body);
+    assert_eq!(feed["bozo"], false, "{feed}");
+    let titles: Vec<&str> = feed["entries"].as_array().unwrap().iter().map(|e| e["title"].as_str().unwrap()).collect();
+    for title in [
+        "Scheduled maintenance · Cancelled: Old plan",
+        "Scheduled maintenance · Completed: Kernel patch",
+        "Scheduled maintenance · In progress: Network switch",
+        "Scheduled maintenance · Scheduled: Storage upgrade",
+    ] {
+        assert!(titles.contains(&title), "{title} in {titles:?}");
+    }
+    let cancel = feed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["title"] == "Scheduled maintenance · Cancelled: Old plan")
+        .unwrap();
+    assert_eq!(cancel["summary"], "Not needed after all.");
+    let rss = feedparser(&get(app, "/history.rss", &[]).await.body);
+    assert_eq!(rss["entries"].as_array().unwrap().len(), titles.len());
+
+    // Public subscribers get the same view: no worker settings, no author.
+    let events = app.get("/v1/events?public=true&page_size=500").await.body;
+    let maintenance_events: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"].as_str().unwrap().starts_with("maintenance."))
+        .collect();
+    assert!(!maintenance_events.is_empty());
+    for e in maintenance_events {
+        assert!(e["data"]["maintenance"].get("auto_start").is_none(), "{e}");
+        assert!(e["data"].get("update").is_none_or(|u| u.get("author").is_none()), "{e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Feeds and badges
 
 /// What Python's feedparser reads from a feed: version, whether it complained, entries.
@@ -1133,6 +1276,17 @@ async fn nothing_internal_reaches_any_public_route_page_feed_or_badge() {
 async fn the_status_page_works_in_a_real_browser() {
     let app = TestApp::spawn().await;
     let seeded = seed(&app).await;
+    // An upcoming maintenance, so that its section is checked too.
+    let at = |hours: i64| (chrono::Utc::now() + chrono::Duration::hours(hours)).to_rfc3339();
+    let res = app
+        .post(
+            "/v1/maintenances",
+            json!({"title": "Database upgrade", "body": "Writes pause for a minute.", "components": [seeded.checkout],
+                "scheduled_for": at(48), "scheduled_until": at(49)}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    settle(&app).await;
     let root = env!("CARGO_MANIFEST_DIR");
     let tools = std::env::var("INCIDENTD_BROWSER_TOOLS").unwrap_or_else(|_| format!("{root}/target/tools/browser"));
     assert!(

@@ -1,6 +1,7 @@
 //! `/history.atom` (RFC 4287) and `/history.rss` (RSS 2.0): the public incident updates,
 //! newest first. Each incident contributes an entry for its declaration and one for each
-//! public update, linking to the incident's page.
+//! public update, linking to the incident's page; each maintenance one for its scheduling and
+//! one for each update after (start, completion, notes).
 
 use atom_syndication as atom;
 use chrono::{DateTime, FixedOffset, Utc};
@@ -47,6 +48,38 @@ fn items(settings: &PublicSettings, state: &PublicState, lang: Lang) -> Vec<Item
             body,
             at: i.created_at,
         });
+    }
+    for page in &state.maintenances {
+        let m = &page.maintenance;
+        let link = format!("{}#maintenance-{}", settings.status_url, m.id);
+        let window = format!(
+            "{}: {} – {}",
+            t.maintenance_window,
+            t.datetime(m.scheduled_for, state.time_zone),
+            t.datetime(m.scheduled_until, state.time_zone)
+        );
+        for u in &page.updates {
+            // The oldest entry is the scheduling: it says what the maintenance says.
+            let scheduling = page.updates.last().is_some_and(|first| first.id == u.id);
+            let body = match u.body.as_str() {
+                _ if scheduling => {
+                    if m.body.is_empty() {
+                        window.clone()
+                    } else {
+                        format!("{}\n\n{window}", m.body)
+                    }
+                }
+                "" => t.maintenance_update_text(u.status).to_string(),
+                text => text.to_string(),
+            };
+            items.push(Item {
+                id: format!("{link}/{}", u.id),
+                title: format!("{} · {}: {}", t.maintenance, t.maintenance_status(u.status), m.title),
+                link: link.clone(),
+                body,
+                at: u.created_at,
+            });
+        }
     }
     items.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.id.cmp(&a.id)));
     items.truncate(FEED_ENTRIES);

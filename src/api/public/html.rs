@@ -11,7 +11,8 @@ use super::PublicSettings;
 use super::i18n::{Lang, Strings};
 use super::statuspage::indicator;
 use crate::domain::history::Uptime;
-use crate::domain::public::{PublicIncidentPage, PublicState};
+use crate::domain::maintenance::MaintenanceStatus;
+use crate::domain::public::{PublicIncidentPage, PublicMaintenancePage, PublicState};
 use crate::domain::{CauseKind, Component, ComponentStatus, Impact, WorkaroundAvailability};
 
 /// The page's one stylesheet, inlined (its hash is allowed by the Content-Security-Policy).
@@ -78,6 +79,20 @@ pub struct IncidentView {
     pub compact: bool,
 }
 
+/// A maintenance under way or upcoming, as the status page shows it.
+pub struct MaintenanceView {
+    pub id: String,
+    pub title: String,
+    pub body: String,
+    pub status: &'static str,
+    /// `s1` (the maintenance colour) while under way.
+    pub status_class: &'static str,
+    pub window: String,
+    pub components: Vec<String>,
+    /// The updates after the scheduling, newest first.
+    pub updates: Vec<UpdateView>,
+}
+
 #[derive(Template)]
 #[template(path = "status/index.html")]
 pub struct IndexPage<'a> {
@@ -85,6 +100,8 @@ pub struct IndexPage<'a> {
     pub banner: &'static str,
     pub banner_class: &'static str,
     pub groups: Vec<Group>,
+    /// Under way first, then upcoming, soonest first.
+    pub maintenances: Vec<MaintenanceView>,
     pub active: Vec<IncidentView>,
     /// Active incidents beyond [`ACTIVE_SHOWN`], and the history page that lists them.
     pub more_active: usize,
@@ -309,17 +326,57 @@ impl<'a> Renderer<'a> {
             .map(|p| self.incident_view(p, 1, true))
             .collect();
         let (banner, banner_class) = banner(t, self.state);
+        let mut maintenances: Vec<&PublicMaintenancePage> = self
+            .state
+            .maintenances
+            .iter()
+            .filter(|p| p.maintenance.status == MaintenanceStatus::Scheduled || p.maintenance.status.is_active())
+            .collect();
+        maintenances.sort_by_key(|p| (!p.maintenance.status.is_active(), p.maintenance.scheduled_for));
         IndexPage {
             frame: self.frame("/status", self.state.updated_at),
             banner,
             banner_class,
             groups,
+            maintenances: maintenances.into_iter().take(ACTIVE_SHOWN).map(|p| self.maintenance_view(p)).collect(),
             active: self.state.active.iter().take(ACTIVE_SHOWN).map(|p| self.incident_view(p, 3, false)).collect(),
             more_active: self.state.active.len().saturating_sub(ACTIVE_SHOWN),
             history_link: format!("/status/history?lang={}", self.lang.tag()),
             recent,
         }
         .render()
+    }
+
+    fn maintenance_view(&self, page: &PublicMaintenancePage) -> MaintenanceView {
+        let t = self.t();
+        let m = &page.maintenance;
+        let updates = page
+            .updates
+            .iter()
+            // The oldest entry is the scheduling, whose text is the body shown above.
+            .take(page.updates.len().saturating_sub(1))
+            .take(3)
+            .map(|u| UpdateView {
+                status: t.maintenance_status(u.status),
+                body: if u.body.is_empty() { t.maintenance_update_text(u.status).to_string() } else { u.body.clone() },
+                at: self.datetime(u.created_at),
+                datetime: u.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            })
+            .collect();
+        MaintenanceView {
+            id: m.id.to_string(),
+            title: m.title.clone(),
+            body: m.body.clone(),
+            status: t.maintenance_status(m.status),
+            status_class: if m.status.is_active() { "s1" } else { "" },
+            window: format!("{} – {}", self.datetime(m.scheduled_for), self.datetime(m.scheduled_until)),
+            components: m
+                .components
+                .iter()
+                .filter_map(|id| self.state.components.iter().find(|c| c.id == *id).map(|c| c.name.clone()))
+                .collect(),
+            updates,
+        }
     }
 
     /// `/status/incidents/{reference}`.

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
+use crate::domain::maintenance::MaintenanceStatus;
 use crate::domain::{ComponentStatus, Impact, Status, WorkaroundAvailability};
 
 /// The languages the status page speaks.
@@ -129,6 +130,17 @@ catalogue! {
     impact_minor: "Minor", "Gering";
     impact_major: "Major", "Erheblich";
     impact_critical: "Critical", "Kritisch";
+    maintenance: "Scheduled maintenance", "Geplante Wartungsarbeiten";
+    maintenance_window: "Window", "Zeitraum";
+    maintenance_scheduled: "Scheduled", "Geplant";
+    maintenance_in_progress: "In progress", "Läuft";
+    maintenance_verifying: "Verifying", "Wird überprüft";
+    maintenance_completed: "Completed", "Abgeschlossen";
+    maintenance_cancelled: "Cancelled", "Abgesagt";
+    maintenance_started_text: "The maintenance has started.", "Die Wartung hat begonnen.";
+    maintenance_completed_text: "The maintenance has been completed.", "Die Wartung ist abgeschlossen.";
+    maintenance_cancelled_text: "The maintenance has been cancelled.", "Die Wartung wurde abgesagt.";
+    maintenance_verifying_text: "The work is done and being verified.", "Die Arbeiten sind erledigt und werden überprüft.";
 }
 
 impl Strings {
@@ -139,6 +151,28 @@ impl Strings {
             ComponentStatus::PartialOutage => self.partial_outage,
             ComponentStatus::MajorOutage => self.major_outage,
             ComponentStatus::UnderMaintenance => self.under_maintenance,
+        }
+    }
+
+    pub fn maintenance_status(&self, s: MaintenanceStatus) -> &'static str {
+        match s {
+            MaintenanceStatus::Scheduled => self.maintenance_scheduled,
+            MaintenanceStatus::InProgress => self.maintenance_in_progress,
+            MaintenanceStatus::Verifying => self.maintenance_verifying,
+            MaintenanceStatus::Completed => self.maintenance_completed,
+            MaintenanceStatus::Cancelled => self.maintenance_cancelled,
+        }
+    }
+
+    /// What an update posted without text says: the move it records (the scheduling's own
+    /// text is the maintenance's body).
+    pub fn maintenance_update_text(&self, s: MaintenanceStatus) -> &'static str {
+        match s {
+            MaintenanceStatus::Scheduled => "",
+            MaintenanceStatus::InProgress => self.maintenance_started_text,
+            MaintenanceStatus::Verifying => self.maintenance_verifying_text,
+            MaintenanceStatus::Completed => self.maintenance_completed_text,
+            MaintenanceStatus::Cancelled => self.maintenance_cancelled_text,
         }
     }
 

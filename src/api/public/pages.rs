@@ -140,28 +140,33 @@ document!(
 document!(
     scheduled_maintenances,
     "/api/v2/scheduled-maintenances.json",
-    "Statuspage-compatible scheduled maintenances (none yet)",
+    "Statuspage-compatible list of the 50 most recent scheduled maintenances (scheduled, in_progress, verifying, completed; cancelled ones are left out)",
     "application/json"
 );
 document!(
     upcoming_maintenances,
     "/api/v2/scheduled-maintenances/upcoming.json",
-    "Statuspage-compatible upcoming maintenances (none yet)",
+    "Statuspage-compatible list of the maintenances not yet started, soonest first",
     "application/json"
 );
 document!(
     active_maintenances,
     "/api/v2/scheduled-maintenances/active.json",
-    "Statuspage-compatible active maintenances (none yet)",
+    "Statuspage-compatible list of the maintenances in progress or verifying",
     "application/json"
 );
 document!(
     atom,
     "/history.atom",
-    "Atom feed (RFC 4287) of the public incident updates, newest first",
+    "Atom feed (RFC 4287) of the public incident and maintenance updates, newest first",
     "application/atom+xml"
 );
-document!(rss, "/history.rss", "RSS 2.0 feed of the public incident updates, newest first", "application/rss+xml");
+document!(
+    rss,
+    "/history.rss",
+    "RSS 2.0 feed of the public incident and maintenance updates, newest first",
+    "application/rss+xml"
+);
 document!(overall_badge, "/badge.svg", "A badge of the page's overall status (SVG)", "image/svg+xml");
 
 #[utoipa::path(get, path = "/components/{id}/badge.svg", tag = "public",

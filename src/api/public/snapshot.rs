@@ -13,6 +13,7 @@ use chrono::Datelike;
 use sha2::{Digest, Sha256};
 
 use super::i18n::Lang;
+use super::statuspage::MaintenanceList;
 use super::{PublicSettings, badge, feeds, html, statuspage};
 use crate::domain::IncidentRef;
 use crate::domain::public::{PublicIncidentPage, PublicState};
@@ -110,13 +111,12 @@ impl Snapshot {
         put("/api/v2/components.json".into(), JSON, json(&documents.components_doc()));
         put("/api/v2/incidents.json".into(), JSON, json(&documents.incidents_doc()));
         put("/api/v2/incidents/unresolved.json".into(), JSON, json(&documents.unresolved_doc()));
-        let maintenances = json(&documents.maintenances_doc());
-        for path in [
-            "/api/v2/scheduled-maintenances.json",
-            "/api/v2/scheduled-maintenances/upcoming.json",
-            "/api/v2/scheduled-maintenances/active.json",
+        for (path, list) in [
+            ("/api/v2/scheduled-maintenances.json", MaintenanceList::All),
+            ("/api/v2/scheduled-maintenances/upcoming.json", MaintenanceList::Upcoming),
+            ("/api/v2/scheduled-maintenances/active.json", MaintenanceList::Active),
         ] {
-            put(path.into(), JSON, maintenances.clone());
+            put(path.into(), JSON, json(&documents.maintenances_doc(list)));
         }
         let feed_lang = settings.default_lang();
         put("/history.atom".into(), ATOM, feeds::atom(settings, &state, feed_lang).into_bytes());

@@ -6,7 +6,10 @@
 //! `monitoring_at` is when the incident first reached monitoring; an incident's `components`
 //! are the components it affects; a component group (our `group` text) is a component with
 //! `group: true` listing its members; `shortlink` is the incident's page on our status page.
-//! Scheduled maintenance lists are empty until maintenance exists. Each incident also carries
+//! Scheduled maintenances carry Statuspage's statuses (`scheduled`, `in_progress`,
+//! `verifying`, `completed`), `impact: "maintenance"` and Statuspage's default texts for
+//! updates posted without one; a cancelled maintenance is in none of the lists (Statuspage has
+//! no such status: its clients would not know the value). Each incident also carries
 //! an `incidentd` object with what Statuspage has no field for (reference, ETA, workaround,
 //! the rounded affected-customer estimate).
 
@@ -15,7 +18,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::PublicSettings;
-use crate::domain::public::{PublicIncidentPage, PublicState, PublicUpdate};
+use crate::domain::maintenance::MaintenanceStatus;
+use crate::domain::public::{PublicIncidentPage, PublicMaintenancePage, PublicState, PublicUpdate};
 use crate::domain::{Component, ComponentStatus, Impact, Status};
 
 #[derive(Serialize)]
@@ -95,6 +99,38 @@ struct StatusIncident {
     components: Vec<StatusComponent>,
     /// What Statuspage has no field for.
     incidentd: Extension,
+}
+
+#[derive(Serialize)]
+struct ScheduledMaintenance {
+    id: String,
+    name: String,
+    status: &'static str,
+    created_at: String,
+    updated_at: String,
+    monitoring_at: Option<String>,
+    resolved_at: Option<String>,
+    impact: &'static str,
+    shortlink: String,
+    started_at: String,
+    page_id: String,
+    incident_updates: Vec<IncidentUpdate>,
+    components: Vec<StatusComponent>,
+    scheduled_for: String,
+    scheduled_until: String,
+}
+
+/// Which maintenances a document lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaintenanceList {
+    /// The 50 most recent (any status but cancelled), latest window first.
+    All,
+    /// Not started yet, soonest first.
+    Upcoming,
+    /// In progress or verifying, soonest first.
+    Active,
+    /// Upcoming or under way (the summary's), soonest first.
+    Current,
 }
 
 #[derive(Serialize)]
@@ -231,6 +267,71 @@ impl<'a> Documents<'a> {
         }
     }
 
+    fn maintenance(&self, page: &PublicMaintenancePage) -> ScheduledMaintenance {
+        let m = &page.maintenance;
+        let id = m.id.to_string();
+        let status = m.status.as_str();
+        let updates = page
+            .updates
+            .iter()
+            .map(|u| {
+                let body = if u.body.trim().is_empty() { default_text(u.status) } else { u.body.clone() };
+                IncidentUpdate {
+                    id: u.id.to_string(),
+                    status: u.status.as_str(),
+                    body,
+                    incident_id: id.clone(),
+                    created_at: self.time(u.created_at),
+                    updated_at: self.time(u.created_at),
+                    display_at: self.time(u.created_at),
+                    affected_components: None,
+                    deliver_notifications: true,
+                    custom_tweet: None,
+                    tweet_id: None,
+                }
+            })
+            .collect();
+        ScheduledMaintenance {
+            name: m.title.clone(),
+            status,
+            created_at: self.time(m.created_at),
+            updated_at: self.time(m.updated_at),
+            monitoring_at: None,
+            resolved_at: m.completed_at.map(|t| self.time(t)),
+            impact: "maintenance",
+            shortlink: format!("{}#maintenance-{id}", self.settings.status_url),
+            started_at: self.time(m.started_at.unwrap_or(m.created_at)),
+            page_id: self.settings.page_id.clone(),
+            incident_updates: updates,
+            components: m
+                .components
+                .iter()
+                .filter_map(|c| self.components.iter().find(|s| s.id == c.to_string()).cloned())
+                .collect(),
+            scheduled_for: self.time(m.scheduled_for),
+            scheduled_until: self.time(m.scheduled_until),
+            id,
+        }
+    }
+
+    fn maintenances(&self, list: MaintenanceList) -> Vec<ScheduledMaintenance> {
+        let wanted = |s: MaintenanceStatus| match list {
+            MaintenanceList::All => s != MaintenanceStatus::Cancelled,
+            MaintenanceList::Upcoming => s == MaintenanceStatus::Scheduled,
+            MaintenanceList::Active => s.is_active(),
+            MaintenanceList::Current => s == MaintenanceStatus::Scheduled || s.is_active(),
+        };
+        let mut pages: Vec<&PublicMaintenancePage> =
+            self.state.maintenances.iter().filter(|p| wanted(p.maintenance.status)).collect();
+        if list == MaintenanceList::All {
+            pages.sort_by_key(|p| std::cmp::Reverse((p.maintenance.scheduled_for, p.maintenance.id)));
+            pages.truncate(50);
+        } else {
+            pages.sort_by_key(|p| (p.maintenance.scheduled_for, p.maintenance.id));
+        }
+        pages.into_iter().map(|p| self.maintenance(p)).collect()
+    }
+
     fn incident(&self, page: &PublicIncidentPage) -> StatusIncident {
         let i = &page.incident;
         let affected: Vec<StatusComponent> = i
@@ -278,7 +379,7 @@ impl<'a> Documents<'a> {
             page: self.page(),
             components: &self.components,
             incidents: self.state.active.iter().map(|p| self.incident(p)).collect(),
-            scheduled_maintenances: [],
+            scheduled_maintenances: self.maintenances(MaintenanceList::Current),
             status: self.status(),
         }
     }
@@ -302,8 +403,8 @@ impl<'a> Documents<'a> {
         IncidentsDoc { page: self.page(), incidents: self.state.active.iter().map(|p| self.incident(p)).collect() }
     }
 
-    pub fn maintenances_doc(&self) -> impl Serialize + '_ {
-        MaintenancesDoc { page: self.page(), scheduled_maintenances: [] }
+    pub fn maintenances_doc(&self, list: MaintenanceList) -> impl Serialize + '_ {
+        MaintenancesDoc { page: self.page(), scheduled_maintenances: self.maintenances(list) }
     }
 }
 
@@ -314,8 +415,7 @@ struct Summary<'a> {
     page: Page<'a>,
     components: &'a [StatusComponent],
     incidents: Vec<StatusIncident>,
-    /// Until maintenance exists.
-    scheduled_maintenances: [(); 0],
+    scheduled_maintenances: Vec<ScheduledMaintenance>,
     status: Indicator,
 }
 
@@ -340,7 +440,21 @@ struct IncidentsDoc<'a> {
 #[derive(Serialize)]
 struct MaintenancesDoc<'a> {
     page: Page<'a>,
-    scheduled_maintenances: [(); 0],
+    scheduled_maintenances: Vec<ScheduledMaintenance>,
+}
+
+/// Statuspage's text for a maintenance update posted without one.
+fn default_text(status: MaintenanceStatus) -> String {
+    match status {
+        MaintenanceStatus::Scheduled => "We will be undergoing scheduled maintenance during this time.",
+        MaintenanceStatus::InProgress => {
+            "Scheduled maintenance is currently in progress. We will provide updates as necessary."
+        }
+        MaintenanceStatus::Verifying => "Verification is currently underway for the maintenance items.",
+        MaintenanceStatus::Completed => "The scheduled maintenance has been completed.",
+        MaintenanceStatus::Cancelled => "The scheduled maintenance has been cancelled.",
+    }
+    .to_string()
 }
 
 /// Statuspage's timestamp: milliseconds, in the page's time zone (`Z` for UTC).
