@@ -13,6 +13,7 @@ pub mod page;
 pub mod patch;
 pub mod public;
 pub mod query;
+pub mod subscriber;
 pub mod subscription;
 pub mod timeline;
 pub mod validate;
