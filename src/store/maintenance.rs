@@ -19,6 +19,8 @@ pub trait MaintenanceStore {
         after: Option<&PageToken>,
         limit: u32,
     ) -> Result<Vec<Maintenance>>;
+    /// Whether the workers have anything to do at `now` (see [`MaintenanceTx::claim_due_maintenance`]).
+    async fn maintenance_due(&self, now: DateTime<Utc>, remind_before: DateTime<Utc>) -> Result<bool>;
     /// A maintenance's timeline, oldest first.
     async fn list_maintenance_updates(
         &self,

@@ -52,12 +52,8 @@ fn items(settings: &PublicSettings, state: &PublicState, lang: Lang) -> Vec<Item
     for page in &state.maintenances {
         let m = &page.maintenance;
         let link = format!("{}#maintenance-{}", settings.status_url, m.id);
-        let window = format!(
-            "{}: {} – {}",
-            t.maintenance_window,
-            t.datetime(m.scheduled_for, state.time_zone),
-            t.datetime(m.scheduled_until, state.time_zone)
-        );
+        let window =
+            format!("{}: {}", t.maintenance_window, t.window(m.scheduled_for, m.scheduled_until, state.time_zone));
         for u in &page.updates {
             // The oldest entry is the scheduling: it says what the maintenance says.
             let scheduling = page.updates.last().is_some_and(|first| first.id == u.id);

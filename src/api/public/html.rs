@@ -369,7 +369,7 @@ impl<'a> Renderer<'a> {
             body: m.body.clone(),
             status: t.maintenance_status(m.status),
             status_class: if m.status.is_active() { "s1" } else { "" },
-            window: format!("{} – {}", self.datetime(m.scheduled_for), self.datetime(m.scheduled_until)),
+            window: t.window(m.scheduled_for, m.scheduled_until, self.state.time_zone),
             components: m
                 .components
                 .iter()

@@ -255,6 +255,17 @@ impl Strings {
         format!("{}, {}", self.date(local.date_naive()), local.format("%H:%M %Z"))
     }
 
+    /// A window in the page's time zone: "1 Dec 2026, 22:00 – 23:00 UTC" within one day,
+    /// else both ends in full.
+    pub fn window(&self, from: DateTime<Utc>, until: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
+        let (a, b) = (from.with_timezone(&tz), until.with_timezone(&tz));
+        if a.date_naive() == b.date_naive() && a.format("%Z").to_string() == b.format("%Z").to_string() {
+            format!("{}, {} – {}", self.date(a.date_naive()), a.format("%H:%M"), b.format("%H:%M %Z"))
+        } else {
+            format!("{} – {}", self.datetime(from, tz), self.datetime(until, tz))
+        }
+    }
+
     fn month_short(&self, m: u32) -> &'static str {
         const EN: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
         const DE: [&str; 12] =
@@ -322,6 +333,19 @@ fn grouped(n: i64, separator: char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_within_one_day_names_the_day_once() {
+        let at = |h: u32, d: u32| {
+            chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap().and_hms_opt(h, 0, 0).unwrap().and_utc()
+        };
+        let tz = chrono_tz::Tz::Europe__Berlin;
+        assert_eq!(Lang::En.strings().window(at(21, 1), at(22, 1), tz), "1 Dec 2026, 22:00 – 23:00 CET");
+        assert_eq!(
+            Lang::De.strings().window(at(22, 1), at(23, 1), tz),
+            "1. Dez. 2026, 23:00 CET – 2. Dez. 2026, 00:00 CET"
+        );
+    }
 
     #[test]
     fn the_language_follows_accept_language_weights_and_falls_back_to_english() {

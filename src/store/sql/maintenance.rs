@@ -227,6 +227,11 @@ pub const DUE: &str = "m.status IN ('scheduled', 'in_progress', 'verifying') AND
      OR (m.status <> 'scheduled' AND m.auto_complete AND m.scheduled_until <= $1) \
      OR (m.status = 'scheduled' AND m.reminded_at IS NULL AND m.scheduled_for <= $2 AND m.scheduled_for > $1))";
 
+/// Whether any maintenance is due ([`DUE`]): read outside a transaction, so that a worker
+/// with nothing to do takes no lock.
+pub static ANY_DUE: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT EXISTS (SELECT 1 FROM maintenances m WHERE {DUE})"));
+
 /// Which maintenances a list returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MaintenanceFilter {

@@ -11,9 +11,9 @@ use crate::domain::Result;
 use crate::domain::maintenance::{Maintenance, MaintenanceUpdate};
 use crate::domain::page::PageToken;
 use crate::store::sql::maintenance::{
-    DELETE_MAINTENANCE_COMPONENTS, DUE, INSERT_MAINTENANCE, INSERT_MAINTENANCE_COMPONENT, INSERT_MAINTENANCE_UPDATE,
-    MaintenanceFilter, MaintenanceRow, MaintenanceUpdateRow, MaintenanceUpdateWrite, MaintenanceWrite,
-    UPDATE_MAINTENANCE, maintenance_updates_query, maintenances_query, select_maintenances,
+    ANY_DUE, DELETE_MAINTENANCE_COMPONENTS, DUE, INSERT_MAINTENANCE, INSERT_MAINTENANCE_COMPONENT,
+    INSERT_MAINTENANCE_UPDATE, MaintenanceFilter, MaintenanceRow, MaintenanceUpdateRow, MaintenanceUpdateWrite,
+    MaintenanceWrite, UPDATE_MAINTENANCE, maintenance_updates_query, maintenances_query, select_maintenances,
 };
 use crate::store::sql::{DbId, DbTime};
 use crate::store::{MaintenanceStore, MaintenanceTx};
@@ -44,6 +44,16 @@ impl MaintenanceStore for SqliteStore {
     ) -> Result<Vec<Maintenance>> {
         super::list::<MaintenanceRow, _>(&self.readers, maintenances_query(&SELECT_MAINTENANCES, filter, after, limit))
             .await
+    }
+
+    async fn maintenance_due(&self, now: DateTime<Utc>, remind_before: DateTime<Utc>) -> Result<bool> {
+        let (due,): (bool,) = sqlx::query_as(ANY_DUE.as_str())
+            .bind(DbTime(now))
+            .bind(DbTime(remind_before))
+            .fetch_one(&self.readers)
+            .await
+            .map_err(db_err)?;
+        Ok(due)
     }
 
     async fn list_maintenance_updates(
