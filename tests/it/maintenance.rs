@@ -435,3 +435,59 @@ async fn the_schedule_runs_once_across_workers_and_catches_up_after_every_proces
     assert_eq!(types(&events, late["id"].as_str().unwrap()), ["maintenance.scheduled"]);
     drop((w1, w2));
 }
+
+#[tokio::test]
+async fn maintenance_events_reach_subscribers_through_the_fan_out_filtered_by_component() {
+    let smtp = crate::receivers::SmtpSink::start();
+    let smtp_url = smtp.url.clone();
+    let app = TestApp::spawn_with(move |c| {
+        c.smtp_url = Some(smtp_url.into());
+        c.smtp_from = "Status <status@example.com>".into();
+    })
+    .await;
+    let db = app.create_component("Database").await["id"].as_str().unwrap().to_string();
+    let other = app.create_component("Search").await["id"].as_str().unwrap().to_string();
+    let mine = crate::receivers::Receiver::start().await;
+    let not_mine = crate::receivers::Receiver::start().await;
+    for (receiver, component) in [(&mine, &db), (&not_mine, &other)] {
+        let res = app
+            .post(
+                "/v1/subscriptions",
+                json!({"channel": "webhook", "target": receiver.url, "component_ids": [component],
+                    "event_types": ["maintenance.scheduled", "maintenance.started", "maintenance.completed"]}),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    }
+    let res = app
+        .post("/v1/subscriptions", json!({"channel": "email", "target": "ops@example.com", "component_ids": [db]}))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+
+    let m = schedule(
+        &app,
+        json!({"title": "Database failover drill", "body": "Expect a few seconds of errors.",
+            "components": [db], "scheduled_for": at(3600), "scheduled_until": at(7200), "auto_start": false}),
+    )
+    .await;
+    let id = m["id"].as_str().unwrap().to_string();
+    move_to(&app, &id, "in_progress").await;
+    move_to(&app, &id, "completed").await;
+    app.service.sequence_all().await.unwrap();
+
+    let got = mine.wait_for(3).await;
+    let kinds: Vec<String> = got.iter().map(|r| r.json()["type"].as_str().unwrap().to_string()).collect();
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["maintenance.completed", "maintenance.scheduled", "maintenance.started"]);
+    let started = got.iter().find(|r| r.json()["type"] == "maintenance.started").unwrap().json();
+    assert_eq!(started["subject"], id.as_str());
+    assert_eq!(started["data"]["maintenance"]["title"], "Database failover drill");
+    assert!(started["data"]["maintenance"].get("auto_start").is_none(), "public subscribers get the public view");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(not_mine.received().is_empty(), "another component's subscriber hears nothing");
+    // The email subscription gets a readable summary of each.
+    let mails = smtp.wait_for(3).await;
+    assert!(mails.iter().any(|m| m.contains("Maintenance Database failover drill: maintenance started")), "{mails:?}");
+    assert!(mails.iter().all(|m| m.contains("ops@example.com")));
+}
