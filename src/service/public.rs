@@ -26,8 +26,6 @@ pub const HISTORY_DAYS: u32 = 90;
 const RECENT_INCIDENTS: u32 = 50;
 /// At most this many incidents (or maintenances) of a kind are read for one state.
 const MAX_INCIDENTS: u32 = 1000;
-/// At most this many updates of a maintenance are shown (the first ones, oldest first).
-const MAINTENANCE_UPDATES: u32 = 100;
 
 impl Service {
     /// Reads everything the public surfaces show, as of now.
@@ -117,16 +115,19 @@ impl Service {
         maintenances.reverse();
         let over = MaintenanceFilter { statuses: vec![Completed, Cancelled] };
         maintenances.extend(self.store.list_maintenances(&over, None, RECENT_INCIDENTS).await?);
-        let mut pages = Vec::with_capacity(maintenances.len());
-        for m in &maintenances {
-            let mut updates = self.store.list_maintenance_updates(m.id, None, MAINTENANCE_UPDATES).await?;
-            updates.reverse();
-            pages.push(PublicMaintenancePage {
-                maintenance: PublicMaintenance::from(m),
-                updates: updates.iter().map(PublicMaintenanceUpdate::from).collect(),
-            });
+        let ids: Vec<Uuid> = maintenances.iter().map(|m| m.id).collect();
+        let mut timelines: HashMap<Uuid, Vec<PublicMaintenanceUpdate>> = HashMap::new();
+        for u in self.store.list_maintenance_timelines(&ids).await? {
+            timelines.entry(u.maintenance_id).or_default().push(PublicMaintenanceUpdate::from(&u));
         }
-        Ok(pages)
+        Ok(maintenances
+            .iter()
+            .map(|m| {
+                let mut updates = timelines.remove(&m.id).unwrap_or_default();
+                updates.reverse();
+                PublicMaintenancePage { maintenance: PublicMaintenance::from(m), updates }
+            })
+            .collect())
     }
 
     /// One incident as customers may read it, with its public updates: for pages of incidents

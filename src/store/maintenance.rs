@@ -19,6 +19,8 @@ pub trait MaintenanceStore {
         after: Option<&PageToken>,
         limit: u32,
     ) -> Result<Vec<Maintenance>>;
+    /// The timelines of these maintenances, oldest first (the public surfaces read them at once).
+    async fn list_maintenance_timelines(&self, maintenance_ids: &[Uuid]) -> Result<Vec<MaintenanceUpdate>>;
     /// Whether the workers have anything to do at `now` (see [`MaintenanceTx::claim_due_maintenance`]).
     async fn maintenance_due(&self, now: DateTime<Utc>, remind_before: DateTime<Utc>) -> Result<bool>;
     /// A maintenance's timeline, oldest first.

@@ -227,6 +227,15 @@ pub const DUE: &str = "m.status IN ('scheduled', 'in_progress', 'verifying') AND
      OR (m.status <> 'scheduled' AND m.auto_complete AND m.scheduled_until <= $1) \
      OR (m.status = 'scheduled' AND m.reminded_at IS NULL AND m.scheduled_for <= $2 AND m.scheduled_for > $1))";
 
+/// The timeline entries of the maintenances `ids_in_1` selects (the backend's test of
+/// `maintenance_id` against the list bound to `$1`), oldest first.
+pub fn maintenance_timelines_sql(ids_in_1: &str) -> String {
+    format!(
+        "SELECT {} FROM maintenance_updates WHERE {ids_in_1} ORDER BY created_at, id",
+        MaintenanceUpdateRow::COLUMNS.join(", ")
+    )
+}
+
 /// Whether any maintenance is due ([`DUE`]): read outside a transaction, so that a worker
 /// with nothing to do takes no lock.
 pub static ANY_DUE: LazyLock<String> =

@@ -13,7 +13,8 @@ use crate::domain::page::PageToken;
 use crate::store::sql::maintenance::{
     ANY_DUE, DELETE_MAINTENANCE_COMPONENTS, DUE, INSERT_MAINTENANCE, INSERT_MAINTENANCE_COMPONENT,
     INSERT_MAINTENANCE_UPDATE, MaintenanceFilter, MaintenanceRow, MaintenanceUpdateRow, MaintenanceUpdateWrite,
-    MaintenanceWrite, UPDATE_MAINTENANCE, maintenance_updates_query, maintenances_query, select_maintenances,
+    MaintenanceWrite, UPDATE_MAINTENANCE, maintenance_timelines_sql, maintenance_updates_query, maintenances_query,
+    select_maintenances,
 };
 use crate::store::sql::{DbId, DbTime};
 use crate::store::{MaintenanceStore, MaintenanceTx};
@@ -24,6 +25,8 @@ static SELECT_MAINTENANCES: LazyLock<String> = LazyLock::new(|| {
          WHERE mc.maintenance_id = m.id ORDER BY mc.position))",
     )
 });
+static TIMELINES: LazyLock<String> =
+    LazyLock::new(|| maintenance_timelines_sql("maintenance_id IN (SELECT value FROM json_each($1))"));
 static SELECT_MAINTENANCE_BY_ID: LazyLock<String> =
     LazyLock::new(|| format!("{} WHERE m.id = $1", *SELECT_MAINTENANCES));
 /// The write transaction already excludes every other writer: no row locks.
@@ -44,6 +47,15 @@ impl MaintenanceStore for SqliteStore {
     ) -> Result<Vec<Maintenance>> {
         super::list::<MaintenanceRow, _>(&self.readers, maintenances_query(&SELECT_MAINTENANCES, filter, after, limit))
             .await
+    }
+
+    async fn list_maintenance_timelines(&self, maintenance_ids: &[Uuid]) -> Result<Vec<MaintenanceUpdate>> {
+        let rows: Vec<MaintenanceUpdateRow> = sqlx::query_as(TIMELINES.as_str())
+            .bind(super::json_list(maintenance_ids))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter().map(MaintenanceUpdate::try_from).collect()
     }
 
     async fn maintenance_due(&self, now: DateTime<Utc>, remind_before: DateTime<Utc>) -> Result<bool> {
