@@ -355,6 +355,7 @@ impl Config {
             },
             time_zone: self.status.time_zone,
             maintenance_reminder: chrono::Duration::minutes(i64::from(self.maintenance_reminder_minutes)),
+            page_name: self.status.name.clone(),
         })
     }
 

@@ -188,6 +188,82 @@ pub fn check_components(v: &mut Violations, components: &[Uuid]) {
     }
 }
 
+/// A mail that is no event's delivery (the confirmation mail), queued in the transaction
+/// that decided to send it and sent by the workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMail {
+    pub id: Uuid,
+    pub subscriber_id: Option<Uuid>,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Extra headers (`List-Unsubscribe`, ...).
+    pub headers: Vec<(String, String)>,
+    pub status: MailStatus,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+wire_enum! {
+    /// Where a queued mail stands.
+    MailStatus {
+        Pending = "pending",
+        Sent = "sent",
+        /// Every attempt failed.
+        Failed = "failed",
+    }
+}
+
+/// A queued mail is tried at most this often.
+pub const MAIL_ATTEMPTS: i32 = 8;
+
+impl OutboundMail {
+    pub fn new(
+        subscriber_id: Option<Uuid>,
+        to: String,
+        (subject, text, html): (String, String, String),
+        headers: Vec<(String, String)>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        OutboundMail {
+            id: Uuid::now_v7(),
+            subscriber_id,
+            to,
+            subject,
+            text,
+            html,
+            headers,
+            status: MailStatus::Pending,
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: None,
+            created_at: now,
+            sent_at: None,
+        }
+    }
+
+    /// Records a failed attempt: tried again after a growing pause (30 s, 1 min, 2 min, …),
+    /// or failed for good after [`MAIL_ATTEMPTS`].
+    pub fn failed(&mut self, error: String, now: DateTime<Utc>) {
+        self.last_error = Some(error);
+        if self.attempts >= MAIL_ATTEMPTS {
+            self.status = MailStatus::Failed;
+        } else {
+            self.next_attempt_at = now + Duration::seconds(30 << (self.attempts.clamp(1, 10) - 1));
+        }
+    }
+
+    pub fn sent(&mut self, now: DateTime<Utc>) {
+        self.status = MailStatus::Sent;
+        self.sent_at = Some(now);
+        self.last_error = None;
+    }
+}
+
 /// What a link lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkPurpose {

@@ -2,6 +2,7 @@
 //! and sending it. A leaf: it imports only the domain and telemetry. The dispatcher that
 //! drives it lives in the service (`service/dispatch/`), which also owns the store it needs.
 
+pub mod customer;
 pub mod render;
 pub mod send;
 pub mod sign;

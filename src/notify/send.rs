@@ -213,6 +213,24 @@ impl Sender {
         Sent { status_code: Some(i32::from(status.as_u16())), latency: started.elapsed(), excerpt, error, outcome }
     }
 
+    /// Sends a queued mail (with its extra headers); the error says why it failed.
+    pub async fn send_mail(&self, mail: &crate::domain::subscriber::OutboundMail) -> Result<(), String> {
+        use lettre::message::header::{HeaderName, HeaderValue};
+        let Some((transport, from)) = &self.smtp else {
+            return Err("email is not configured (INCIDENTD_SMTP_URL)".into());
+        };
+        let to: Mailbox = mail.to.parse().map_err(|e| format!("invalid address: {e}"))?;
+        let mut builder = lettre::Message::builder().from(from.clone()).to(to).subject(mail.subject.clone());
+        for (name, value) in &mail.headers {
+            let name = HeaderName::new_from_ascii(name.clone()).map_err(|e| format!("header {name}: {e}"))?;
+            builder = builder.raw_header(HeaderValue::new(name, value.clone()));
+        }
+        let message = builder
+            .multipart(MultiPart::alternative_plain_html(mail.text.clone(), mail.html.clone()))
+            .map_err(|e| format!("could not build the email: {e}"))?;
+        transport.send(message).await.map(drop).map_err(|e| e.to_string())
+    }
+
     async fn email(&self, to: &str, summary: &Summary) -> Sent {
         let started = Instant::now();
         let Some((transport, from)) = &self.smtp else {

@@ -1,6 +1,6 @@
 //! Every background loop of a process, started in one place and stopped together: the
-//! listener for other processes' notices, the sequencer, the dispatcher and the maintenance
-//! schedule (worker role), the hourly upkeep and the memory trim; the application adds the
+//! listener for other processes' notices, the sequencer, the dispatcher, the maintenance
+//! schedule and the mail outbox (worker role), the hourly upkeep and the memory trim; the application adds the
 //! ones that belong to a transport (gRPC health) through [`Background::spawn`]. Stopping cancels them all and waits
 //! for each (the dispatcher after handing back or recording what it holds).
 
@@ -17,7 +17,8 @@ use crate::store::Notice;
 
 /// How often the upkeep runs.
 const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
-/// How often the workers look for maintenance due to start, complete or be announced.
+/// How often the workers look for maintenance due to start, complete or be announced, and
+/// for queued mails.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
 /// How often memory freed since is given back to the system.
 const TRIM_EVERY: Duration = Duration::from_secs(30);
@@ -70,6 +71,8 @@ impl Service {
             background.spawn("dispatcher", |stop| dispatcher.run(stop));
             let service = self.clone();
             background.spawn("maintenance", |stop| service.run_maintenance(stop));
+            let service = self.clone();
+            background.spawn("mail", |stop| service.run_mail(stop));
         }
         let service = self.clone();
         background.spawn("upkeep", |stop| service.run_upkeep(stop));
@@ -96,6 +99,19 @@ impl Service {
         loop {
             if let Err(e) = self.run_due_maintenance(crate::domain::now()).await {
                 tracing::warn!(error = %e, "moving scheduled maintenance failed; trying again");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(MAINTENANCE_EVERY) => {}
+            }
+        }
+    }
+
+    /// Every second (worker role): sends the queued mails that are due (confirmations).
+    async fn run_mail(self, stop: CancellationToken) {
+        loop {
+            if let Err(e) = self.send_due_mails().await {
+                tracing::warn!(error = %e, "sending queued mails failed; trying again");
             }
             tokio::select! {
                 _ = stop.cancelled() => return,

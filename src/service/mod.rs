@@ -14,6 +14,7 @@ mod incidents;
 mod maintenance;
 mod metrics;
 mod public;
+mod subscribers;
 mod subscriptions;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use history::{DEFAULT_UPTIME_WINDOW, MAX_UPTIME_WINDOW, backfill_component_h
 pub use idempotency::IDEMPOTENCY_TTL;
 pub use metrics::Metrics;
 pub use public::HISTORY_DAYS;
+pub use subscribers::SubscribeRequest;
 pub use subscriptions::{SubscriptionWithSecret, delivery_status};
 
 use idempotency::{claim, fingerprint, save_response};
@@ -47,6 +49,8 @@ pub struct ServiceSettings {
     pub time_zone: chrono_tz::Tz,
     /// How long before a maintenance starts its `maintenance.reminder` goes out.
     pub maintenance_reminder: chrono::Duration,
+    /// The status page's name, in the mails customers get.
+    pub page_name: String,
 }
 
 /// The service every transport calls. Cheap to clone: one reference count (every request
@@ -64,6 +68,9 @@ pub struct Parts {
     metrics: Arc<Metrics>,
     time_zone: chrono_tz::Tz,
     maintenance_reminder: chrono::Duration,
+    page_name: String,
+    /// The key customers' links are signed with, read from the database on first use.
+    link_key: tokio::sync::OnceCell<crate::domain::subscriber::LinkKey>,
     /// Set at shutdown: readiness fails from then on.
     draining: Arc<AtomicBool>,
     /// Cancelled when the process stops taking work: live event streams end.
@@ -87,7 +94,7 @@ pub struct Created<T> {
 
 impl Service {
     pub fn new(store: DynStore, settings: ServiceSettings) -> anyhow::Result<Self> {
-        let ServiceSettings { access, sender, dispatch, time_zone, maintenance_reminder } = settings;
+        let ServiceSettings { access, sender, dispatch, time_zone, maintenance_reminder, page_name } = settings;
         let public_url = sender.public_url.trim_end_matches('/').to_string();
         let sender = Sender::new(SenderSettings { public_url: public_url.clone(), ..sender })?;
         let metrics = Arc::new(Metrics::default());
@@ -102,6 +109,8 @@ impl Service {
             metrics,
             time_zone,
             maintenance_reminder,
+            page_name,
+            link_key: Default::default(),
             draining: Default::default(),
             closing: Default::default(),
         })))

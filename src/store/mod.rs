@@ -19,6 +19,7 @@ mod maintenance;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
+mod subscribers;
 mod subscriptions;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use history::{HistoryStore, HistoryTx, Imposition};
 pub use idempotency::{IdempotencyClaim, IdempotencyStore, IdempotencyTx};
 pub use incidents::{IncidentStore, IncidentTx};
 pub use maintenance::{MaintenanceFilter, MaintenanceStore, MaintenanceTx};
+pub use subscribers::{SubscriberStore, SubscriberTx};
 pub use subscriptions::{AttemptResult, ClaimedDelivery, Lease, NewDelivery, SubscriptionStore, SubscriptionTx};
 
 use crate::domain::{Result, Severity, Status};
@@ -45,6 +47,7 @@ pub trait Store:
     + MaintenanceStore
     + HistoryStore
     + AccessStore
+    + SubscriberStore
     + SubscriptionStore
     + EventStore
     + IdempotencyStore
@@ -69,7 +72,16 @@ pub trait Store:
 /// feature.
 #[async_trait]
 pub trait Transaction:
-    IncidentTx + ComponentTx + MaintenanceTx + HistoryTx + AccessTx + SubscriptionTx + EventTx + IdempotencyTx + Send
+    IncidentTx
+    + ComponentTx
+    + MaintenanceTx
+    + HistoryTx
+    + AccessTx
+    + SubscriberTx
+    + SubscriptionTx
+    + EventTx
+    + IdempotencyTx
+    + Send
 {
     async fn commit(self: Box<Self>) -> Result<()>;
 }

@@ -21,4 +21,5 @@ mod production;
 mod public;
 mod receivers;
 mod storage;
+mod subscribers;
 mod validation;

@@ -132,6 +132,19 @@ pub struct HistoryPage<'a> {
     pub earlier: Vec<(String, String)>,
 }
 
+/// A page about a customer's subscription: what happened, and a button when there is
+/// something to do.
+#[derive(Template)]
+#[template(path = "status/subscription.html")]
+pub struct SubscriptionPage<'a> {
+    pub frame: Frame<'a>,
+    pub heading: &'a str,
+    pub paragraphs: Vec<String>,
+    /// A POST to `action` with this label.
+    pub button: Option<&'a str>,
+    pub action: String,
+}
+
 /// Renders pages of one state in one language.
 pub struct Renderer<'a> {
     pub settings: &'a PublicSettings,
@@ -377,6 +390,21 @@ impl<'a> Renderer<'a> {
                 .collect(),
             updates,
         }
+    }
+
+    /// A page about a customer's subscription.
+    pub fn subscription(
+        &self,
+        path: &str,
+        heading: &str,
+        paragraphs: Vec<String>,
+        button: Option<(&str, String)>,
+    ) -> askama::Result<String> {
+        let (button, action) = match button {
+            Some((label, action)) => (Some(label), action),
+            None => (None, String::new()),
+        };
+        SubscriptionPage { frame: self.frame(path, self.state.at), heading, paragraphs, button, action }.render()
     }
 
     /// `/status/incidents/{reference}`.

@@ -140,6 +140,14 @@ catalogue! {
     maintenance_started_text: "The maintenance has started.", "Die Wartung hat begonnen.";
     maintenance_completed_text: "The maintenance has been completed.", "Die Wartung ist abgeschlossen.";
     maintenance_cancelled_text: "The maintenance has been cancelled.", "Die Wartung wurde abgesagt.";
+    subscribe_heading: "Get updates by email", "Updates per E-Mail erhalten";
+    subscribe_sent: "Check your inbox: if the address can be subscribed, a mail with a link to confirm is on its way. Nothing else is sent until you follow it.", "Sehen Sie in Ihr Postfach: Wenn die Adresse abonniert werden kann, ist eine E-Mail mit einem Bestätigungslink unterwegs. Bis Sie ihm folgen, senden wir nichts anderes.";
+    subscribed_heading: "You are subscribed", "Ihr Abonnement ist bestätigt";
+    subscribed_text: "You will get an email when there is an incident or maintenance. Every email has a link to unsubscribe.", "Sie erhalten eine E-Mail bei Störungen und Wartungen. Jede E-Mail enthält einen Link zum Abbestellen.";
+    unsubscribe_heading: "Unsubscribe", "Abbestellen";
+    unsubscribe_question: "Stop the emails to this address?", "Keine E-Mails mehr an diese Adresse senden?";
+    unsubscribed_text: "You are unsubscribed: you will get no more emails from us.", "Sie haben abbestellt: Sie erhalten keine E-Mails mehr von uns.";
+    link_invalid_heading: "This link does not work", "Dieser Link funktioniert nicht";
     maintenance_verifying_text: "The work is done and being verified.", "Die Arbeiten sind erledigt und werden überprüft.";
 }
 

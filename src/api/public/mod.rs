@@ -17,6 +17,7 @@ mod pages;
 mod serve;
 mod snapshot;
 pub mod statuspage;
+mod subscribe;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -129,6 +130,8 @@ pub struct Public {
     /// Pages read from the database on demand, for one snapshot generation.
     cold: Mutex<(u64, HashMap<String, Doc>)>,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Requests to subscribe, per client address: at most 5 a minute.
+    subscribe_limiter: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 /// At most this many on-demand pages are cached.
@@ -151,6 +154,7 @@ impl Public {
             snapshot: RwLock::new(None),
             cold: Mutex::new((0, HashMap::new())),
             limiter,
+            subscribe_limiter: RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(5).expect("5 > 0"))),
         })
     }
 
@@ -241,6 +245,7 @@ pub fn routes(public: Arc<Public>) -> OpenApiRouter<Service> {
         .routes(own_405(routes!(rss)))
         .routes(own_405(routes!(overall_badge)))
         .routes(own_405(routes!(component_badge)))
+        .merge(subscribe::routes())
         .layer(axum::middleware::from_fn(rate_limit))
         .layer(Extension(public))
         .layer(cors())
@@ -272,24 +277,39 @@ pub fn root() -> Router<Service> {
     Router::new().route("/", axum::routing::get(|| async { Redirect::temporary("/status") }))
 }
 
-/// Refuses a client over its rate (429 with `Retry-After`).
-async fn rate_limit(Extension(public): Extension<Arc<Public>>, request: Request, next: Next) -> Response {
-    if let Some(limiter) = &public.limiter {
+impl Public {
+    /// The client's address: the last `X-Forwarded-For` hop when trusted, else the peer.
+    fn client(&self, request: &Request) -> Option<IpAddr> {
         let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let forwarded = public
+        let forwarded = self
             .settings
             .trust_forwarded_for
             .then(|| request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()))
             .flatten()
             .and_then(|v| v.rsplit(',').next())
             .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
-        if let Some(ip) = forwarded.or(peer)
-            && let Err(not_until) = limiter.check_key(&ip)
-        {
-            use governor::clock::Clock;
-            let retry_after = not_until.wait_time_from(limiter.clock().now());
-            return super::rest::problem::ApiError(Error::RateLimited { retry_after }).into_response();
-        }
+        forwarded.or(peer)
+    }
+
+    /// How long the client of `request` must wait before asking to subscribe again, if it
+    /// is over its limit.
+    fn subscribe_limited(&self, request: &Request) -> Option<Duration> {
+        over(&self.subscribe_limiter, self.client(request)?)
+    }
+}
+
+/// How long `ip` must wait under `limiter`, if it is over it.
+fn over(limiter: &DefaultKeyedRateLimiter<IpAddr>, ip: IpAddr) -> Option<Duration> {
+    use governor::clock::Clock;
+    limiter.check_key(&ip).err().map(|not_until| not_until.wait_time_from(limiter.clock().now()))
+}
+
+/// Refuses a client over its rate (429 with `Retry-After`).
+async fn rate_limit(Extension(public): Extension<Arc<Public>>, request: Request, next: Next) -> Response {
+    if let (Some(limiter), Some(ip)) = (&public.limiter, public.client(&request))
+        && let Some(retry_after) = over(limiter, ip)
+    {
+        return super::rest::problem::ApiError(Error::RateLimited { retry_after }).into_response();
     }
     next.run(request).await
 }

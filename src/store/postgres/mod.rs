@@ -8,6 +8,7 @@ mod history;
 mod idempotency;
 mod incidents;
 mod maintenance;
+mod subscribers;
 mod subscriptions;
 
 use std::time::Duration;

@@ -15,6 +15,7 @@ pub mod history;
 pub mod idempotency;
 pub mod incidents;
 pub mod maintenance;
+pub mod subscribers;
 pub mod subscriptions;
 
 use chrono::{DateTime, Utc};

@@ -14,6 +14,7 @@ mod history;
 mod idempotency;
 mod incidents;
 mod maintenance;
+mod subscribers;
 mod subscriptions;
 
 use std::str::FromStr;

@@ -1,0 +1,252 @@
+//! Customer subscribers, the service's own keys and the mail outbox: rows, conversions and
+//! the statements both backends share.
+
+use std::sync::LazyLock;
+
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{DbId, DbTime, insert_sql, parse, read_row, select_sql, time, untime, update_sql, write_row};
+use crate::domain::subscriber::{OutboundMail, Subscriber};
+use crate::domain::{Error, Result};
+
+read_row! {
+    pub struct SubscriberRow {
+        id: DbId,
+        email: String,
+        email_key: String,
+        components: Json<Vec<Uuid>>,
+        lang: String,
+        status: String,
+        created_at: DbTime,
+        confirmed_at: Option<DbTime>,
+        unsubscribed_at: Option<DbTime>,
+        mailed_at: Option<DbTime>,
+        mails_today: i32,
+        updated_at: DbTime,
+    }
+}
+
+write_row! {
+    pub struct SubscriberWrite<'a> {
+        id: DbId,
+        email: &'a str,
+        email_key: String,
+        components: Json<&'a Vec<Uuid>>,
+        lang: &'a str,
+        status: &'a str,
+        created_at: DbTime,
+        confirmed_at: Option<DbTime>,
+        unsubscribed_at: Option<DbTime>,
+        mailed_at: Option<DbTime>,
+        mails_today: i32,
+        updated_at: DbTime,
+    }
+}
+
+impl<'a> From<&'a Subscriber> for SubscriberWrite<'a> {
+    fn from(s: &'a Subscriber) -> Self {
+        let Subscriber {
+            id,
+            email,
+            components,
+            lang,
+            status,
+            created_at,
+            confirmed_at,
+            unsubscribed_at,
+            mailed_at,
+            mails_today,
+            updated_at,
+        } = s;
+        SubscriberWrite {
+            id: DbId(*id),
+            email,
+            email_key: crate::domain::subscriber::email_key(email),
+            components: Json(components),
+            lang,
+            status: status.as_str(),
+            created_at: DbTime(*created_at),
+            confirmed_at: time(*confirmed_at),
+            unsubscribed_at: time(*unsubscribed_at),
+            mailed_at: time(*mailed_at),
+            mails_today: *mails_today,
+            updated_at: DbTime(*updated_at),
+        }
+    }
+}
+
+impl TryFrom<SubscriberRow> for Subscriber {
+    type Error = Error;
+    fn try_from(row: SubscriberRow) -> Result<Subscriber> {
+        let SubscriberRow {
+            id,
+            email,
+            email_key: _,
+            components,
+            lang,
+            status,
+            created_at,
+            confirmed_at,
+            unsubscribed_at,
+            mailed_at,
+            mails_today,
+            updated_at,
+        } = row;
+        Ok(Subscriber {
+            id: id.0,
+            email,
+            components: components.0,
+            lang,
+            status: parse("status", &status)?,
+            created_at: created_at.0,
+            confirmed_at: untime(confirmed_at),
+            unsubscribed_at: untime(unsubscribed_at),
+            mailed_at: untime(mailed_at),
+            mails_today,
+            updated_at: updated_at.0,
+        })
+    }
+}
+
+read_row! {
+    pub struct MailRow {
+        id: DbId,
+        subscriber_id: Option<DbId>,
+        to_address: String,
+        subject: String,
+        text_body: String,
+        html_body: String,
+        headers: Json<Vec<(String, String)>>,
+        status: String,
+        attempts: i32,
+        next_attempt_at: DbTime,
+        last_error: Option<String>,
+        created_at: DbTime,
+        sent_at: Option<DbTime>,
+    }
+}
+
+write_row! {
+    pub struct MailWrite<'a> {
+        id: DbId,
+        subscriber_id: Option<DbId>,
+        to_address: &'a str,
+        subject: &'a str,
+        text_body: &'a str,
+        html_body: &'a str,
+        headers: Json<&'a Vec<(String, String)>>,
+        status: &'a str,
+        attempts: i32,
+        next_attempt_at: DbTime,
+        last_error: Option<&'a str>,
+        created_at: DbTime,
+        sent_at: Option<DbTime>,
+    }
+}
+
+impl<'a> From<&'a OutboundMail> for MailWrite<'a> {
+    fn from(m: &'a OutboundMail) -> Self {
+        let OutboundMail {
+            id,
+            subscriber_id,
+            to,
+            subject,
+            text,
+            html,
+            headers,
+            status,
+            attempts,
+            next_attempt_at,
+            last_error,
+            created_at,
+            sent_at,
+        } = m;
+        MailWrite {
+            id: DbId(*id),
+            subscriber_id: subscriber_id.map(DbId),
+            to_address: to,
+            subject,
+            text_body: text,
+            html_body: html,
+            headers: Json(headers),
+            status: status.as_str(),
+            attempts: *attempts,
+            next_attempt_at: DbTime(*next_attempt_at),
+            last_error: last_error.as_deref(),
+            created_at: DbTime(*created_at),
+            sent_at: time(*sent_at),
+        }
+    }
+}
+
+impl TryFrom<MailRow> for OutboundMail {
+    type Error = Error;
+    fn try_from(row: MailRow) -> Result<OutboundMail> {
+        let MailRow {
+            id,
+            subscriber_id,
+            to_address,
+            subject,
+            text_body,
+            html_body,
+            headers,
+            status,
+            attempts,
+            next_attempt_at,
+            last_error,
+            created_at,
+            sent_at,
+        } = row;
+        Ok(OutboundMail {
+            id: id.0,
+            subscriber_id: subscriber_id.map(|s| s.0),
+            to: to_address,
+            subject,
+            text: text_body,
+            html: html_body,
+            headers: headers.0,
+            status: parse("status", &status)?,
+            attempts,
+            next_attempt_at: next_attempt_at.0,
+            last_error,
+            created_at: created_at.0,
+            sent_at: untime(sent_at),
+        })
+    }
+}
+
+pub static SELECT_SUBSCRIBER_BY_ID: LazyLock<String> =
+    LazyLock::new(|| select_sql(SubscriberRow::COLUMNS, "subscribers", "WHERE id = $1"));
+pub static SELECT_SUBSCRIBER_BY_EMAIL: LazyLock<String> =
+    LazyLock::new(|| select_sql(SubscriberRow::COLUMNS, "subscribers", "WHERE email_key = $1"));
+/// Inserts a subscriber unless one has the address already (two requests racing).
+pub static INSERT_SUBSCRIBER: LazyLock<String> = LazyLock::new(|| {
+    format!("{} ON CONFLICT (email_key) DO NOTHING", insert_sql("subscribers", SubscriberWrite::COLUMNS))
+});
+pub static UPDATE_SUBSCRIBER: LazyLock<String> = LazyLock::new(|| update_sql("subscribers", SubscriberWrite::COLUMNS));
+
+pub const INSERT_SERVICE_KEY: &str =
+    "INSERT INTO service_keys (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
+pub const SELECT_SERVICE_KEY: &str = "SELECT value FROM service_keys WHERE name = $1";
+
+pub static INSERT_MAIL: LazyLock<String> = LazyLock::new(|| insert_sql("mail_outbox", MailWrite::COLUMNS));
+pub static UPDATE_MAIL: LazyLock<String> = LazyLock::new(|| update_sql("mail_outbox", MailWrite::COLUMNS));
+
+/// Takes the next due mail for an attempt: counts the attempt and pushes its next attempt
+/// `$2` (the lease) ahead, so another worker leaves it alone while this one sends;
+/// `pick` is the backend's subquery choosing one due mail (`$1`: now).
+pub fn claim_mail_sql(pick: &str) -> String {
+    format!(
+        "UPDATE mail_outbox SET attempts = attempts + 1, next_attempt_at = $2 WHERE id = ({pick}) RETURNING {}",
+        MailRow::COLUMNS.join(", ")
+    )
+}
+
+/// The subquery of [`claim_mail_sql`] without row locks (SQLite).
+pub const PICK_DUE_MAIL: &str =
+    "SELECT id FROM mail_outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT 1";
+
+/// Whether any queued mail is due at `$1`.
+pub const ANY_MAIL_DUE: &str =
+    "SELECT EXISTS (SELECT 1 FROM mail_outbox WHERE status = 'pending' AND next_attempt_at <= $1)";
