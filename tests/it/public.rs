@@ -1215,6 +1215,18 @@ async fn nothing_internal_reaches_any_public_route_page_feed_or_badge() {
         until(&app, "/api/v2/summary.json", Duration::from_secs(5), |r| r.text().contains("Exports are delayed")).await;
     assert!(summary.text().contains("4300000"), "the rounded figure is public");
 
+    // The pages a subscriber's links lead to, with real links (from the queued mail).
+    let res = http_client().post(app.url("/status/subscribe")).json(&json!({"email": "c@example.com"})).send().await;
+    assert_eq!(res.unwrap().status(), StatusCode::ACCEPTED);
+    let db = app.db().await;
+    let outbox = db.rows_as_text("mail_outbox").await.join("\n");
+    db.close().await;
+    let link_to = |what: &str| -> String {
+        let marker = format!("/status/subscribe/{what}?token=");
+        let start = outbox.find(&marker).unwrap_or_else(|| panic!("no {what} link queued: {outbox}"));
+        outbox[start..].split(|c: char| !(c.is_ascii_alphanumeric() || "/?=._-".contains(c))).next().unwrap().into()
+    };
+
     // Every public route the API documents, with every incident and component.
     let spec = app.get("/openapi.json").await.body;
     let mut paths = Vec::new();
@@ -1223,7 +1235,9 @@ async fn nothing_internal_reaches_any_public_route_page_feed_or_badge() {
         if !op["tags"].as_array().unwrap().iter().any(|t| t == "public") {
             continue;
         }
-        let concrete: Vec<String> = if path.contains("{reference}") {
+        let concrete: Vec<String> = if let Some(what) = path.strip_prefix("/status/subscribe/") {
+            vec![link_to(what)]
+        } else if path.contains("{reference}") {
             [
                 reference.as_str(),
                 seeded.active["reference"].as_str().unwrap(),
