@@ -157,10 +157,7 @@ impl Subscriber {
                 Ok(true)
             }
             SubscriberStatus::Confirmed => Ok(false),
-            SubscriberStatus::Unsubscribed => Err(Error::invalid(
-                "token",
-                "this subscription was cancelled since: subscribe again on the status page",
-            )),
+            SubscriberStatus::Unsubscribed => Err(Error::invalid("token", LINK_CANCELLED)),
         }
     }
 
@@ -264,6 +261,32 @@ impl OutboundMail {
     }
 }
 
+/// Why a link did not work: the messages of its errors, which the pages word themselves.
+pub const LINK_INVALID: &str = "is not a valid link: copy the whole link from the mail";
+pub const LINK_EXPIRED: &str = "has expired: subscribe again on the status page for a new link";
+pub const LINK_CANCELLED: &str = "belongs to a subscription cancelled since: subscribe again on the status page";
+
+/// Why a link did not work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkProblem {
+    Invalid,
+    Expired,
+    Cancelled,
+}
+
+/// Which [`LinkProblem`] an error of a link is, if it is one.
+pub fn link_problem(e: &Error) -> Option<LinkProblem> {
+    match e {
+        Error::Validation(v) => v.iter().find(|f| f.field == "token").and_then(|f| match f.message.as_str() {
+            LINK_INVALID => Some(LinkProblem::Invalid),
+            LINK_EXPIRED => Some(LinkProblem::Expired),
+            LINK_CANCELLED => Some(LinkProblem::Cancelled),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
 /// What a link lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkPurpose {
@@ -335,7 +358,7 @@ impl LinkKey {
 
     /// The subscriber a token of `purpose` names, if its tag is right and it has not expired.
     pub fn verify(&self, purpose: LinkPurpose, token: &str, now: DateTime<Utc>) -> Result<Uuid> {
-        let invalid = || Error::invalid("token", "is not a valid link: copy the whole link from the mail");
+        let invalid = || Error::invalid("token", LINK_INVALID);
         let rest = token.strip_prefix(purpose.tag()).and_then(|r| r.strip_prefix('.')).ok_or_else(invalid)?;
         let bytes = URL_SAFE_NO_PAD.decode(rest).map_err(|_| invalid())?;
         if bytes.len() != 16 + 8 + TAG_BYTES {
@@ -346,10 +369,7 @@ impl LinkKey {
         let id = Uuid::from_slice(&payload[..16]).map_err(|_| invalid())?;
         let expires = i64::from_be_bytes(payload[16..].try_into().map_err(|_| invalid())?);
         if expires != NEVER && now.timestamp() > expires {
-            return Err(Error::invalid(
-                "token",
-                "this confirmation link has expired: subscribe again on the status page for a new one",
-            ));
+            return Err(Error::invalid("token", LINK_EXPIRED));
         }
         Ok(id)
     }

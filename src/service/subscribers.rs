@@ -186,5 +186,5 @@ async fn locked(tx: &mut dyn Transaction, id: Uuid) -> Result<Subscriber> {
 }
 
 fn invalid_link() -> Error {
-    Error::invalid("token", "is not a valid link: copy the whole link from the mail")
+    Error::invalid("token", crate::domain::subscriber::LINK_INVALID)
 }

@@ -139,7 +139,9 @@ async fn double_opt_in_confirms_by_link_and_one_click_unsubscribes() {
     forged.push(if confirm.ends_with('A') { 'B' } else { 'A' });
     let (status, body) = page(client.get(app.url(&forged))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body.contains("This link does not work"), "{body}");
+    assert!(body.contains("This link does not work") && body.contains("copy the whole link"), "{body}");
+    let (_, body) = page(client.get(app.url(&format!("{forged}&lang=de")))).await;
+    assert!(body.contains("Dieser Link funktioniert nicht"), "in the reader's language: {body}");
     let wrong_purpose = confirm.replace("/confirm?token=c.", "/unsubscribe?token=u.");
     let (status, _) = page(client.post(app.url(&wrong_purpose))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a confirmation token does not unsubscribe");

@@ -148,6 +148,9 @@ catalogue! {
     unsubscribe_question: "Stop the emails to this address?", "Keine E-Mails mehr an diese Adresse senden?";
     unsubscribed_text: "You are unsubscribed: you will get no more emails from us.", "Sie haben abbestellt: Sie erhalten keine E-Mails mehr von uns.";
     link_invalid_heading: "This link does not work", "Dieser Link funktioniert nicht";
+    link_invalid: "The link is not complete or not valid: copy the whole link from the mail.", "Der Link ist unvollständig oder ungültig: Kopieren Sie den ganzen Link aus der E-Mail.";
+    link_expired: "The link has expired: subscribe again on the status page for a new one.", "Der Link ist abgelaufen: Abonnieren Sie auf der Statusseite erneut, um einen neuen zu erhalten.";
+    link_cancelled: "This subscription was cancelled since: subscribe again on the status page.", "Dieses Abonnement wurde inzwischen beendet: Abonnieren Sie auf der Statusseite erneut.";
     maintenance_verifying_text: "The work is done and being verified.", "Die Arbeiten sind erledigt und werden überprüft.";
 }
 

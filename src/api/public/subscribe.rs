@@ -21,7 +21,7 @@ use super::serve::{PageQuery, language, starting};
 use crate::api::rest::extract::parse_json;
 use crate::api::rest::problem::ApiError;
 use crate::domain::Error;
-use crate::domain::subscriber::{LinkPurpose, Subscriber};
+use crate::domain::subscriber::{LinkProblem, LinkPurpose, Subscriber, link_problem};
 use crate::service::{Service, SubscribeRequest};
 
 /// The largest subscribe request read.
@@ -96,12 +96,15 @@ fn link_lang(query: &LinkQuery, subscriber: &Subscriber) -> Lang {
 /// The page for a link that does not work (bad, expired, or its subscriber gone).
 fn link_failed(public: &Public, query: &LinkQuery, headers: &HeaderMap, error: Error) -> Response {
     let (lang, _) = language(public, &PageQuery { lang: query.lang.clone() }, headers);
-    let message = match &error {
-        Error::Validation(v) => v.iter().map(|f| f.message.clone()).collect::<Vec<_>>().join(" "),
-        other => other.to_string(),
-    };
+    let Some(problem) = link_problem(&error) else { return ApiError(error).into_response() };
     render(public, lang, StatusCode::BAD_REQUEST, |r| {
-        r.subscription("/status", r.lang.strings().link_invalid_heading, vec![message], None)
+        let t = r.lang.strings();
+        let message = match problem {
+            LinkProblem::Invalid => t.link_invalid,
+            LinkProblem::Expired => t.link_expired,
+            LinkProblem::Cancelled => t.link_cancelled,
+        };
+        r.subscription("/status", t.link_invalid_heading, vec![message.to_string()], None)
     })
 }
 
