@@ -45,6 +45,9 @@ pub enum Error {
     RateLimited { retry_after: std::time::Duration },
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// This deployment is not set up for it (email without `INCIDENTD_SMTP_URL`).
+    #[error("{0}")]
+    NotConfigured(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -63,6 +66,7 @@ pub enum ErrorCode {
     PermissionDenied,
     RateLimited,
     Unavailable,
+    NotConfigured,
     Internal,
 }
 
@@ -81,6 +85,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotConfigured => "not_configured",
             ErrorCode::Internal => "internal",
         }
     }
@@ -99,6 +104,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "Permission denied",
             ErrorCode::RateLimited => "Too many requests",
             ErrorCode::Unavailable => "Service unavailable",
+            ErrorCode::NotConfigured => "Not configured",
             ErrorCode::Internal => "Internal error",
         }
     }
@@ -118,6 +124,7 @@ impl Error {
             Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::NotConfigured(_) => ErrorCode::NotConfigured,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

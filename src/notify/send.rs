@@ -213,6 +213,11 @@ impl Sender {
         Sent { status_code: Some(i32::from(status.as_u16())), latency: started.elapsed(), excerpt, error, outcome }
     }
 
+    /// Whether email can be sent (`INCIDENTD_SMTP_URL` is set).
+    pub fn can_email(&self) -> bool {
+        self.smtp.is_some()
+    }
+
     /// Sends a queued mail (with its extra headers); the error says why it failed.
     pub async fn send_mail(&self, mail: &crate::domain::subscriber::OutboundMail) -> Result<(), String> {
         use lettre::message::header::{HeaderName, HeaderValue};

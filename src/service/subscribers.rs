@@ -56,6 +56,11 @@ impl Service {
 
     /// Subscribes an address (no key needed): see the module's notes.
     pub async fn subscribe(&self, input: SubscribeRequest) -> Result<()> {
+        if !self.dispatcher.sender().can_email() {
+            return Err(Error::NotConfigured(
+                "this status page sends no email (INCIDENTD_SMTP_URL is not set): follow its feeds instead".into(),
+            ));
+        }
         let mut v = Violations::new();
         let email = normalize_email(&mut v, "email", input.email.as_deref());
         check_components(&mut v, &input.components);

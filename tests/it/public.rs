@@ -1162,7 +1162,10 @@ async fn badges_are_svg_with_a_readable_title() {
 
 #[tokio::test]
 async fn nothing_internal_reaches_any_public_route_page_feed_or_badge() {
-    let app = TestApp::spawn().await;
+    // With email, so that a subscriber's link pages can be scanned too.
+    let smtp = crate::receivers::SmtpSink::start();
+    let smtp_url = smtp.url.clone();
+    let app = TestApp::spawn_with(move |c| c.smtp_url = Some(smtp_url.into())).await;
     let seeded = seed(&app).await;
     let (_, secret) = app.api_key("CANARY-api-key-name", &["incidents:write"]).await;
     let keyed = http_client();

@@ -187,6 +187,15 @@ async fn the_page_form_the_language_and_bad_input() {
 }
 
 #[tokio::test]
+async fn without_email_configured_the_endpoint_says_so() {
+    let app = TestApp::spawn().await;
+    let (status, problem) = subscribe(&app, json!({"email": "jane@example.com"})).await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{problem}");
+    assert_eq!(problem["code"], "not_configured");
+    assert!(problem["detail"].as_str().unwrap().contains("INCIDENTD_SMTP_URL"), "{problem}");
+}
+
+#[tokio::test]
 async fn one_client_address_cannot_send_many_requests() {
     let (app, _smtp) = app_with_mail().await;
     let mut statuses = Vec::new();

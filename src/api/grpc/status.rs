@@ -25,6 +25,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::RateLimited => Code::ResourceExhausted,
         ErrorCode::AlreadyExists => Code::AlreadyExists,
         ErrorCode::Unavailable => Code::Unavailable,
+        ErrorCode::NotConfigured => Code::Unimplemented,
         ErrorCode::Internal => Code::Internal,
     }
 }
