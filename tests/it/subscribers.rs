@@ -190,7 +190,7 @@ async fn the_page_form_the_language_and_bad_input() {
 async fn without_email_configured_the_endpoint_says_so() {
     let app = TestApp::spawn().await;
     let (status, problem) = subscribe(&app, json!({"email": "jane@example.com"})).await;
-    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{problem}");
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
     assert_eq!(problem["code"], "not_configured");
     assert!(problem["detail"].as_str().unwrap().contains("INCIDENTD_SMTP_URL"), "{problem}");
 }

@@ -115,7 +115,7 @@ fn link_failed(public: &Public, query: &LinkQuery, headers: &HeaderMap, error: E
         (status = 200, description = "A form was posted: the same, as a page", content_type = "text/html"),
         (status = 400, description = "Invalid request: `errors` names each bad field"),
         (status = 413, description = "The request is too large"),
-        (status = 501, description = "This deployment sends no email (INCIDENTD_SMTP_URL is not set)"),
+        (status = 404, description = "This deployment sends no email (INCIDENTD_SMTP_URL is not set): `code` is `not_configured`"),
         (status = 429, description = "Too many requests from this address; see Retry-After")))]
 async fn subscribe(
     Extension(public): Extension<Arc<Public>>,

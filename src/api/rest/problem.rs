@@ -21,7 +21,8 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::NotConfigured => StatusCode::NOT_IMPLEMENTED,
+        // The feature is not there on this deployment (as if the route were absent).
+        ErrorCode::NotConfigured => StatusCode::NOT_FOUND,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
