@@ -11,20 +11,28 @@ fn german(lang: &str) -> bool {
     lang == "de"
 }
 
-fn html(paragraphs: &[String], link: (&str, &str), footer: &str) -> String {
+/// The HTML part: the paragraphs, the action as a button, the footer, and the unsubscribe link.
+fn html(paragraphs: &[String], link: (&str, &str), footer: &str, unsubscribe: (&str, &str)) -> String {
     let body: String = paragraphs.iter().map(|p| format!("<p>{}</p>", escape_html(p))).collect();
     format!(
         "<!doctype html><html><body style=\"font-family:sans-serif;line-height:1.5;max-width:36rem\">{body}\
          <p><a href=\"{}\" style=\"display:inline-block;padding:.6em 1.2em;background:#0b63ce;color:#fff;\
-         text-decoration:none;border-radius:6px\">{}</a></p><p style=\"color:#555;font-size:.9em\">{}</p></body></html>",
+         text-decoration:none;border-radius:6px\">{}</a></p><p style=\"color:#555;font-size:.9em\">{}</p>\
+         <p style=\"color:#555;font-size:.9em\"><a href=\"{}\">{}</a></p></body></html>",
         escape_html(link.0),
         escape_html(link.1),
-        escape_html(footer)
+        escape_html(footer),
+        escape_html(unsubscribe.0),
+        escape_html(unsubscribe.1),
     )
 }
 
+fn unsubscribe_label(lang: &str) -> &'static str {
+    if german(lang) { "Abbestellen" } else { "Unsubscribe" }
+}
+
 /// Asks the owner of an address to confirm a subscription (the double opt-in).
-pub fn confirmation(page: &str, lang: &str, confirm_url: &str) -> Mail {
+pub fn confirmation(page: &str, lang: &str, confirm_url: &str, unsubscribe_url: &str) -> Mail {
     let (subject, intro, action, footer) = if german(lang) {
         (
             format!("Bitte bestätigen Sie Ihr Abonnement: {page}"),
@@ -42,8 +50,9 @@ pub fn confirmation(page: &str, lang: &str, confirm_url: &str) -> Mail {
             "The link works for 48 hours. If this was not you, ignore this email: you will get no others.",
         )
     };
-    let text = format!("{intro}\n\n{action}: {confirm_url}\n\n{footer}\n");
-    (subject, text, html(&[intro], (confirm_url, action), footer))
+    let label = unsubscribe_label(lang);
+    let text = format!("{intro}\n\n{action}: {confirm_url}\n\n{footer}\n\n{label}: {unsubscribe_url}\n");
+    (subject, text, html(&[intro], (confirm_url, action), footer, (unsubscribe_url, label)))
 }
 
 /// Tells the owner of a subscribed address that it is subscribed already (asked again), with
@@ -65,7 +74,7 @@ pub fn already_subscribed(page: &str, lang: &str, unsubscribe_url: &str) -> Mail
         )
     };
     let text = format!("{intro}\n\n{action}: {unsubscribe_url}\n\n{footer}\n");
-    (subject, text, html(&[intro], (unsubscribe_url, action), footer))
+    (subject, text, html(&[intro], (unsubscribe_url, action), footer, (unsubscribe_url, unsubscribe_label(lang))))
 }
 
 /// The RFC 8058 headers of every mail to a subscriber: one-click unsubscribe.

@@ -118,7 +118,7 @@ impl Service {
             customer::already_subscribed(&self.page_name, &s.lang, &unsubscribe)
         } else {
             let confirm = self.link(LinkPurpose::Confirm, s.id, "confirm").await?;
-            customer::confirmation(&self.page_name, &s.lang, &confirm)
+            customer::confirmation(&self.page_name, &s.lang, &confirm, &unsubscribe)
         };
         Ok(OutboundMail::new(Some(s.id), s.email.clone(), content, customer::unsubscribe_headers(&unsubscribe), now()))
     }

@@ -84,6 +84,9 @@ async fn double_opt_in_confirms_by_link_and_one_click_unsubscribes() {
     let unsubscribe_header = mail["list_unsubscribe"].as_str().unwrap();
     assert!(unsubscribe_header.starts_with('<') && unsubscribe_header.contains("/status/subscribe/unsubscribe?token="));
     assert_eq!(mail["list_unsubscribe_post"], "List-Unsubscribe=One-Click");
+    let in_header = link(unsubscribe_header, "unsubscribe");
+    assert_eq!(link(text, "unsubscribe"), in_header, "the body has the unsubscribe link too");
+    assert_eq!(link(html, "unsubscribe"), in_header);
 
     // Asking again within minutes sends nothing more (and answers the same).
     let (again, same) = subscribe(&app, json!({"email": "jane@example.com"})).await;
