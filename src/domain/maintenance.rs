@@ -156,7 +156,7 @@ impl NewMaintenance {
                 v.add("scheduled_until", "must be in the future");
             }
         }
-        maintenance.check_components(&mut v);
+        v.component_ids("components", &maintenance.components);
         v.finish()?;
         Ok(maintenance)
     }
@@ -182,18 +182,6 @@ impl Maintenance {
             v.add("scheduled_until", "must be after scheduled_for");
         } else if self.scheduled_until - self.scheduled_for > Duration::days(WINDOW_MAX_DAYS) {
             v.add("scheduled_until", format!("must be at most {WINDOW_MAX_DAYS} days after scheduled_for"));
-        }
-    }
-
-    /// The components are bounded in number and listed once each (shared by create and edit).
-    pub(crate) fn check_components(&self, v: &mut Violations) {
-        if self.components.len() > validate::AFFECTED_COMPONENTS_MAX {
-            v.add("components", format!("must have at most {} entries", validate::AFFECTED_COMPONENTS_MAX));
-        }
-        for (i, c) in self.components.iter().enumerate() {
-            if self.components[..i].contains(c) {
-                v.add(format!("components[{i}]"), "is listed twice");
-            }
         }
     }
 
@@ -330,7 +318,7 @@ impl Maintenance {
                 v.add("scheduled_until", "must be in the future");
             }
         }
-        self.check_components(&mut v);
+        v.component_ids("components", &self.components);
         v.finish()?;
         let changed: Vec<&'static str> = [
             ("title", self.title != before.title),

@@ -18,7 +18,7 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use super::error::{Error, Result};
-use super::validate::{self, Violations};
+use super::validate::Violations;
 use super::wire_enum;
 
 wire_enum! {
@@ -170,18 +170,6 @@ impl Subscriber {
         self.unsubscribed_at = Some(now);
         self.updated_at = now;
         true
-    }
-}
-
-/// Checks the components a subscriber picked: bounded in number, each once.
-pub fn check_components(v: &mut Violations, components: &[Uuid]) {
-    if components.len() > validate::AFFECTED_COMPONENTS_MAX {
-        v.add("components", format!("must have at most {} entries", validate::AFFECTED_COMPONENTS_MAX));
-    }
-    for (i, c) in components.iter().enumerate() {
-        if components[..i].contains(c) {
-            v.add(format!("components[{i}]"), "is listed twice");
-        }
     }
 }
 

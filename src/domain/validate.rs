@@ -51,6 +51,19 @@ impl Violations {
         if self.0.is_empty() { Ok(()) } else { Err(Error::Validation(self.0)) }
     }
 
+    /// A list of component ids at `field`: at most [`AFFECTED_COMPONENTS_MAX`], each once
+    /// (a repeat is named `field[i]`).
+    pub fn component_ids(&mut self, field: &str, ids: &[uuid::Uuid]) {
+        if ids.len() > AFFECTED_COMPONENTS_MAX {
+            self.add(field, format!("must have at most {AFFECTED_COMPONENTS_MAX} entries"));
+        }
+        for (i, c) in ids.iter().enumerate() {
+            if ids[..i].contains(c) {
+                self.add(format!("{field}[{i}]"), "is listed twice");
+            }
+        }
+    }
+
     /// A required, trimmed text of `1..=max` characters.
     pub fn required_text(&mut self, field: &str, value: Option<&str>, max: usize) -> String {
         match value.map(str::trim) {

@@ -198,6 +198,21 @@ pub(crate) async fn check_components_exist(
     Ok(())
 }
 
+/// Refuses the components of the list at `field` that do not exist, among those `is_new`
+/// picks (those already on the resource may have been deleted since), naming each by its
+/// place in the list.
+pub(crate) async fn refuse_unknown_components(
+    tx: &mut dyn Transaction,
+    field: &str,
+    components: &[Uuid],
+    is_new: impl Fn(&Uuid) -> bool,
+) -> Result<()> {
+    let mut v = Violations::new();
+    let named = components.iter().enumerate().filter(|(_, c)| is_new(c)).map(|(i, c)| (format!("{field}[{i}]"), *c));
+    check_components_exist(tx, &mut v, named).await?;
+    v.finish()
+}
+
 /// Records effective-status moves `(component after, status before)` in the history and
 /// makes their events: the one place a move is written down.
 async fn record_moves(

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::components::{ComponentWatch, check_components_exist};
+use super::components::{ComponentWatch, refuse_unknown_components};
 use super::events::traced;
 use super::{Created, Service, claim, fingerprint, save_response};
 use crate::domain::history::Cause;
@@ -13,7 +13,6 @@ use crate::domain::maintenance::{
     Maintenance, MaintenancePatch, MaintenanceStatus, MaintenanceUpdate, NewMaintenance, NewMaintenanceUpdate,
 };
 use crate::domain::page::{Page, PageToken};
-use crate::domain::validate::Violations;
 use crate::domain::version::check_etag;
 use crate::domain::{
     AuditEvent, Caller, Error, Event, EventType, IdempotencyKey, PageRequest, Permission, Result, now,
@@ -52,7 +51,7 @@ impl Service {
         if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
-        check_components(tx.as_mut(), &maintenance.components, |_| true).await?;
+        refuse_unknown_components(tx.as_mut(), "components", &maintenance.components, |_| true).await?;
         tx.insert_maintenance(&maintenance).await?;
         let update = MaintenanceUpdate::new(&maintenance, maintenance.body.clone(), false, &caller.name, now);
         tx.insert_maintenance_update(&update).await?;
@@ -112,7 +111,7 @@ impl Service {
         }
         maintenance.settle_reminder(now, self.maintenance_reminder);
         // Components already on it may have been deleted since (they are then dropped).
-        check_components(tx.as_mut(), &maintenance.components, |c| !before.contains(c)).await?;
+        refuse_unknown_components(tx.as_mut(), "components", &maintenance.components, |c| !before.contains(c)).await?;
         let watched = if maintenance.status.is_active() {
             before.iter().chain(&maintenance.components).copied().collect()
         } else {
@@ -266,13 +265,4 @@ async fn move_maintenance(
     let mut events = vec![Event::maintenance_moved(maintenance, from, &update, now)];
     events.extend(watch.finish(tx, now).await?);
     Ok((update, events))
-}
-
-/// Refuses the components that do not exist among those `is_new` picks, naming each by its
-/// place in the list.
-async fn check_components(tx: &mut dyn Transaction, components: &[Uuid], is_new: impl Fn(&Uuid) -> bool) -> Result<()> {
-    let mut v = Violations::new();
-    let named = components.iter().enumerate().filter(|(_, c)| is_new(c)).map(|(i, c)| (format!("components[{i}]"), *c));
-    check_components_exist(tx, &mut v, named).await?;
-    v.finish()
 }

@@ -10,9 +10,7 @@ use chrono::Duration;
 use uuid::Uuid;
 
 use super::Service;
-use crate::domain::subscriber::{
-    LinkKey, LinkPurpose, OutboundMail, Subscriber, SubscriberStatus, check_components, normalize_email,
-};
+use crate::domain::subscriber::{LinkKey, LinkPurpose, OutboundMail, Subscriber, SubscriberStatus, normalize_email};
 use crate::domain::validate::Violations;
 use crate::domain::{Error, Result, now};
 use crate::notify::customer;
@@ -63,7 +61,7 @@ impl Service {
         }
         let mut v = Violations::new();
         let email = normalize_email(&mut v, "email", input.email.as_deref());
-        check_components(&mut v, &input.components);
+        v.component_ids("components", &input.components);
         let lang = match input.lang.as_deref().map(str::trim) {
             None | Some("") | Some("en") => "en",
             Some("de") => "de",
@@ -77,10 +75,7 @@ impl Service {
         self.link_key().await?;
         let now = now();
         let mut tx = self.store.begin().await?;
-        let mut v = Violations::new();
-        let named = input.components.iter().enumerate().map(|(i, c)| (format!("components[{i}]"), *c));
-        super::components::check_components_exist(tx.as_mut(), &mut v, named).await?;
-        v.finish()?;
+        super::components::refuse_unknown_components(tx.as_mut(), "components", &input.components, |_| true).await?;
         let mut subscriber = match tx.lock_subscriber_by_email(&email).await? {
             Some(mut s) => {
                 s.ask_again(input.components.clone(), lang, now);
