@@ -312,6 +312,14 @@ pub struct PublicMaintenancePage {
     pub updates: Vec<PublicMaintenanceUpdate>,
 }
 
+impl PublicMaintenancePage {
+    /// The updates after the scheduling (the oldest entry, whose text is the maintenance's
+    /// body), newest first.
+    pub fn later_updates(&self) -> &[PublicMaintenanceUpdate] {
+        &self.updates[..self.updates.len().saturating_sub(1)]
+    }
+}
+
 /// Everything the public surfaces show, read at one moment: the status page, the
 /// Statuspage-compatible JSON, the feeds and the badges are all rendered from it.
 #[derive(Debug, Clone)]

@@ -54,20 +54,12 @@ fn items(settings: &PublicSettings, state: &PublicState, lang: Lang) -> Vec<Item
         let link = format!("{}#maintenance-{}", settings.status_url, m.id);
         let window =
             format!("{}: {}", t.maintenance_window, t.window(m.scheduled_for, m.scheduled_until, state.time_zone));
-        for u in &page.updates {
-            // The oldest entry is the scheduling: it says what the maintenance says.
-            let scheduling = page.updates.last().is_some_and(|first| first.id == u.id);
-            let body = match u.body.as_str() {
-                _ if scheduling => {
-                    if m.body.is_empty() {
-                        window.clone()
-                    } else {
-                        format!("{}\n\n{window}", m.body)
-                    }
-                }
-                "" => t.maintenance_update_text(u.status).to_string(),
-                text => text.to_string(),
-            };
+        let scheduling = page.updates.last().map(|u| {
+            let body = if m.body.is_empty() { window.clone() } else { format!("{}\n\n{window}", m.body) };
+            (u, body)
+        });
+        let later = page.later_updates().iter().map(|u| (u, t.maintenance_update_body(u)));
+        for (u, body) in later.chain(scheduling) {
             items.push(Item {
                 id: format!("{link}/{}", u.id),
                 title: format!("{} · {}: {}", t.maintenance, t.maintenance_status(u.status), m.title),

@@ -364,14 +364,12 @@ impl<'a> Renderer<'a> {
         let t = self.t();
         let m = &page.maintenance;
         let updates = page
-            .updates
+            .later_updates()
             .iter()
-            // The oldest entry is the scheduling, whose text is the body shown above.
-            .take(page.updates.len().saturating_sub(1))
             .take(3)
             .map(|u| UpdateView {
                 status: t.maintenance_status(u.status),
-                body: if u.body.is_empty() { t.maintenance_update_text(u.status).to_string() } else { u.body.clone() },
+                body: t.maintenance_update_body(u),
                 at: self.datetime(u.created_at),
                 datetime: u.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             })

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 use crate::domain::maintenance::MaintenanceStatus;
+use crate::domain::public::PublicMaintenanceUpdate;
 use crate::domain::{ComponentStatus, Impact, Status, WorkaroundAvailability};
 
 /// The languages the status page speaks.
@@ -173,6 +174,11 @@ impl Strings {
             MaintenanceStatus::Completed => self.maintenance_completed,
             MaintenanceStatus::Cancelled => self.maintenance_cancelled,
         }
+    }
+
+    /// An update's text: its own, else what its move means.
+    pub fn maintenance_update_body(&self, u: &PublicMaintenanceUpdate) -> String {
+        if u.body.is_empty() { self.maintenance_update_text(u.status).to_string() } else { u.body.clone() }
     }
 
     /// What an update posted without text says: the move it records (the scheduling's own
