@@ -19,7 +19,7 @@ use crate::store::Notice;
 const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
 /// How often the workers look for maintenance due to start, complete or be announced, and
 /// for queued mails.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
+const EVERY_SECOND: Duration = Duration::from_secs(1);
 /// How often memory freed since is given back to the system.
 const TRIM_EVERY: Duration = Duration::from_secs(30);
 
@@ -69,10 +69,22 @@ impl Service {
         if worker {
             let dispatcher = self.dispatcher.clone();
             background.spawn("dispatcher", |stop| dispatcher.run(stop));
+            // Starts, completes and announces the maintenance due (what fell due while no
+            // process ran is done at once), and sends the queued mails (confirmations).
             let service = self.clone();
-            background.spawn("maintenance", |stop| service.run_maintenance(stop));
+            background.spawn("maintenance", |stop| {
+                Self::every(EVERY_SECOND, stop, "moving scheduled maintenance", move || {
+                    let service = service.clone();
+                    async move { service.run_due_maintenance(crate::domain::now()).await }
+                })
+            });
             let service = self.clone();
-            background.spawn("mail", |stop| service.run_mail(stop));
+            background.spawn("mail", |stop| {
+                Self::every(EVERY_SECOND, stop, "sending queued mails", move || {
+                    let service = service.clone();
+                    async move { service.send_due_mails().await }
+                })
+            });
         }
         let service = self.clone();
         background.spawn("upkeep", |stop| service.run_upkeep(stop));
@@ -93,29 +105,20 @@ impl Service {
         }
     }
 
-    /// Every second (worker role): starts, completes and announces the maintenance due (see
-    /// [`Service::run_due_maintenance`]); what fell due while no process ran is done at once.
-    async fn run_maintenance(self, stop: CancellationToken) {
+    /// Runs `step` now and then every `period` until `stop`; a failed step is logged as
+    /// `what` failing and tried again at the next.
+    async fn every<F, Fut, T>(period: Duration, stop: CancellationToken, what: &'static str, mut step: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         loop {
-            if let Err(e) = self.run_due_maintenance(crate::domain::now()).await {
-                tracing::warn!(error = %e, "moving scheduled maintenance failed; trying again");
+            if let Err(e) = step().await {
+                tracing::warn!(error = %e, "{what} failed; trying again");
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(MAINTENANCE_EVERY) => {}
-            }
-        }
-    }
-
-    /// Every second (worker role): sends the queued mails that are due (confirmations).
-    async fn run_mail(self, stop: CancellationToken) {
-        loop {
-            if let Err(e) = self.send_due_mails().await {
-                tracing::warn!(error = %e, "sending queued mails failed; trying again");
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(MAINTENANCE_EVERY) => {}
+                _ = tokio::time::sleep(period) => {}
             }
         }
     }
