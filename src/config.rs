@@ -161,6 +161,11 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_SMTP_FROM", default_value = "incidentd <incidentd@localhost>", global = true)]
     pub smtp_from: String,
 
+    /// SMTP connections per process: customer mails go out over this many at once, each
+    /// connection reused for many mails.
+    #[arg(long, env = "INCIDENTD_SMTP_CONNECTIONS", default_value_t = 8, global = true)]
+    pub smtp_connections: u32,
+
     /// Deliveries in flight at once per process.
     #[arg(long, env = "INCIDENTD_DELIVERY_CONCURRENCY", default_value_t = 256, global = true)]
     pub delivery_concurrency: usize,
@@ -342,6 +347,7 @@ impl Config {
                 guard: crate::notify::Guard::new(crate::notify::Allowlist::parse(&self.webhook_allowlist)?),
                 smtp_url: self.smtp_url.clone(),
                 smtp_from: self.smtp_from.clone(),
+                smtp_connections: self.smtp_connections.clamp(1, 256),
                 public_url: self.public_url.trim_end_matches('/').to_string(),
             },
             dispatch: crate::service::DispatchSettings {
@@ -402,6 +408,7 @@ impl Config {
             smtp_from: "incidentd <incidentd@localhost>".into(),
             delivery_concurrency: 64,
             delivery_concurrency_per_subscription: 8,
+            smtp_connections: 8,
             disable_failing_after_hours: 120,
             secret_rotation_grace_hours: 24,
             maintenance_reminder_minutes: 60,

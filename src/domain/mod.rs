@@ -3,9 +3,11 @@
 
 pub mod access;
 pub mod component;
+pub mod customer_mail;
 pub mod error;
 pub mod event;
 pub mod history;
+pub mod i18n;
 pub mod ids;
 pub mod incident;
 pub mod maintenance;

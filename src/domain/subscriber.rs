@@ -284,6 +284,15 @@ pub enum LinkPurpose {
 }
 
 impl LinkPurpose {
+    /// The page under `/status/subscribe/` a link of this purpose opens.
+    pub fn page(self) -> &'static str {
+        match self {
+            LinkPurpose::Confirm => "confirm",
+            LinkPurpose::Unsubscribe => "unsubscribe",
+            LinkPurpose::Manage => "manage",
+        }
+    }
+
     fn tag(self) -> &'static str {
         match self {
             LinkPurpose::Confirm => "c",

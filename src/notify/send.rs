@@ -31,6 +31,8 @@ pub struct SenderSettings {
     /// `smtp://host:port`, `smtps://…` or `smtp://…?tls=required`, with credentials if needed.
     pub smtp_url: Option<SecretString>,
     pub smtp_from: String,
+    /// SMTP connections kept open and used at once (customer mails go out over all of them).
+    pub smtp_connections: u32,
     /// Where the API is reached from outside: the CloudEvents `source`, and the base of links.
     pub public_url: String,
 }
@@ -41,6 +43,7 @@ impl Default for SenderSettings {
             guard: Guard::default(),
             smtp_url: None,
             smtp_from: "incidentd@localhost".into(),
+            smtp_connections: 8,
             public_url: "http://localhost:8080".into(),
         }
     }
@@ -61,6 +64,7 @@ pub struct Sender {
     smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
     guard: Guard,
     public_url: String,
+    smtp_connections: usize,
 }
 
 impl Sender {
@@ -78,8 +82,11 @@ impl Sender {
             .build()?;
         let smtp = match &settings.smtp_url {
             Some(url) => {
+                // Connections are pooled: a burst of mails reuses them instead of a handshake each.
+                let pool = lettre::transport::smtp::PoolConfig::new().max_size(settings.smtp_connections.max(1));
                 let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())?
                     .timeout(Some(REQUEST_TIMEOUT))
+                    .pool_config(pool)
                     .build();
                 let from: Mailbox = settings
                     .smtp_from
@@ -89,7 +96,13 @@ impl Sender {
             }
             None => None,
         };
-        Ok(Sender { http, smtp, guard: settings.guard, public_url: settings.public_url })
+        Ok(Sender {
+            http,
+            smtp,
+            guard: settings.guard,
+            public_url: settings.public_url,
+            smtp_connections: settings.smtp_connections.max(1) as usize,
+        })
     }
 
     pub fn guard(&self) -> &Guard {
@@ -211,6 +224,11 @@ impl Sender {
             (Outcome::Retry { retry_after, slow_down }, Some(format!("the receiver answered {status}")))
         };
         Sent { status_code: Some(i32::from(status.as_u16())), latency: started.elapsed(), excerpt, error, outcome }
+    }
+
+    /// How many mails may be handed to SMTP at once.
+    pub fn smtp_connections(&self) -> usize {
+        self.smtp_connections
     }
 
     /// Whether email can be sent (`INCIDENTD_SMTP_URL` is set).

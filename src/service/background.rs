@@ -1,6 +1,6 @@
 //! Every background loop of a process, started in one place and stopped together: the
 //! listener for other processes' notices, the sequencer, the dispatcher, the maintenance
-//! schedule and the mail outbox (worker role), the hourly upkeep and the memory trim; the application adds the
+//! schedule, the mail outbox and the customer mails (worker role), the hourly upkeep and the memory trim; the application adds the
 //! ones that belong to a transport (gRPC health) through [`Background::spawn`]. Stopping cancels them all and waits
 //! for each (the dispatcher after handing back or recording what it holds).
 
@@ -83,6 +83,15 @@ impl Service {
                 Self::every(EVERY_SECOND, stop, "sending queued mails", move || {
                     let service = service.clone();
                     async move { service.send_due_mails().await }
+                })
+            });
+            // The customers' mails about incidents and maintenance, apart from the
+            // confirmations so that a big send does not hold a confirmation back.
+            let service = self.clone();
+            background.spawn("customer mail", |stop| {
+                Self::every(EVERY_SECOND, stop, "sending customer mails", move || {
+                    let service = service.clone();
+                    async move { service.send_due_customer_mails().await }
                 })
             });
         }

@@ -6,6 +6,7 @@
 mod access;
 mod background;
 mod components;
+mod customer_mails;
 mod dispatch;
 mod events;
 mod history;

@@ -173,7 +173,7 @@ impl Service {
     }
 
     /// Every component, in status-page order.
-    async fn all_components(&self) -> Result<Vec<Component>> {
+    pub(super) async fn all_components(&self) -> Result<Vec<Component>> {
         let mut all = Vec::new();
         let mut after: Option<PageToken> = None;
         loop {

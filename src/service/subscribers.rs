@@ -33,7 +33,7 @@ pub struct SubscribeRequest {
 
 impl Service {
     /// The key links are signed with: read (or made, once for every replica) on first use.
-    async fn link_key(&self) -> Result<&LinkKey> {
+    pub(super) async fn link_key(&self) -> Result<&LinkKey> {
         self.link_key
             .get_or_try_init(|| async {
                 let mut tx = self.store.begin().await?;
@@ -46,10 +46,15 @@ impl Service {
             .await
     }
 
-    /// A link to `path` on the status page carrying a token of `purpose`.
-    async fn link(&self, purpose: LinkPurpose, subscriber: Uuid, path: &str) -> Result<String> {
-        let token = self.link_key().await?.sign(purpose, subscriber, now());
-        Ok(format!("{}/status/subscribe/{path}?token={token}", self.public_url))
+    /// The link of `purpose` for a subscriber, signed with `key`: a page under
+    /// `/status/subscribe/` carrying the token.
+    pub(super) fn signed_link(&self, key: &LinkKey, purpose: LinkPurpose, subscriber: Uuid) -> String {
+        let token = key.sign(purpose, subscriber, now());
+        format!("{}/status/subscribe/{}?token={token}", self.public_url, purpose.page())
+    }
+
+    async fn link(&self, purpose: LinkPurpose, subscriber: Uuid) -> Result<String> {
+        Ok(self.signed_link(self.link_key().await?, purpose, subscriber))
     }
 
     /// Subscribes an address (no key needed): see the module's notes.
@@ -108,11 +113,11 @@ impl Service {
     /// The mail a subscribe request sends: the confirmation, or the note that the address is
     /// subscribed already. Both carry the one-click unsubscribe headers.
     async fn welcome_mail(&self, s: &Subscriber) -> Result<OutboundMail> {
-        let unsubscribe = self.link(LinkPurpose::Unsubscribe, s.id, "unsubscribe").await?;
+        let unsubscribe = self.link(LinkPurpose::Unsubscribe, s.id).await?;
         let content = if s.status == SubscriberStatus::Confirmed {
             customer::already_subscribed(&self.page_name, &s.lang, &unsubscribe)
         } else {
-            let confirm = self.link(LinkPurpose::Confirm, s.id, "confirm").await?;
+            let confirm = self.link(LinkPurpose::Confirm, s.id).await?;
             customer::confirmation(&self.page_name, &s.lang, &confirm, &unsubscribe)
         };
         Ok(OutboundMail::new(Some(s.id), s.email.clone(), content, customer::unsubscribe_headers(&unsubscribe), now()))

@@ -5,14 +5,37 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::Result;
+use crate::domain::customer_mail::CustomerMailOutcome;
 use crate::domain::subscriber::{OutboundMail, Subscriber};
+use crate::domain::{Event, Result};
+
+/// A customer mail claimed for sending: the event (`None` when it is gone), its subscriber, and
+/// which attempt this is.
+#[derive(Debug, Clone)]
+pub struct ClaimedCustomerMail {
+    pub event: Option<std::sync::Arc<Event>>,
+    pub subscriber: Subscriber,
+    pub event_id: Uuid,
+    pub attempts: i32,
+}
 
 #[async_trait]
 pub trait SubscriberStore {
     async fn get_subscriber(&self, id: Uuid) -> Result<Option<Subscriber>>;
     /// Whether a queued mail is due at `now` (read outside a transaction).
     async fn mail_due(&self, now: DateTime<Utc>) -> Result<bool>;
+    /// Whether a customer mail is due at `now` (read outside a transaction).
+    async fn customer_mail_due(&self, now: DateTime<Utc>) -> Result<bool>;
+    /// Takes up to `limit` customer mails due at `now` for an attempt (counted), leaving them alone
+    /// for other workers until `lease_until`.
+    async fn claim_customer_mails(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ClaimedCustomerMail>>;
+    /// Writes what became of the attempts.
+    async fn record_customer_mails(&self, outcomes: &[CustomerMailOutcome], now: DateTime<Utc>) -> Result<()>;
 }
 
 #[async_trait]
@@ -31,4 +54,7 @@ pub trait SubscriberTx {
     /// other workers until `lease_until`.
     async fn claim_mail(&mut self, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<OutboundMail>>;
     async fn update_mail(&mut self, mail: &OutboundMail) -> Result<()>;
+    /// Queues a customer mail of each of `events` for every confirmed subscriber who wants it
+    /// (see `domain::customer_mail`), due at `now`; returns how many.
+    async fn queue_customer_mails(&mut self, events: &[&Event], now: DateTime<Utc>) -> Result<u64>;
 }

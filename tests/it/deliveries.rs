@@ -446,6 +446,7 @@ async fn the_ssrf_guard_refuses_internal_receivers() {
         smtp_url: None,
         smtp_from: "x@example.com".into(),
         public_url: "http://localhost".into(),
+        ..Default::default()
     })
     .unwrap();
     let event = incidentd::notify::send::test_event(

@@ -162,7 +162,8 @@ impl SmtpSink {
         let handler = SmtpHandler { current: Vec::new(), messages: messages.clone() };
         std::thread::spawn(move || {
             let mut server = mailin_embedded::Server::new(handler);
-            server.with_name("sink.test").with_tcp_listener(listener);
+            // Enough threads for every connection a pooled sender keeps open.
+            server.with_name("sink.test").with_num_threads(64).with_tcp_listener(listener);
             let _ = server.serve();
         });
         SmtpSink { url, messages }

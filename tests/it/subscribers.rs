@@ -214,3 +214,174 @@ async fn one_client_address_cannot_send_many_requests() {
     assert_eq!(statuses[..5], [(StatusCode::ACCEPTED, false); 5]);
     assert_eq!(statuses[5..], [(StatusCode::TOO_MANY_REQUESTS, true); 2], "five a minute per client address");
 }
+
+/// Subscribes `email` on the public endpoint and follows the confirmation link of the mail
+/// that came for it.
+async fn confirmed_subscriber(app: &TestApp, smtp: &SmtpSink, email: &str, body: Value) {
+    let before = smtp.wait_for(0).await.len();
+    let mut body = body;
+    body["email"] = json!(email);
+    let (status, answer) = subscribe(app, body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let mail = parse_mail(&smtp.wait_for(before + 1).await[before]);
+    assert_eq!(mail["to"], email);
+    let (status, body) = page(http_client().get(app.url(&link(mail["text"].as_str().unwrap(), "confirm")))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// The mails that came after the first `skip`, parsed.
+async fn mails_after(smtp: &SmtpSink, skip: usize, count: usize) -> Vec<Value> {
+    let all = smtp.wait_for(skip + count).await;
+    all[skip..].iter().map(|m| parse_mail(m)).collect()
+}
+
+/// The subjects of `mails` that went to `to`, in the order they arrived.
+fn subjects_to(mails: &[Value], to: &str) -> Vec<String> {
+    mails.iter().filter(|m| m["to"] == to).map(|m| m["subject"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn confirmed_subscribers_hear_of_incidents_and_maintenance_on_their_components_and_nothing_internal() {
+    let (app, smtp) = app_with_mail().await;
+    let checkout = app.create_component("Checkout").await["id"].as_str().unwrap().to_string();
+    let search = app.create_component("Search").await["id"].as_str().unwrap().to_string();
+    confirmed_subscriber(&app, &smtp, "all@example.com", json!({})).await;
+    confirmed_subscriber(&app, &smtp, "checkout@example.com", json!({"components": [checkout]})).await;
+    confirmed_subscriber(&app, &smtp, "suche@example.de", json!({"components": [search], "lang": "de"})).await;
+    // Asked, never confirmed: gets nothing but the confirmation.
+    let (status, _) = subscribe(&app, json!({"email": "pending@example.com"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let before = smtp.wait_for(4).await.len();
+
+    // An incident on Checkout, declared over gRPC, with internal details everywhere they fit.
+    let mut grpc = app.incidents_grpc().await;
+    let created = grpc
+        .create_incident(incidentd::proto::CreateIncidentRequest {
+            incident: Some(incidentd::proto::Incident {
+                title: "Payments fail".into(),
+                summary: "Card payments are declined.".into(),
+                severity: incidentd::proto::Severity::Sev1 as i32,
+                impact: incidentd::proto::Impact::Major as i32,
+                root_cause: Some("CANARY-ROOT-CAUSE".into()),
+                affected_components: vec![incidentd::proto::AffectedComponent {
+                    component_id: checkout.clone(),
+                    status: incidentd::proto::ComponentStatus::MajorOutage as i32,
+                }],
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = created.incident.unwrap().id;
+    let path = format!("/v1/incidents/{id}");
+    // Internal only: acknowledged, an internal note, an internal field edited: no mail.
+    assert_eq!(app.post(&format!("{path}/acknowledge"), json!({})).await.status, StatusCode::OK);
+    app.post(&format!("{path}/updates"), json!({"body": "CANARY-INTERNAL-NOTE", "visibility": "internal"})).await;
+    let edited = app.patch(&path, json!({"labels": {"team": "CANARY-LABEL"}})).await;
+    assert_eq!(edited.status, StatusCode::OK, "{}", edited.body);
+    // What customers plan around: an ETA and a workaround (one mail), a public update, the
+    // resolution.
+    let edited = app
+        .patch(
+            &path,
+            json!({"eta": "2030-01-01T10:00:00Z", "workaround": {"availability": "available", "text": "Pay by invoice"}}),
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::OK, "{}", edited.body);
+    let posted = app
+        .post(
+            &format!("{path}/updates"),
+            json!({"body": "We found the cause.", "visibility": "public", "status": "identified"}),
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::CREATED, "{}", posted.body);
+    app.transition(&id, "resolved").await;
+
+    let mails = mails_after(&smtp, before, 8).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(smtp.wait_for(0).await.len(), before + 8, "four mails each to the two who want Checkout, no more");
+    // In the order things happened, for each of them.
+    let want = [
+        "[Acme status] Investigating: Payments fail",
+        "[Acme status] Investigating: Payments fail",
+        "[Acme status] Identified: Payments fail",
+        "[Acme status] Resolved: Payments fail",
+    ];
+    assert_eq!(subjects_to(&mails, "all@example.com"), want);
+    assert_eq!(subjects_to(&mails, "checkout@example.com"), want);
+    for m in &mails {
+        let all = m.to_string();
+        assert!(!all.contains("CANARY"), "internal details reached a customer: {all}");
+        let text = m["text"].as_str().unwrap();
+        let html = m["html"].as_str().unwrap();
+        assert!(text.contains("Affected: Checkout"), "{text}");
+        assert!(text.contains("/status/incidents/INC-1"), "{text}");
+        let unsubscribe = link(m["list_unsubscribe"].as_str().unwrap(), "unsubscribe");
+        assert_eq!(m["list_unsubscribe_post"], "List-Unsubscribe=One-Click");
+        assert_eq!(link(text, "unsubscribe"), unsubscribe);
+        assert_eq!(link(html, "unsubscribe"), unsubscribe);
+        assert_eq!(link(text, "manage"), link(html, "manage"), "a link to choose components in both parts");
+    }
+    let first = mails.iter().find(|m| m["to"] == "all@example.com").unwrap();
+    let text = first["text"].as_str().unwrap();
+    for want in [
+        "Status: Investigating",
+        "Impact: Major",
+        "Expected resolution: Not yet known",
+        "Workaround: Not yet known",
+        "Card payments are declined.",
+    ] {
+        assert!(text.contains(want), "{want} not in {text}");
+    }
+    let eta = mails
+        .iter()
+        .find(|m| m["to"] == "all@example.com" && m["text"].as_str().unwrap().contains("Pay by invoice"))
+        .expect("the mail about the workaround");
+    assert!(eta["text"].as_str().unwrap().contains("Expected resolution: 1 Jan 2030, 10:00 UTC"), "{eta}");
+    let resolved = mails.iter().find(|m| m["subject"] == "[Acme status] Resolved: Payments fail").unwrap();
+    assert!(!resolved["text"].as_str().unwrap().contains("Expected resolution"), "no ETA once resolved");
+
+    // Maintenance on Search reaches the all-subscriber and the German Search subscriber.
+    let before = smtp.wait_for(0).await.len();
+    let soon = chrono::Utc::now() + chrono::Duration::days(2);
+    let created = app
+        .post(
+            "/v1/maintenances",
+            json!({"title": "Index rebuild", "body": "Search may be slow.", "components": [search],
+                   "scheduled_for": soon, "scheduled_until": soon + chrono::Duration::hours(1)}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let mails = mails_after(&smtp, before, 2).await;
+    assert_eq!(subjects_to(&mails, "all@example.com"), ["[Acme status] Scheduled maintenance: Index rebuild"]);
+    assert_eq!(subjects_to(&mails, "suche@example.de"), ["[Acme status] Geplante Wartungsarbeiten: Index rebuild"]);
+    let de = mails.iter().find(|m| m["to"] == "suche@example.de").unwrap()["text"].as_str().unwrap().to_string();
+    for want in ["Status: Geplant", "Betroffen: Search", "Search may be slow.", "Abbestellen:"] {
+        assert!(de.contains(want), "{want} not in {de}");
+    }
+
+    // One click unsubscribes: the next news does not reach that address.
+    let all_mail = mails.iter().find(|m| m["to"] == "all@example.com").unwrap();
+    let unsubscribe = link(all_mail["list_unsubscribe"].as_str().unwrap(), "unsubscribe");
+    let res = http_client()
+        .post(app.url(&unsubscribe))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let before = smtp.wait_for(0).await.len();
+    let m_id = created.body["id"].as_str().unwrap();
+    let cancelled = app
+        .post(&format!("/v1/maintenances/{m_id}/updates"), json!({"status": "cancelled", "body": "Not needed."}))
+        .await;
+    assert_eq!(cancelled.status, StatusCode::CREATED, "{}", cancelled.body);
+    let mails = mails_after(&smtp, before, 1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(smtp.wait_for(0).await.len(), before + 1, "nothing to the unsubscribed address");
+    assert_eq!(mails[0]["to"], "suche@example.de");
+    assert!(mails[0]["text"].as_str().unwrap().contains("Not needed."), "{}", mails[0]);
+}

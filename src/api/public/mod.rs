@@ -12,7 +12,7 @@
 mod badge;
 mod feeds;
 mod html;
-pub mod i18n;
+pub use crate::domain::i18n;
 mod pages;
 mod serve;
 mod snapshot;

@@ -1,5 +1,6 @@
-//! Fan-out: a delivery for every subscription that wants each newly sequenced event, written
-//! in the sequencer's transaction.
+//! Fan-out: a delivery for every subscription that wants each newly sequenced event, and a
+//! queued mail for every confirmed customer subscriber who should hear of it
+//! (`domain::customer_mail`), written in the sequencer's transaction.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Dispatcher;
+use crate::domain::customer_mail::notifies_subscribers;
 use crate::domain::subscription::SigningSecrets;
 use crate::domain::{Delivery, DeliveryStatus, Event, Result, Subscription};
 use crate::store::{ClaimedDelivery, Lease, NewDelivery, Transaction};
@@ -27,6 +29,10 @@ impl Dispatcher {
     /// transaction commits ([`Dispatcher::send_claimed`]) without a round through the table;
     /// the rest are pending for whichever worker claims them.
     pub(crate) async fn fan_out(&self, tx: &mut dyn Transaction, events: &[Event]) -> Result<FannedOut> {
+        let for_customers: Vec<&Event> = events.iter().filter(|e| notifies_subscribers(e)).collect();
+        if !for_customers.is_empty() {
+            tx.queue_customer_mails(&for_customers, self.now()).await?;
+        }
         let subscriptions = tx.fanout_subscriptions().await?;
         if subscriptions.is_empty() {
             return Ok(FannedOut::default());

@@ -7,15 +7,18 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{PgStore, PgTx, db_err};
-use crate::domain::Result;
+use crate::domain::customer_mail::CustomerMailOutcome;
 use crate::domain::subscriber::{OutboundMail, Subscriber};
+use crate::domain::{Event, Result};
+use crate::store::sql::events::{EventRow, SELECT_EVENTS};
 use crate::store::sql::subscribers::{
-    ANY_MAIL_DUE, INSERT_MAIL, INSERT_SERVICE_KEY, INSERT_SUBSCRIBER, MailRow, MailWrite, SELECT_SERVICE_KEY,
-    SELECT_SUBSCRIBER_BY_EMAIL, SELECT_SUBSCRIBER_BY_ID, SubscriberRow, SubscriberWrite, UPDATE_MAIL,
-    UPDATE_SUBSCRIBER, claim_mail_sql,
+    ANY_CUSTOMER_MAIL_DUE, ANY_MAIL_DUE, CustomerMailClaimRow, INSERT_MAIL, INSERT_SERVICE_KEY, INSERT_SUBSCRIBER,
+    MailRow, MailWrite, SELECT_SERVICE_KEY, SELECT_SUBSCRIBER_BY_EMAIL, SELECT_SUBSCRIBER_BY_ID, SELECT_SUBSCRIBERS,
+    SubscriberRow, SubscriberWrite, UPDATE_MAIL, UPDATE_SUBSCRIBER, claim_mail_sql, customer_mail_targets,
+    join_customer_mails, queue_customer_mails_sql, record_customer_mail,
 };
 use crate::store::sql::{DbId, DbTime};
-use crate::store::{SubscriberStore, SubscriberTx};
+use crate::store::{ClaimedCustomerMail, SubscriberStore, SubscriberTx};
 
 static LOCK_SUBSCRIBER_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{} FOR UPDATE", *SELECT_SUBSCRIBER_BY_ID));
 static LOCK_SUBSCRIBER_BY_EMAIL: LazyLock<String> =
@@ -27,6 +30,22 @@ static CLAIM_MAIL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+static QUEUE_CUSTOMER_MAILS: LazyLock<String> = LazyLock::new(|| {
+    queue_customer_mails_sql(
+        "jsonb_to_recordset($1::jsonb) AS e(id uuid, subject text, components jsonb)",
+        "e.id, s.id, e.subject",
+        "s.components = '[]'::jsonb OR s.components ?| ARRAY(SELECT jsonb_array_elements_text(e.components)) \
+         OR EXISTS (SELECT 1 FROM customer_mails n WHERE n.subject = e.subject AND n.subscriber_id = s.id)",
+    )
+});
+static CLAIM_CUSTOMER_MAILS: &str = "UPDATE customer_mails n SET attempts = n.attempts + 1, next_attempt_at = $2 \
+     FROM (SELECT event_id, subscriber_id FROM customer_mails WHERE status = 'pending' AND next_attempt_at <= $1 \
+           ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) due \
+     WHERE n.event_id = due.event_id AND n.subscriber_id = due.subscriber_id \
+     RETURNING n.event_id, n.subscriber_id, n.attempts";
+static EVENTS_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{}WHERE id = ANY($1)", *SELECT_EVENTS));
+static SUBSCRIBERS_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{}WHERE id = ANY($1)", *SELECT_SUBSCRIBERS));
+
 #[async_trait]
 impl SubscriberStore for PgStore {
     async fn get_subscriber(&self, id: Uuid) -> Result<Option<Subscriber>> {
@@ -37,6 +56,51 @@ impl SubscriberStore for PgStore {
         let (due,): (bool,) =
             sqlx::query_as(ANY_MAIL_DUE).bind(DbTime(now)).fetch_one(&self.pool).await.map_err(db_err)?;
         Ok(due)
+    }
+
+    async fn customer_mail_due(&self, now: DateTime<Utc>) -> Result<bool> {
+        let (due,): (bool,) =
+            sqlx::query_as(ANY_CUSTOMER_MAIL_DUE).bind(DbTime(now)).fetch_one(&self.pool).await.map_err(db_err)?;
+        Ok(due)
+    }
+
+    async fn claim_customer_mails(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ClaimedCustomerMail>> {
+        let claimed: Vec<CustomerMailClaimRow> = sqlx::query_as(CLAIM_CUSTOMER_MAILS)
+            .bind(DbTime(now))
+            .bind(DbTime(lease_until))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let claimed: Vec<(Uuid, Uuid, i32)> = claimed.iter().map(CustomerMailClaimRow::ids).collect();
+        let mut event_ids: Vec<Uuid> = claimed.iter().map(|c| c.0).collect();
+        event_ids.sort_unstable();
+        event_ids.dedup();
+        let subscriber_ids: Vec<Uuid> = claimed.iter().map(|c| c.1).collect();
+        let events: Vec<EventRow> =
+            sqlx::query_as(EVENTS_BY_ID.as_str()).bind(&event_ids).fetch_all(&self.pool).await.map_err(db_err)?;
+        let subscribers: Vec<SubscriberRow> = sqlx::query_as(SUBSCRIBERS_BY_ID.as_str())
+            .bind(&subscriber_ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        join_customer_mails(claimed, events, subscribers)
+    }
+
+    async fn record_customer_mails(&self, outcomes: &[CustomerMailOutcome], now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        for o in outcomes {
+            record_customer_mail(o, DbTime(now)).execute(&mut *tx).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
     }
 }
 
@@ -110,5 +174,15 @@ impl SubscriberTx for PgTx {
     async fn update_mail(&mut self, m: &OutboundMail) -> Result<()> {
         MailWrite::from(m).bind(sqlx::query(UPDATE_MAIL.as_str())).execute(self.conn().await?).await.map_err(db_err)?;
         Ok(())
+    }
+
+    async fn queue_customer_mails(&mut self, events: &[&Event], now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(QUEUE_CUSTOMER_MAILS.as_str())
+            .bind(customer_mail_targets(events))
+            .bind(DbTime(now))
+            .execute(self.conn().await?)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
     }
 }

@@ -7,8 +7,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{DbId, DbTime, insert_sql, parse, read_row, select_sql, time, untime, update_sql, write_row};
+use crate::domain::customer_mail::CustomerMailOutcome;
 use crate::domain::subscriber::{OutboundMail, Subscriber};
-use crate::domain::{Error, Result};
+use crate::domain::{Error, Event, Result};
 
 read_row! {
     pub struct SubscriberRow {
@@ -250,3 +251,97 @@ pub const PICK_DUE_MAIL: &str =
 /// Whether any queued mail is due at `$1`.
 pub const ANY_MAIL_DUE: &str =
     "SELECT EXISTS (SELECT 1 FROM mail_outbox WHERE status = 'pending' AND next_attempt_at <= $1)";
+
+/// What the backends' customer-mail queueing reads of a round's events: `[{id, subject, components}]`.
+pub fn customer_mail_targets(events: &[&Event]) -> Json<serde_json::Value> {
+    Json(
+        events
+            .iter()
+            .map(|e| serde_json::json!({"id": e.id, "subject": e.subject, "components": e.component_ids}))
+            .collect(),
+    )
+}
+
+/// Queues customer mails: `$1` the targets ([`customer_mail_targets`], as `e`), `$2` now; `wants` is the
+/// backend's condition that subscriber `s` (confirmed) wants event `e`, `select` how the
+/// backend reads `e`'s id and subject. `WHERE true` keeps SQLite from reading `ON CONFLICT`
+/// as the join's.
+pub fn queue_customer_mails_sql(from: &str, select: &str, wants: &str) -> String {
+    format!(
+        "INSERT INTO customer_mails (event_id, subscriber_id, subject, status, attempts, next_attempt_at, \
+         created_at) SELECT {select}, 'pending', 0, $2, $2 FROM {from} JOIN subscribers s \
+         ON s.status = 'confirmed' AND ({wants}) WHERE true ON CONFLICT DO NOTHING"
+    )
+}
+
+read_row! {
+    pub struct CustomerMailClaimRow {
+        event_id: DbId,
+        subscriber_id: DbId,
+        attempts: i32,
+    }
+}
+
+impl CustomerMailClaimRow {
+    pub fn ids(&self) -> (Uuid, Uuid, i32) {
+        (self.event_id.0, self.subscriber_id.0, self.attempts)
+    }
+}
+
+/// Whether any customer mail is due at `$1`.
+pub const ANY_CUSTOMER_MAIL_DUE: &str =
+    "SELECT EXISTS (SELECT 1 FROM customer_mails WHERE status = 'pending' AND next_attempt_at <= $1)";
+
+/// Records one attempt's outcome.
+pub const RECORD_CUSTOMER_MAIL: &str = "UPDATE customer_mails SET status = $3, next_attempt_at = $4, last_error = $5, \
+     sent_at = CASE WHEN $3 = 'sent' THEN $6 ELSE sent_at END WHERE event_id = $1 AND subscriber_id = $2";
+
+/// Binds [`RECORD_CUSTOMER_MAIL`] for one outcome.
+pub fn record_customer_mail<'q, DB: sqlx::Database>(
+    o: &'q CustomerMailOutcome,
+    now: super::DbTime,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    DbId: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    super::DbTime: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(RECORD_CUSTOMER_MAIL)
+        .bind(DbId(o.event_id))
+        .bind(DbId(o.subscriber_id))
+        .bind(o.status.as_str())
+        .bind(super::DbTime(o.next_attempt_at))
+        .bind(o.last_error.as_deref())
+        .bind(now)
+}
+
+pub static SELECT_SUBSCRIBERS: LazyLock<String> =
+    LazyLock::new(|| select_sql(SubscriberRow::COLUMNS, "subscribers", ""));
+
+/// Joins claimed customer mails with their events and subscribers (a subscriber removed since the
+/// claim has no mail left to send).
+pub fn join_customer_mails(
+    claimed: Vec<(Uuid, Uuid, i32)>,
+    events: Vec<super::events::EventRow>,
+    subscribers: Vec<SubscriberRow>,
+) -> Result<Vec<crate::store::ClaimedCustomerMail>> {
+    let events: std::collections::HashMap<Uuid, std::sync::Arc<Event>> = events
+        .into_iter()
+        .map(|r| Event::try_from(r).map(|e| (e.id, std::sync::Arc::new(e))))
+        .collect::<Result<_>>()?;
+    let subscribers: std::collections::HashMap<Uuid, Subscriber> =
+        subscribers.into_iter().map(|r| Subscriber::try_from(r).map(|s| (s.id, s))).collect::<Result<_>>()?;
+    Ok(claimed
+        .into_iter()
+        .filter_map(|(event_id, subscriber_id, attempts)| {
+            let subscriber = subscribers.get(&subscriber_id)?.clone();
+            Some(crate::store::ClaimedCustomerMail {
+                event: events.get(&event_id).cloned(),
+                subscriber,
+                event_id,
+                attempts,
+            })
+        })
+        .collect())
+}

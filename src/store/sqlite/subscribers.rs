@@ -7,18 +7,39 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{SqliteStore, SqliteTx, db_err};
-use crate::domain::Result;
+use super::{SqliteStore, SqliteTx, db_err, json_list};
+use crate::domain::customer_mail::CustomerMailOutcome;
 use crate::domain::subscriber::{OutboundMail, Subscriber};
+use crate::domain::{Event, Result};
+use crate::store::sql::events::{EventRow, SELECT_EVENTS};
 use crate::store::sql::subscribers::{
-    ANY_MAIL_DUE, INSERT_MAIL, INSERT_SERVICE_KEY, INSERT_SUBSCRIBER, MailRow, MailWrite, PICK_DUE_MAIL,
-    SELECT_SERVICE_KEY, SELECT_SUBSCRIBER_BY_EMAIL, SELECT_SUBSCRIBER_BY_ID, SubscriberRow, SubscriberWrite,
-    UPDATE_MAIL, UPDATE_SUBSCRIBER, claim_mail_sql,
+    ANY_CUSTOMER_MAIL_DUE, ANY_MAIL_DUE, CustomerMailClaimRow, INSERT_MAIL, INSERT_SERVICE_KEY, INSERT_SUBSCRIBER,
+    MailRow, MailWrite, PICK_DUE_MAIL, SELECT_SERVICE_KEY, SELECT_SUBSCRIBER_BY_EMAIL, SELECT_SUBSCRIBER_BY_ID,
+    SELECT_SUBSCRIBERS, SubscriberRow, SubscriberWrite, UPDATE_MAIL, UPDATE_SUBSCRIBER, claim_mail_sql,
+    customer_mail_targets, join_customer_mails, queue_customer_mails_sql, record_customer_mail,
 };
 use crate::store::sql::{DbId, DbTime};
-use crate::store::{SubscriberStore, SubscriberTx};
+use crate::store::{ClaimedCustomerMail, SubscriberStore, SubscriberTx};
 
 static CLAIM_MAIL: LazyLock<String> = LazyLock::new(|| claim_mail_sql(PICK_DUE_MAIL));
+
+static QUEUE_CUSTOMER_MAILS: LazyLock<String> = LazyLock::new(|| {
+    queue_customer_mails_sql(
+        "json_each($1) AS e",
+        "json_extract(e.value, '$.id'), s.id, json_extract(e.value, '$.subject')",
+        "s.components = '[]' OR EXISTS (SELECT 1 FROM json_each(s.components) AS mine \
+         JOIN json_each(json_extract(e.value, '$.components')) AS its ON mine.value = its.value) \
+         OR EXISTS (SELECT 1 FROM customer_mails n WHERE n.subject = json_extract(e.value, '$.subject') \
+         AND n.subscriber_id = s.id)",
+    )
+});
+static CLAIM_CUSTOMER_MAILS: &str = "UPDATE customer_mails SET attempts = attempts + 1, next_attempt_at = $2 \
+     WHERE rowid IN (SELECT rowid FROM customer_mails WHERE status = 'pending' AND next_attempt_at <= $1 \
+     ORDER BY next_attempt_at LIMIT $3) RETURNING event_id, subscriber_id, attempts";
+static EVENTS_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("{}WHERE id IN (SELECT value FROM json_each($1))", *SELECT_EVENTS));
+static SUBSCRIBERS_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("{}WHERE id IN (SELECT value FROM json_each($1))", *SELECT_SUBSCRIBERS));
 
 #[async_trait]
 impl SubscriberStore for SqliteStore {
@@ -30,6 +51,57 @@ impl SubscriberStore for SqliteStore {
         let (due,): (bool,) =
             sqlx::query_as(ANY_MAIL_DUE).bind(DbTime(now)).fetch_one(&self.readers).await.map_err(db_err)?;
         Ok(due)
+    }
+
+    async fn customer_mail_due(&self, now: DateTime<Utc>) -> Result<bool> {
+        let (due,): (bool,) =
+            sqlx::query_as(ANY_CUSTOMER_MAIL_DUE).bind(DbTime(now)).fetch_one(&self.readers).await.map_err(db_err)?;
+        Ok(due)
+    }
+
+    async fn claim_customer_mails(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ClaimedCustomerMail>> {
+        // Inside the single write transaction nobody else claims at the same time.
+        let mut tx = self.begin_write().await?;
+        let claimed: Vec<CustomerMailClaimRow> = sqlx::query_as(CLAIM_CUSTOMER_MAILS)
+            .bind(DbTime(now))
+            .bind(DbTime(lease_until))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if claimed.is_empty() {
+            tx.commit().await.map_err(db_err)?;
+            return Ok(Vec::new());
+        }
+        let claimed: Vec<(Uuid, Uuid, i32)> = claimed.iter().map(CustomerMailClaimRow::ids).collect();
+        let mut event_ids: Vec<Uuid> = claimed.iter().map(|c| c.0).collect();
+        event_ids.sort_unstable();
+        event_ids.dedup();
+        let events: Vec<EventRow> = sqlx::query_as(EVENTS_BY_ID.as_str())
+            .bind(json_list(event_ids))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let subscribers: Vec<SubscriberRow> = sqlx::query_as(SUBSCRIBERS_BY_ID.as_str())
+            .bind(json_list(claimed.iter().map(|c| c.1)))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        join_customer_mails(claimed, events, subscribers)
+    }
+
+    async fn record_customer_mails(&self, outcomes: &[CustomerMailOutcome], now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for o in outcomes {
+            record_customer_mail(o, DbTime(now)).execute(&mut *tx).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
     }
 }
 
@@ -103,5 +175,15 @@ impl SubscriberTx for SqliteTx {
     async fn update_mail(&mut self, m: &OutboundMail) -> Result<()> {
         MailWrite::from(m).bind(sqlx::query(UPDATE_MAIL.as_str())).execute(self.conn()).await.map_err(db_err)?;
         Ok(())
+    }
+
+    async fn queue_customer_mails(&mut self, events: &[&Event], now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(QUEUE_CUSTOMER_MAILS.as_str())
+            .bind(customer_mail_targets(events))
+            .bind(DbTime(now))
+            .execute(self.conn())
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
     }
 }

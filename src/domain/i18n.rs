@@ -1,5 +1,5 @@
-//! Every string the public surfaces show a person, in English and German, in one catalogue;
-//! and how numbers, dates and times read in each.
+//! Every string customers read (the status page, its feeds, the mails), in English and
+//! German, in one catalogue; and how numbers, dates and times read in each.
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
@@ -153,6 +153,21 @@ catalogue! {
     link_expired: "The link has expired: subscribe again on the status page for a new one.", "Der Link ist abgelaufen: Abonnieren Sie auf der Statusseite erneut, um einen neuen zu erhalten.";
     link_cancelled: "This subscription was cancelled since: subscribe again on the status page.", "Dieses Abonnement wurde inzwischen beendet: Abonnieren Sie auf der Statusseite erneut.";
     maintenance_verifying_text: "The work is done and being verified.", "Die Arbeiten sind erledigt und werden überprüft.";
+    status: "Status", "Status";
+    not_yet_known: "Not yet known", "Noch nicht bekannt";
+    maintenance_starts_soon: "Maintenance starts soon", "Wartung beginnt bald";
+    mail_view: "On the status page", "Auf der Statusseite";
+    mail_why: "You get this email because this address subscribed to", "Sie erhalten diese E-Mail, weil diese Adresse Meldungen abonniert hat von";
+    mail_manage: "Choose the components you hear about", "Komponenten auswählen, über die Sie informiert werden";
+    unsubscribe: "Unsubscribe", "Abbestellen";
+    manage_heading: "Your subscription", "Ihr Abonnement";
+    manage_all: "Everything (all components)", "Alles (alle Komponenten)";
+    manage_some: "Only these components:", "Nur diese Komponenten:";
+    manage_save: "Save", "Speichern";
+    manage_saved: "Saved: you will hear about what you chose.", "Gespeichert: Sie werden über Ihre Auswahl informiert.";
+    subscribe_email: "Email address", "E-Mail-Adresse";
+    subscribe_button: "Subscribe", "Abonnieren";
+    subscribe_components_hint: "Choose components to hear only about them; choose none to hear about everything.", "Wählen Sie Komponenten, um nur über diese informiert zu werden; ohne Auswahl erhalten Sie alles.";
 }
 
 impl Strings {
