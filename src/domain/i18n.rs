@@ -161,7 +161,9 @@ catalogue! {
     mail_manage: "Choose the components you hear about", "Komponenten auswählen, über die Sie informiert werden";
     unsubscribe: "Unsubscribe", "Abbestellen";
     manage_heading: "Your subscription", "Ihr Abonnement";
-    manage_all: "Everything (all components)", "Alles (alle Komponenten)";
+    manage_all: "You hear about every component.", "Sie werden über alle Komponenten informiert.";
+    manage_chosen: "You hear only about the components chosen below.", "Sie werden nur über die unten gewählten Komponenten informiert.";
+    changed: "Changed", "Geändert";
     manage_some: "Only these components:", "Nur diese Komponenten:";
     manage_save: "Save", "Speichern";
     manage_saved: "Saved: you will hear about what you chose.", "Gespeichert: Sie werden über Ihre Auswahl informiert.";

@@ -161,6 +161,26 @@ impl Subscriber {
         }
     }
 
+    /// A link of a subscription that has ended (unsubscribed, or removed) works no more.
+    pub fn still_subscribed(&self) -> Result<()> {
+        match self.status {
+            SubscriberStatus::Unsubscribed => Err(Error::invalid("token", LINK_CANCELLED)),
+            SubscriberStatus::Pending | SubscriberStatus::Confirmed => Ok(()),
+        }
+    }
+
+    /// Follows the manage link's form: from now on only these components (checked for count
+    /// and repeats already), or everything when empty.
+    pub fn choose_components(&mut self, components: Vec<Uuid>, now: DateTime<Utc>) -> Result<bool> {
+        self.still_subscribed()?;
+        if self.components == components {
+            return Ok(false);
+        }
+        self.components = components;
+        self.updated_at = now;
+        Ok(true)
+    }
+
     /// Unsubscribes (again: no change).
     pub fn unsubscribe(&mut self, now: DateTime<Utc>) -> bool {
         if self.status == SubscriberStatus::Unsubscribed {

@@ -12,29 +12,53 @@ fn german(lang: &str) -> bool {
     lang == "de"
 }
 
-/// The HTML part: the paragraphs, the action as a button, the footer, and the unsubscribe link.
-fn html(paragraphs: &[String], link: (&str, &str), footer: &str, unsubscribe: (&str, &str)) -> String {
+/// The links at the foot of every mail to a subscriber: choosing components, unsubscribing.
+struct Footer<'a> {
+    lang: Lang,
+    manage: &'a str,
+    unsubscribe: &'a str,
+}
+
+impl Footer<'_> {
+    fn text(&self) -> String {
+        let t = self.lang.strings();
+        format!("{}: {}\n{}: {}\n", t.mail_manage, self.manage, t.unsubscribe, self.unsubscribe)
+    }
+
+    fn html(&self) -> String {
+        let t = self.lang.strings();
+        format!(
+            "<p style=\"color:#555;font-size:.9em\"><a href=\"{}\">{}</a> · <a href=\"{}\">{}</a></p>",
+            escape_html(self.manage),
+            escape_html(t.mail_manage),
+            escape_html(self.unsubscribe),
+            escape_html(t.unsubscribe),
+        )
+    }
+}
+
+/// The HTML part: the paragraphs, the action as a button, the note, and the footer's links.
+fn html(paragraphs: &[String], link: (&str, &str), note: &str, footer: &Footer) -> String {
     let body: String = paragraphs.iter().map(|p| format!("<p>{}</p>", escape_html(p))).collect();
     format!(
-        "<!doctype html><html><body style=\"font-family:sans-serif;line-height:1.5;max-width:36rem\">{body}\
+        "<!doctype html><html lang=\"{}\"><body style=\"font-family:sans-serif;line-height:1.5;max-width:36rem\">{body}\
          <p><a href=\"{}\" style=\"display:inline-block;padding:.6em 1.2em;background:#0b63ce;color:#fff;\
-         text-decoration:none;border-radius:6px\">{}</a></p><p style=\"color:#555;font-size:.9em\">{}</p>\
-         <p style=\"color:#555;font-size:.9em\"><a href=\"{}\">{}</a></p></body></html>",
+         text-decoration:none;border-radius:6px\">{}</a></p><p style=\"color:#555;font-size:.9em\">{}</p>{}</body></html>",
+        footer.lang.tag(),
         escape_html(link.0),
         escape_html(link.1),
-        escape_html(footer),
-        escape_html(unsubscribe.0),
-        escape_html(unsubscribe.1),
+        escape_html(note),
+        footer.html(),
     )
 }
 
-fn unsubscribe_label(lang: &str) -> &'static str {
-    if german(lang) { "Abbestellen" } else { "Unsubscribe" }
+fn lang_of(lang: &str) -> Lang {
+    if german(lang) { Lang::De } else { Lang::En }
 }
 
 /// Asks the owner of an address to confirm a subscription (the double opt-in).
-pub fn confirmation(page: &str, lang: &str, confirm_url: &str, unsubscribe_url: &str) -> Mail {
-    let (subject, intro, action, footer) = if german(lang) {
+pub fn confirmation(page: &str, lang: &str, confirm_url: &str, manage_url: &str, unsubscribe_url: &str) -> Mail {
+    let (subject, intro, action, note) = if german(lang) {
         (
             format!("Bitte bestätigen Sie Ihr Abonnement: {page}"),
             format!(
@@ -51,31 +75,31 @@ pub fn confirmation(page: &str, lang: &str, confirm_url: &str, unsubscribe_url: 
             "The link works for 48 hours. If this was not you, ignore this email: you will get no others.",
         )
     };
-    let label = unsubscribe_label(lang);
-    let text = format!("{intro}\n\n{action}: {confirm_url}\n\n{footer}\n\n{label}: {unsubscribe_url}\n");
-    (subject, text, html(&[intro], (confirm_url, action), footer, (unsubscribe_url, label)))
+    let footer = Footer { lang: lang_of(lang), manage: manage_url, unsubscribe: unsubscribe_url };
+    let text = format!("{intro}\n\n{action}: {confirm_url}\n\n{note}\n\n{}", footer.text());
+    (subject, text, html(&[intro], (confirm_url, action), note, &footer))
 }
 
 /// Tells the owner of a subscribed address that it is subscribed already (asked again), with
-/// the link to end it.
-pub fn already_subscribed(page: &str, lang: &str, unsubscribe_url: &str) -> Mail {
-    let (subject, intro, action, footer) = if german(lang) {
+/// the links to choose components and to end it.
+pub fn already_subscribed(page: &str, lang: &str, manage_url: &str, unsubscribe_url: &str) -> Mail {
+    let (subject, intro, note) = if german(lang) {
         (
             format!("Sie haben {page} bereits abonniert"),
             format!("Diese Adresse erhält bereits E-Mails zu Störungen und Wartungen von {page}."),
-            "Abbestellen",
             "Wenn Sie das nicht angefragt haben, können Sie diese E-Mail ignorieren.",
         )
     } else {
         (
             format!("You are already subscribed to {page}"),
             format!("This address already gets emails about incidents and maintenance of {page}."),
-            "Unsubscribe",
             "If you did not ask, you can ignore this email.",
         )
     };
-    let text = format!("{intro}\n\n{action}: {unsubscribe_url}\n\n{footer}\n");
-    (subject, text, html(&[intro], (unsubscribe_url, action), footer, (unsubscribe_url, unsubscribe_label(lang))))
+    let footer = Footer { lang: lang_of(lang), manage: manage_url, unsubscribe: unsubscribe_url };
+    let action = footer.lang.strings().mail_manage;
+    let text = format!("{intro}\n\n{note}\n\n{}", footer.text());
+    (subject, text, html(&[intro], (manage_url, action), note, &footer))
 }
 
 /// The RFC 8058 headers of every mail to a subscriber: one-click unsubscribe.
@@ -180,7 +204,24 @@ pub fn notice(event: &crate::domain::Event, lang: Lang, cx: &NoticeContext) -> O
             };
             facts.push((t.workaround, workaround));
         }
+        // An edit says what changed.
+        let changed: Vec<&str> = data["changed_fields"]
+            .as_array()
+            .map(|fields| {
+                fields
+                    .iter()
+                    .filter_map(|f| match f.as_str()? {
+                        "impact" => Some(t.impact),
+                        "eta" => Some(t.eta),
+                        "workaround" => Some(t.workaround),
+                        "affected_components" => Some(t.affected),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         message = nonempty(&data["update"]["body"])
+            .or_else(|| (!changed.is_empty()).then(|| format!("{}: {}", t.changed, changed.join(", "))))
             .or_else(|| (!status.is_open()).then(|| nonempty(&i["resolution_summary"])).flatten())
             .or_else(|| (event.event_type == EventType::IncidentCreated).then(|| nonempty(&i["summary"])).flatten());
         let reference = nonempty(&i["reference"]).unwrap_or_else(|| event.subject.clone());
@@ -222,21 +263,14 @@ impl Notice {
     /// The mail one subscriber gets: the notice with the footer saying why, and their own
     /// links to choose components and to unsubscribe.
     pub fn for_subscriber(&self, lang: Lang, page: &str, manage_url: &str, unsubscribe_url: &str) -> Mail {
-        let t = lang.strings();
-        let text = format!(
-            "{}\n-- \n{} {page}.\n{}: {manage_url}\n{}: {unsubscribe_url}\n",
-            self.text, t.mail_why, t.mail_manage, t.unsubscribe
-        );
+        let why = format!("{} {page}.", lang.strings().mail_why);
+        let footer = Footer { lang, manage: manage_url, unsubscribe: unsubscribe_url };
+        let text = format!("{}\n-- \n{why}\n{}", self.text, footer.text());
         let html = format!(
-            "{}<hr><p style=\"color:#555;font-size:.9em\">{} {}.<br><a href=\"{}\">{}</a> · <a href=\"{}\">{}</a></p>\
-             </body></html>",
+            "{}<hr><p style=\"color:#555;font-size:.9em\">{}</p>{}</body></html>",
             self.html,
-            escape_html(t.mail_why),
-            escape_html(page),
-            escape_html(manage_url),
-            escape_html(t.mail_manage),
-            escape_html(unsubscribe_url),
-            escape_html(t.unsubscribe),
+            escape_html(&why),
+            footer.html()
         );
         (self.subject.clone(), text, html)
     }

@@ -114,11 +114,12 @@ impl Service {
     /// subscribed already. Both carry the one-click unsubscribe headers.
     async fn welcome_mail(&self, s: &Subscriber) -> Result<OutboundMail> {
         let unsubscribe = self.link(LinkPurpose::Unsubscribe, s.id).await?;
+        let manage = self.link(LinkPurpose::Manage, s.id).await?;
         let content = if s.status == SubscriberStatus::Confirmed {
-            customer::already_subscribed(&self.page_name, &s.lang, &unsubscribe)
+            customer::already_subscribed(&self.page_name, &s.lang, &manage, &unsubscribe)
         } else {
             let confirm = self.link(LinkPurpose::Confirm, s.id).await?;
-            customer::confirmation(&self.page_name, &s.lang, &confirm, &unsubscribe)
+            customer::confirmation(&self.page_name, &s.lang, &confirm, &manage, &unsubscribe)
         };
         Ok(OutboundMail::new(Some(s.id), s.email.clone(), content, customer::unsubscribe_headers(&unsubscribe), now()))
     }
@@ -136,6 +137,31 @@ impl Service {
         let mut tx = self.store.begin().await?;
         let mut s = locked(tx.as_mut(), id).await?;
         if s.confirm(now())? {
+            tx.update_subscriber(&s).await?;
+            tx.commit().await?;
+        }
+        Ok(s)
+    }
+
+    /// The subscriber a manage link names, to show what it chose; an ended subscription's
+    /// link works no more.
+    pub async fn subscriber_to_manage(&self, token: &str) -> Result<Subscriber> {
+        let s = self.subscriber_for_link(LinkPurpose::Manage, token).await?;
+        s.still_subscribed()?;
+        Ok(s)
+    }
+
+    /// Follows the manage link's form: the subscriber hears only of `components` from now on
+    /// (of everything when empty).
+    pub async fn choose_components(&self, token: &str, components: Vec<Uuid>) -> Result<Subscriber> {
+        let id = self.link_key().await?.verify(LinkPurpose::Manage, token, now())?;
+        let mut v = Violations::new();
+        v.component_ids("components", &components);
+        v.finish()?;
+        let mut tx = self.store.begin().await?;
+        super::components::refuse_unknown_components(tx.as_mut(), "components", &components, |_| true).await?;
+        let mut s = locked(tx.as_mut(), id).await?;
+        if s.choose_components(components, now())? {
             tx.update_subscriber(&s).await?;
             tx.commit().await?;
         }

@@ -87,6 +87,7 @@ async fn double_opt_in_confirms_by_link_and_one_click_unsubscribes() {
     let in_header = link(unsubscribe_header, "unsubscribe");
     assert_eq!(link(text, "unsubscribe"), in_header, "the body has the unsubscribe link too");
     assert_eq!(link(html, "unsubscribe"), in_header);
+    assert_eq!(link(text, "manage"), link(html, "manage"), "a link to choose components in both parts");
 
     // Asking again within minutes sends nothing more (and answers the same).
     let (again, same) = subscribe(&app, json!({"email": "jane@example.com"})).await;
@@ -155,6 +156,19 @@ async fn the_page_form_the_language_and_bad_input() {
     let (app, smtp) = app_with_mail().await;
     let c = app.create_component("Checkout").await["id"].as_str().unwrap().to_string();
     let client = http_client();
+    // The page offers the form, with the components to choose from.
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = client.get(app.url("/status?lang=de")).send().await.unwrap().text().await.unwrap();
+        if body.contains("Checkout") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(body.contains("<form method=\"post\" action=\"/status/subscribe\""), "{body}");
+    assert!(body.contains("name=\"email\" type=\"email\" required"), "{body}");
+    assert!(body.contains(&format!("name=\"components\" value=\"{c}\">")), "{body}");
+    assert!(body.contains("Updates per E-Mail erhalten"), "{body}");
     // The form of the page, in German.
     let (status, body) = page(
         client
@@ -195,6 +209,8 @@ async fn without_email_configured_the_endpoint_says_so() {
     let (status, problem) = subscribe(&app, json!({"email": "jane@example.com"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
     assert_eq!(problem["code"], "not_configured");
+    let body = http_client().get(app.url("/status")).send().await.unwrap().text().await.unwrap();
+    assert!(body.contains("<h1>") && !body.contains("/status/subscribe"), "no form where no mail goes: {body}");
     assert!(problem["detail"].as_str().unwrap().contains("INCIDENTD_SMTP_URL"), "{problem}");
 }
 
@@ -340,10 +356,41 @@ async fn confirmed_subscribers_hear_of_incidents_and_maintenance_on_their_compon
         .find(|m| m["to"] == "all@example.com" && m["text"].as_str().unwrap().contains("Pay by invoice"))
         .expect("the mail about the workaround");
     assert!(eta["text"].as_str().unwrap().contains("Expected resolution: 1 Jan 2030, 10:00 UTC"), "{eta}");
+    assert!(eta["text"].as_str().unwrap().contains("Changed: Expected resolution, Workaround"), "{eta}");
     let resolved = mails.iter().find(|m| m["subject"] == "[Acme status] Resolved: Payments fail").unwrap();
     assert!(!resolved["text"].as_str().unwrap().contains("Expected resolution"), "no ETA once resolved");
 
-    // Maintenance on Search reaches the all-subscriber and the German Search subscriber.
+    // The manage link of a mail: the page shows the choice, its form changes it.
+    let checkout_mail = mails.iter().find(|m| m["to"] == "checkout@example.com").unwrap();
+    let manage = link(checkout_mail["text"].as_str().unwrap(), "manage");
+    let (status, body) = page(http_client().get(app.url(&manage))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(&format!("value=\"{checkout}\" checked")), "Checkout is chosen: {body}");
+    assert!(body.contains(&format!("value=\"{search}\">")), "Search is offered: {body}");
+    let (status, body) = page(
+        http_client()
+            .post(app.url(&manage))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("components={search}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("Saved") && body.contains(&format!("value=\"{search}\" checked")), "{body}");
+    let (status, body) = page(
+        http_client()
+            .post(app.url(&manage))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("components={}", uuid::Uuid::now_v7())),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an unknown component: {body}");
+    let mut forged = manage.clone();
+    forged.pop();
+    forged.push(if manage.ends_with('A') { 'B' } else { 'A' });
+    let (status, _) = page(http_client().get(app.url(&forged))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a forged manage link");
+
+    // Maintenance on Search reaches the all-subscriber and the two Search subscribers.
     let before = smtp.wait_for(0).await.len();
     let soon = chrono::Utc::now() + chrono::Duration::days(2);
     let created = app
@@ -354,8 +401,9 @@ async fn confirmed_subscribers_hear_of_incidents_and_maintenance_on_their_compon
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    let mails = mails_after(&smtp, before, 2).await;
+    let mails = mails_after(&smtp, before, 3).await;
     assert_eq!(subjects_to(&mails, "all@example.com"), ["[Acme status] Scheduled maintenance: Index rebuild"]);
+    assert_eq!(subjects_to(&mails, "checkout@example.com"), ["[Acme status] Scheduled maintenance: Index rebuild"]);
     assert_eq!(subjects_to(&mails, "suche@example.de"), ["[Acme status] Geplante Wartungsarbeiten: Index rebuild"]);
     let de = mails.iter().find(|m| m["to"] == "suche@example.de").unwrap()["text"].as_str().unwrap().to_string();
     for want in ["Status: Geplant", "Betroffen: Search", "Search may be slow.", "Abbestellen:"] {
@@ -379,9 +427,11 @@ async fn confirmed_subscribers_hear_of_incidents_and_maintenance_on_their_compon
         .post(&format!("/v1/maintenances/{m_id}/updates"), json!({"status": "cancelled", "body": "Not needed."}))
         .await;
     assert_eq!(cancelled.status, StatusCode::CREATED, "{}", cancelled.body);
-    let mails = mails_after(&smtp, before, 1).await;
+    let mails = mails_after(&smtp, before, 2).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(smtp.wait_for(0).await.len(), before + 1, "nothing to the unsubscribed address");
-    assert_eq!(mails[0]["to"], "suche@example.de");
-    assert!(mails[0]["text"].as_str().unwrap().contains("Not needed."), "{}", mails[0]);
+    assert_eq!(smtp.wait_for(0).await.len(), before + 2, "nothing to the unsubscribed address");
+    assert_eq!(subjects_to(&mails, "all@example.com"), Vec::<String>::new());
+    let de = mails.iter().find(|m| m["to"] == "suche@example.de").unwrap();
+    assert_eq!(de["subject"], "[Acme status] Abgesagt: Index rebuild");
+    assert!(de["text"].as_str().unwrap().contains("Not needed."), "{de}");
 }

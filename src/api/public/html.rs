@@ -107,6 +107,26 @@ pub struct IndexPage<'a> {
     pub more_active: usize,
     pub history_link: String,
     pub recent: Vec<IncidentView>,
+    /// The form to subscribe by email, when the page sends email.
+    pub subscribe: Option<SubscribeForm>,
+}
+
+/// A form posting an address and/or a choice of components.
+pub struct SubscribeForm {
+    pub action: String,
+    /// Asks for an address (subscribing), or not (choosing components of a subscription).
+    pub email: bool,
+    pub components: Vec<ComponentChoice>,
+    /// The components are shown unfolded (some are chosen).
+    pub open: bool,
+    pub button: &'static str,
+}
+
+/// A component offered in a [`SubscribeForm`].
+pub struct ComponentChoice {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub checked: bool,
 }
 
 /// At most this many active incidents are shown in full on the status page (an alert storm
@@ -140,6 +160,8 @@ pub struct SubscriptionPage<'a> {
     pub frame: Frame<'a>,
     pub heading: &'a str,
     pub paragraphs: Vec<String>,
+    /// The form choosing components (the manage page).
+    pub form: Option<SubscribeForm>,
     /// A POST to `action` with this label.
     pub button: Option<&'a str>,
     pub action: String,
@@ -356,6 +378,10 @@ impl<'a> Renderer<'a> {
             more_active: self.state.active.len().saturating_sub(ACTIVE_SHOWN),
             history_link: format!("/status/history?lang={}", self.lang.tag()),
             recent,
+            subscribe: self
+                .settings
+                .email_subscriptions
+                .then(|| self.subscribe_form("/status/subscribe".into(), true, &[])),
         }
         .render()
     }
@@ -402,7 +428,49 @@ impl<'a> Renderer<'a> {
             Some((label, action)) => (Some(label), action),
             None => (None, String::new()),
         };
-        SubscriptionPage { frame: self.frame(path, self.state.at), heading, paragraphs, button, action }.render()
+        SubscriptionPage { frame: self.frame(path, self.state.at), heading, paragraphs, form: None, button, action }
+            .render()
+    }
+
+    /// A form of the page's components, `chosen` checked, posting to `action`.
+    pub fn subscribe_form(&self, action: String, email: bool, chosen: &[uuid::Uuid]) -> SubscribeForm {
+        let t = self.t();
+        let components: Vec<ComponentChoice> = self
+            .state
+            .components
+            .iter()
+            .map(|c| ComponentChoice {
+                id: c.id,
+                name: match &c.group {
+                    Some(g) => format!("{g} · {}", c.name),
+                    None => c.name.clone(),
+                },
+                checked: chosen.contains(&c.id),
+            })
+            .collect();
+        let button = if email { t.subscribe_button } else { t.manage_save };
+        // Choosing components is what the manage page is for: unfolded there.
+        SubscribeForm { action, email, open: !email || !chosen.is_empty(), components, button }
+    }
+
+    /// The page choosing the components of a subscription (the manage link's).
+    pub fn manage(&self, action: String, chosen: &[uuid::Uuid], saved: bool) -> askama::Result<String> {
+        let t = self.t();
+        let mut paragraphs = vec![if chosen.is_empty() { t.manage_all } else { t.manage_chosen }.to_string()];
+        if saved {
+            paragraphs.insert(0, t.manage_saved.to_string());
+        }
+        let form = Some(self.subscribe_form(action, false, chosen));
+        SubscriptionPage {
+            // The language links lead to the status page: the token stays out of them.
+            frame: self.frame("/status", self.state.at),
+            heading: t.manage_heading,
+            paragraphs,
+            form,
+            button: None,
+            action: String::new(),
+        }
+        .render()
     }
 
     /// `/status/incidents/{reference}`.

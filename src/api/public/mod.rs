@@ -63,6 +63,8 @@ pub struct PublicSettings {
     pub trust_forwarded_for: bool,
     /// A stable page id for the JSON (`page.id`): derived from the public URL.
     pub page_id: String,
+    /// Customers may subscribe by email (`INCIDENTD_SMTP_URL` is set): the page shows the form.
+    pub email_subscriptions: bool,
 }
 
 impl Default for PublicSettings {
@@ -90,6 +92,7 @@ impl PublicSettings {
                 .map(|per_second| (per_second, NonZeroU32::new(s.public_rate_limit_burst).unwrap_or(per_second))),
             trust_forwarded_for: s.trust_forwarded_for,
             page_id,
+            email_subscriptions: config.smtp_url.is_some(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Customer subscriptions from the status page, without a key: `POST /status/subscribe`
 //! (JSON, or the page's form), and the pages the links in the mails lead to (confirm,
-//! unsubscribe; the one-click unsubscribe of RFC 8058 is a POST to the same link). Answers are
+//! unsubscribe, manage: choosing components; the one-click unsubscribe of RFC 8058 is a POST
+//! to the same link). Answers are
 //! never cached; requests to subscribe are limited per client address.
 
 use std::sync::Arc;
@@ -157,12 +158,19 @@ async fn subscribe(
                 let t = r.lang.strings();
                 let text = match &outcome {
                     Ok(()) => t.subscribe_sent.to_string(),
-                    Err(Error::Validation(v)) => v.iter().map(|f| f.message.clone()).collect::<Vec<_>>().join(" "),
-                    Err(e) => e.to_string(),
+                    Err(e) => form_error(e),
                 };
                 r.subscription("/status", t.subscribe_heading, vec![text], None)
             })
         }
+    }
+}
+
+/// What a page says about a refused form: each bad field's message.
+fn form_error(e: &Error) -> String {
+    match e {
+        Error::Validation(v) => v.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join(" "),
+        e => e.to_string(),
     }
 }
 
@@ -246,6 +254,52 @@ async fn unsubscribe(
     }
 }
 
+#[utoipa::path(get, path = "/status/subscribe/manage", tag = "public", params(LinkQuery),
+    responses((status = 200, description = "The components the subscription is for, as a form that changes them (a POST to the same link) (HTML)", content_type = "text/html"),
+        (status = 400, description = "The link is not valid, or the subscription has ended (HTML)", content_type = "text/html")))]
+async fn manage_page(
+    Extension(public): Extension<Arc<Public>>,
+    State(service): State<Service>,
+    Query(query): Query<LinkQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let token = query.token.clone().unwrap_or_default();
+    match service.subscriber_to_manage(&token).await {
+        Ok(s) => render(&public, link_lang(&query, &s), StatusCode::OK, |r| {
+            r.manage(format!("/status/subscribe/manage?token={token}"), &s.components, false)
+        }),
+        Err(e) => link_failed(&public, &query, &headers, e),
+    }
+}
+
+#[utoipa::path(post, path = "/status/subscribe/manage", tag = "public", params(LinkQuery),
+    request_body(content = String, description = "The page's form: `components` once per chosen component id; none chosen: every component", content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Saved: the page again, with the new choice (HTML)", content_type = "text/html"),
+        (status = 400, description = "The link is not valid, the subscription has ended, or a component is unknown (HTML)", content_type = "text/html")))]
+async fn manage(
+    Extension(public): Extension<Arc<Public>>,
+    State(service): State<Service>,
+    Query(query): Query<LinkQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = query.token.clone().unwrap_or_default();
+    let components = from_form(&body).components;
+    match service.choose_components(&token, components).await {
+        Ok(s) => render(&public, link_lang(&query, &s), StatusCode::OK, |r| {
+            r.manage(format!("/status/subscribe/manage?token={token}"), &s.components, true)
+        }),
+        Err(e) if link_problem(&e).is_some() => link_failed(&public, &query, &headers, e),
+        Err(e) => {
+            let (lang, _) = language(&public, &PageQuery { lang: query.lang.clone() }, &headers);
+            render(&public, lang, StatusCode::BAD_REQUEST, |r| {
+                let t = r.lang.strings();
+                r.subscription("/status", t.manage_heading, vec![form_error(&e)], None)
+            })
+        }
+    }
+}
+
 /// The routes of this module.
 pub fn routes() -> utoipa_axum::router::OpenApiRouter<Service> {
     use utoipa_axum::routes;
@@ -253,4 +307,5 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<Service> {
         .routes(super::own_405(routes!(subscribe)))
         .routes(super::own_405(routes!(confirm)))
         .routes(super::own_405(routes!(unsubscribe_page, unsubscribe)))
+        .routes(super::own_405(routes!(manage_page, manage)))
 }
