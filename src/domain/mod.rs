@@ -16,6 +16,7 @@ pub mod patch;
 pub mod public;
 pub mod query;
 pub mod subscriber;
+pub mod subscriber_list;
 pub mod subscription;
 pub mod timeline;
 pub mod validate;

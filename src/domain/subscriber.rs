@@ -58,8 +58,10 @@ pub struct Subscriber {
     pub confirmed_at: Option<DateTime<Utc>>,
     pub unsubscribed_at: Option<DateTime<Utc>>,
     /// When the last confirmation (or already-subscribed) mail was queued, and how many were
-    /// queued that day: the per-address limit.
+    /// queued that day: the per-address limit (bookkeeping, not shown).
+    #[serde(skip)]
     pub mailed_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
     pub mails_today: i32,
     pub updated_at: DateTime<Utc>,
 }
@@ -96,6 +98,18 @@ pub fn normalize_email(v: &mut Violations, field: &str, raw: Option<&str>) -> St
     normalized
 }
 
+/// The language of a subscriber's mails: `en` (also when absent) or `de`.
+pub fn parse_lang(v: &mut Violations, field: &str, raw: Option<&str>) -> &'static str {
+    match raw.map(str::trim) {
+        None | Some("") | Some("en") => "en",
+        Some("de") => "de",
+        Some(_) => {
+            v.add(field, "must be en or de");
+            "en"
+        }
+    }
+}
+
 impl Subscriber {
     /// A new subscriber, pending, with components already checked for count and repeats.
     pub fn new(email: String, components: Vec<Uuid>, lang: &str, now: DateTime<Utc>) -> Self {
@@ -111,6 +125,15 @@ impl Subscriber {
             mailed_at: None,
             mails_today: 0,
             updated_at: now,
+        }
+    }
+
+    /// A subscriber brought over from another tool, where the address was confirmed already.
+    pub fn imported(email: String, components: Vec<Uuid>, lang: &str, now: DateTime<Utc>) -> Self {
+        Subscriber {
+            status: SubscriberStatus::Confirmed,
+            confirmed_at: Some(now),
+            ..Subscriber::new(email, components, lang, now)
         }
     }
 

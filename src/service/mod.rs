@@ -15,6 +15,7 @@ mod incidents;
 mod maintenance;
 mod metrics;
 mod public;
+mod subscriber_list;
 mod subscribers;
 mod subscriptions;
 

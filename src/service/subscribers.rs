@@ -10,7 +10,9 @@ use chrono::Duration;
 use uuid::Uuid;
 
 use super::Service;
-use crate::domain::subscriber::{LinkKey, LinkPurpose, OutboundMail, Subscriber, SubscriberStatus, normalize_email};
+use crate::domain::subscriber::{
+    LinkKey, LinkPurpose, OutboundMail, Subscriber, SubscriberStatus, normalize_email, parse_lang,
+};
 use crate::domain::validate::Violations;
 use crate::domain::{Error, Result, now};
 use crate::notify::customer;
@@ -67,14 +69,7 @@ impl Service {
         let mut v = Violations::new();
         let email = normalize_email(&mut v, "email", input.email.as_deref());
         v.component_ids("components", &input.components);
-        let lang = match input.lang.as_deref().map(str::trim) {
-            None | Some("") | Some("en") => "en",
-            Some("de") => "de",
-            Some(_) => {
-                v.add("lang", "must be en or de");
-                "en"
-            }
-        };
+        let lang = parse_lang(&mut v, "lang", input.lang.as_deref());
         v.finish()?;
         // Read (or made) before the transaction: making it takes a transaction of its own.
         self.link_key().await?;

@@ -34,7 +34,7 @@ pub use history::{HistoryStore, HistoryTx, Imposition};
 pub use idempotency::{IdempotencyClaim, IdempotencyStore, IdempotencyTx};
 pub use incidents::{IncidentStore, IncidentTx};
 pub use maintenance::{MaintenanceFilter, MaintenanceStore, MaintenanceTx};
-pub use subscribers::{ClaimedCustomerMail, SubscriberStore, SubscriberTx};
+pub use subscribers::{ClaimedCustomerMail, SubscriberFigures, SubscriberStore, SubscriberTx};
 pub use subscriptions::{AttemptResult, ClaimedDelivery, Lease, NewDelivery, SubscriptionStore, SubscriptionTx};
 
 use crate::domain::{Result, Severity, Status};

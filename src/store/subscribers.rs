@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::customer_mail::CustomerMailOutcome;
+use crate::domain::page::PageToken;
+use crate::domain::subscriber::SubscriberStatus;
 use crate::domain::subscriber::{OutboundMail, Subscriber};
+use crate::domain::subscriber_list::SubscriberFilter;
 use crate::domain::{Event, Result};
 
 /// A customer mail claimed for sending: the event (`None` when it is gone), its subscriber, and
@@ -19,9 +22,27 @@ pub struct ClaimedCustomerMail {
     pub attempts: i32,
 }
 
+/// The store's figures behind `SubscriberCounts`.
+#[derive(Debug, Clone, Default)]
+pub struct SubscriberFigures {
+    pub by_status: Vec<(SubscriberStatus, i64)>,
+    pub all_components: i64,
+    pub chose: std::collections::HashMap<Uuid, i64>,
+}
+
 #[async_trait]
 pub trait SubscriberStore {
     async fn get_subscriber(&self, id: Uuid) -> Result<Option<Subscriber>>;
+    /// Subscribers newest first, after `after`, at most `limit`.
+    async fn list_subscribers(
+        &self,
+        filter: &SubscriberFilter,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<Subscriber>>;
+    /// How many subscribers have each status, how many confirmed ones hear about every
+    /// component, and per component how many confirmed ones chose it.
+    async fn subscriber_figures(&self) -> Result<SubscriberFigures>;
     /// Whether a queued mail is due at `now` (read outside a transaction).
     async fn mail_due(&self, now: DateTime<Utc>) -> Result<bool>;
     /// Whether a customer mail is due at `now` (read outside a transaction).
@@ -47,6 +68,8 @@ pub trait SubscriberTx {
     /// Inserts a subscriber; false when another has the address already.
     async fn insert_subscriber(&mut self, subscriber: &Subscriber) -> Result<bool>;
     async fn update_subscriber(&mut self, subscriber: &Subscriber) -> Result<()>;
+    /// Removes a subscriber and what is queued for it; false when there was none.
+    async fn delete_subscriber(&mut self, id: Uuid) -> Result<bool>;
     /// The service's key `name`: the stored one, or `generated`, stored now, if none is.
     async fn service_key(&mut self, name: &str, generated: &[u8], now: DateTime<Utc>) -> Result<Vec<u8>>;
     async fn insert_mail(&mut self, mail: &OutboundMail) -> Result<()>;

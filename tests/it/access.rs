@@ -111,6 +111,12 @@ enum Rest {
     PatchMaintenance,
     PostMaintenanceUpdate,
     ListMaintenanceUpdates,
+    ListSubscribers,
+    CountSubscribers,
+    ExportSubscribers,
+    ImportSubscribers,
+    GetSubscriber,
+    DeleteSubscriber,
     CreateApiKey,
     ListApiKeys,
     GetApiKey,
@@ -136,7 +142,7 @@ enum Rest {
 }
 
 impl Rest {
-    const ALL: [Rest; 44] = [
+    const ALL: [Rest; 50] = [
         Rest::CreateIncident,
         Rest::ListIncidents,
         Rest::GetIncident,
@@ -159,6 +165,12 @@ impl Rest {
         Rest::PatchMaintenance,
         Rest::PostMaintenanceUpdate,
         Rest::ListMaintenanceUpdates,
+        Rest::ListSubscribers,
+        Rest::CountSubscribers,
+        Rest::ExportSubscribers,
+        Rest::ImportSubscribers,
+        Rest::GetSubscriber,
+        Rest::DeleteSubscriber,
         Rest::CreateApiKey,
         Rest::ListApiKeys,
         Rest::GetApiKey,
@@ -201,7 +213,13 @@ impl Rest {
             | RetryFailed
             | GetDelivery
             | ListDeliveryAttempts
-            | RetryDelivery => Need::ManageSubscriptions,
+            | RetryDelivery
+            | ListSubscribers
+            | CountSubscribers
+            | ExportSubscribers
+            | ImportSubscribers
+            | GetSubscriber
+            | DeleteSubscriber => Need::ManageSubscriptions,
             CreateIncident | PatchIncident | DeleteIncident | Transition | Acknowledge | PostUpdate => {
                 Need::WriteIncidents
             }
@@ -239,6 +257,12 @@ impl Rest {
             PatchMaintenance => (Method::PATCH, "/v1/maintenances/{id}"),
             PostMaintenanceUpdate => (Method::POST, "/v1/maintenances/{id}/updates"),
             ListMaintenanceUpdates => (Method::GET, "/v1/maintenances/{id}/updates"),
+            ListSubscribers => (Method::GET, "/v1/subscribers"),
+            CountSubscribers => (Method::GET, "/v1/subscribers/counts"),
+            ExportSubscribers => (Method::GET, "/v1/subscribers/export"),
+            ImportSubscribers => (Method::POST, "/v1/subscribers/import"),
+            GetSubscriber => (Method::GET, "/v1/subscribers/{id}"),
+            DeleteSubscriber => (Method::DELETE, "/v1/subscribers/{id}"),
             CreateApiKey => (Method::POST, "/v1/api-keys"),
             ListApiKeys => (Method::GET, "/v1/api-keys"),
             GetApiKey => (Method::GET, "/v1/api-keys/{id}"),
@@ -320,6 +344,16 @@ impl Rest {
             ListMaintenanceUpdates => {
                 (Method::GET, format!("/v1/maintenances/{}/updates", maintenance(app).await), None)
             }
+            ListSubscribers => (Method::GET, "/v1/subscribers".into(), None),
+            CountSubscribers => (Method::GET, "/v1/subscribers/counts".into(), None),
+            ExportSubscribers => (Method::GET, "/v1/subscribers/export".into(), None),
+            ImportSubscribers => (
+                Method::POST,
+                "/v1/subscribers/import".into(),
+                Some(json!({"csv": format!("email\n{}@example.com\n", uuid::Uuid::new_v4().simple())})),
+            ),
+            GetSubscriber => (Method::GET, format!("/v1/subscribers/{}", subscriber(app).await), None),
+            DeleteSubscriber => (Method::DELETE, format!("/v1/subscribers/{}", subscriber(app).await), None),
             CreateApiKey => {
                 (Method::POST, "/v1/api-keys".into(), Some(json!({"name": "k", "scopes": ["incidents:read"]})))
             }
@@ -373,6 +407,15 @@ async fn maintenance(app: &TestApp) -> String {
     let res = app.post("/v1/maintenances", maintenance_body()).await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
     res.body["id"].as_str().unwrap().to_string()
+}
+
+/// A customer subscriber, imported (as admin).
+async fn subscriber(app: &TestApp) -> String {
+    let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+    let res = app.post("/v1/subscribers/import", json!({"csv": format!("email\n{email}\n")})).await;
+    assert_eq!((res.status, &res.body["imported"]), (StatusCode::OK, &json!(1)), "{}", res.body);
+    let found = app.get(&format!("/v1/subscribers?q={email}")).await;
+    found.body["subscribers"][0]["id"].as_str().unwrap().to_string()
 }
 
 /// A webhook subscription to a receiver that answers 204 (made as admin).
@@ -543,6 +586,12 @@ enum Grpc {
     UpdateMaintenance,
     CreateMaintenanceUpdate,
     ListMaintenanceUpdates,
+    ListSubscribers,
+    GetSubscriber,
+    CountSubscribers,
+    DeleteSubscriber,
+    ExportSubscribers,
+    ImportSubscribers,
     CreateApiKey,
     GetApiKey,
     ListApiKeys,
@@ -580,7 +629,7 @@ impl tonic::service::Interceptor for Creds {
 }
 
 impl Grpc {
-    const ALL: [Grpc; 43] = [
+    const ALL: [Grpc; 49] = [
         Grpc::CreateIncident,
         Grpc::GetIncident,
         Grpc::ListIncidents,
@@ -603,6 +652,12 @@ impl Grpc {
         Grpc::UpdateMaintenance,
         Grpc::CreateMaintenanceUpdate,
         Grpc::ListMaintenanceUpdates,
+        Grpc::ListSubscribers,
+        Grpc::GetSubscriber,
+        Grpc::CountSubscribers,
+        Grpc::DeleteSubscriber,
+        Grpc::ExportSubscribers,
+        Grpc::ImportSubscribers,
         Grpc::CreateApiKey,
         Grpc::GetApiKey,
         Grpc::ListApiKeys,
@@ -643,7 +698,13 @@ impl Grpc {
             | GetDelivery
             | ListDeliveryAttempts
             | RetryDelivery
-            | RetryFailedDeliveries => Need::ManageSubscriptions,
+            | RetryFailedDeliveries
+            | ListSubscribers
+            | GetSubscriber
+            | CountSubscribers
+            | DeleteSubscriber
+            | ExportSubscribers
+            | ImportSubscribers => Need::ManageSubscriptions,
             CreateIncident | UpdateIncident | DeleteIncident | TransitionIncident | AcknowledgeIncident
             | CreateIncidentUpdate => Need::WriteIncidents,
             GetComponent | ListComponents | ListComponentHistory | GetComponentUptime => Need::ReadComponents,
@@ -685,6 +746,8 @@ impl Grpc {
             | ListDeliveryAttempts
             | RetryDelivery
             | RetryFailedDeliveries => "SubscriptionService",
+            ListSubscribers | GetSubscriber | CountSubscribers | DeleteSubscriber | ExportSubscribers
+            | ImportSubscribers => "SubscriberService",
         };
         format!("incidentd.v1.{service}/{self:?}")
     }
@@ -707,6 +770,8 @@ impl Grpc {
             proto::audit_service_client::AuditServiceClient::with_interceptor(channel.clone(), creds.clone());
         let mut events =
             proto::event_service_client::EventServiceClient::with_interceptor(channel.clone(), creds.clone());
+        let mut subscribers =
+            proto::subscriber_service_client::SubscriberServiceClient::with_interceptor(channel.clone(), creds.clone());
         let mut subs = proto::subscription_service_client::SubscriptionServiceClient::with_interceptor(channel, creds);
         let incident = || async { app.incident("matrix").await["id"].as_str().unwrap().to_string() };
         let component = || async {
@@ -937,6 +1002,24 @@ impl Grpc {
             RetryFailedDeliveries => subs
                 .retry_failed_deliveries(proto::RetryFailedDeliveriesRequest {
                     subscription_id: subscription(app).await,
+                })
+                .await
+                .map(drop),
+            ListSubscribers => subscribers.list_subscribers(proto::ListSubscribersRequest::default()).await.map(drop),
+            GetSubscriber => {
+                subscribers.get_subscriber(proto::GetSubscriberRequest { id: subscriber(app).await }).await.map(drop)
+            }
+            CountSubscribers => subscribers.count_subscribers(proto::CountSubscribersRequest {}).await.map(drop),
+            DeleteSubscriber => subscribers
+                .delete_subscriber(proto::DeleteSubscriberRequest { id: subscriber(app).await })
+                .await
+                .map(drop),
+            ExportSubscribers => {
+                subscribers.export_subscribers(proto::ExportSubscribersRequest::default()).await.map(drop)
+            }
+            ImportSubscribers => subscribers
+                .import_subscribers(proto::ImportSubscribersRequest {
+                    csv: format!("email\n{}@example.com\n", uuid::Uuid::new_v4().simple()),
                 })
                 .await
                 .map(drop),

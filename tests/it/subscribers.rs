@@ -435,3 +435,200 @@ async fn confirmed_subscribers_hear_of_incidents_and_maintenance_on_their_compon
     assert_eq!(de["subject"], "[Acme status] Abgesagt: Index rebuild");
     assert!(de["text"].as_str().unwrap().contains("Not needed."), "{de}");
 }
+
+#[tokio::test]
+async fn operators_list_count_search_remove_export_and_import_subscribers_over_rest_and_grpc() {
+    let (app, smtp) = app_with_mail().await;
+    let checkout = app.create_component("Checkout").await["id"].as_str().unwrap().to_string();
+    let search = app.create_component("Search").await["id"].as_str().unwrap().to_string();
+    // One who subscribed on the page and confirmed, one who only asked.
+    confirmed_subscriber(&app, &smtp, "page@example.com", json!({"components": [search]})).await;
+    assert_eq!(subscribe(&app, json!({"email": "asked@example.com"})).await.0, StatusCode::ACCEPTED);
+    smtp.wait_for(2).await;
+
+    // An import from another tool: a header, an extra column, good and bad lines.
+    let csv = format!(
+        "Email,Name,Components,Lang\n\
+         ann@example.com,Ann,Checkout,de\n\
+         bob@example.com,Bob,{search};checkout,\n\
+         carl@example.com,Carl,,\n\
+         not an address,X,,\n\
+         dora@example.com,Dora,Billing,\n\
+         ANN@example.com,Ann again,,\n\
+         asked@example.com,Asked,,\n\
+         page@example.com,Page,,\n"
+    );
+    let res =
+        app.send(app.client.post(app.url("/v1/subscribers/import")).header("content-type", "text/csv").body(csv)).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let report = &res.body;
+    assert_eq!(report["imported"], 3, "{report}");
+    assert_eq!(report["ignored_columns"], json!(["name"]));
+    let lines = |key: &str| -> Vec<(u64, String)> {
+        report[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["line"].as_u64().unwrap(), l["reason"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let rejected = lines("rejected");
+    assert_eq!(rejected.iter().map(|l| l.0).collect::<Vec<_>>(), [5, 6, 7], "{report}");
+    assert!(rejected[0].1.starts_with("email:"), "{report}");
+    assert!(rejected[1].1.contains("\"Billing\""), "{report}");
+    assert_eq!(rejected[2].1, "email: the address is on line 2 already");
+    let skipped = lines("skipped");
+    assert_eq!(skipped.iter().map(|l| l.0).collect::<Vec<_>>(), [8, 9], "{report}");
+    assert!(skipped[0].1.contains("confirmation mail"), "{report}");
+    assert_eq!(skipped[1].1, "subscribed already");
+    // A file that is not a list of addresses is refused whole, naming the field.
+    let res = app.post("/v1/subscribers/import", json!({"csv": "name\nAnn\n"})).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    assert_eq!(res.error_fields(), ["csv"]);
+
+    // Lists: all newest first, by status, by component (with the subscribers of
+    // everything), by address, in pages.
+    let emails = |body: &Value| -> Vec<String> {
+        body["subscribers"].as_array().unwrap().iter().map(|s| s["email"].as_str().unwrap().to_string()).collect()
+    };
+    let all = app.get("/v1/subscribers").await;
+    assert_eq!(emails(&all.body).len(), 5, "{}", all.body);
+    assert!(all.body["subscribers"][0].get("mails_today").is_none(), "bookkeeping is not shown");
+    let confirmed = app.get("/v1/subscribers?status=confirmed").await;
+    let mut got = emails(&confirmed.body);
+    got.sort();
+    assert_eq!(got, ["ann@example.com", "bob@example.com", "carl@example.com", "page@example.com"]);
+    let of_checkout = app.get(&format!("/v1/subscribers?status=confirmed&component={checkout}")).await;
+    let mut got = emails(&of_checkout.body);
+    got.sort();
+    assert_eq!(got, ["ann@example.com", "bob@example.com", "carl@example.com"], "chose it, or everything");
+    assert_eq!(emails(&app.get("/v1/subscribers?q=BOB").await.body), ["bob@example.com"]);
+    assert_eq!(emails(&app.get("/v1/subscribers?q=%25").await.body), Vec::<String>::new(), "% is a character");
+    let first = app.get("/v1/subscribers?page_size=3").await;
+    let token = first.body["next_page_token"].as_str().unwrap().to_string();
+    let second = app.get(&format!("/v1/subscribers?page_size=3&page_token={token}")).await;
+    let mut paged = emails(&first.body);
+    paged.extend(emails(&second.body));
+    assert_eq!(paged, emails(&all.body), "pages follow each other");
+    for (query, field) in [("status=bogus", "status"), ("component=nope", "component"), ("colour=red", "colour")] {
+        let res = app.get(&format!("/v1/subscribers?{query}")).await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(res.error_fields(), [field], "{query}: {}", res.body);
+    }
+
+    // Counts per status and component.
+    let counts = app.get("/v1/subscribers/counts").await.body;
+    assert_eq!((&counts["pending"], &counts["confirmed"], &counts["unsubscribed"]), (&json!(1), &json!(4), &json!(0)));
+    assert_eq!(counts["all_components"], 1, "carl: {counts}");
+    let by_name =
+        |name: &str| counts["components"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
+    assert_eq!((&by_name("Checkout")["chose"], &by_name("Checkout")["reached"]), (&json!(2), &json!(3)));
+    assert_eq!((&by_name("Search")["chose"], &by_name("Search")["reached"]), (&json!(2), &json!(3)));
+
+    // The export, read by Python's csv module.
+    let res = app.client.get(app.url("/v1/subscribers/export?status=confirmed")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(res.headers()["content-disposition"].to_str().unwrap().contains("subscribers.csv"));
+    let exported = res.text().await.unwrap();
+    let rows = read_csv(&exported);
+    assert_eq!(
+        rows[0],
+        ["id", "email", "status", "lang", "components", "created_at", "confirmed_at", "unsubscribed_at"]
+    );
+    assert_eq!(rows.len(), 5, "{exported}");
+    let ann = rows.iter().find(|r| r[1] == "ann@example.com").unwrap();
+    assert_eq!((ann[2].as_str(), ann[3].as_str(), ann[4].as_str()), ("confirmed", "de", checkout.as_str()));
+
+    // gRPC serves the same.
+    let mut grpc = incidentd::proto::subscriber_service_client::SubscriberServiceClient::with_interceptor(
+        app.channel().await,
+        app.bearer(),
+    );
+    let listed = grpc
+        .list_subscribers(incidentd::proto::ListSubscribersRequest {
+            filter: Some(incidentd::proto::SubscriberFilter {
+                statuses: vec![incidentd::proto::SubscriberStatus::Confirmed as i32],
+                component_id: checkout.clone(),
+                query: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got: Vec<String> = listed.subscribers.iter().map(|s| s.email.clone()).collect();
+    got.sort();
+    assert_eq!(got, ["ann@example.com", "bob@example.com", "carl@example.com"]);
+    let counted = grpc.count_subscribers(incidentd::proto::CountSubscribersRequest {}).await.unwrap().into_inner();
+    assert_eq!((counted.pending, counted.confirmed, counted.all_components), (1, 4, 1));
+    let export = grpc
+        .export_subscribers(incidentd::proto::ExportSubscribersRequest {
+            filter: Some(incidentd::proto::SubscriberFilter {
+                statuses: vec![incidentd::proto::SubscriberStatus::Confirmed as i32],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((export.csv.as_str(), export.count), (exported.as_str(), 4), "the same CSV as REST");
+    let imported = grpc
+        .import_subscribers(incidentd::proto::ImportSubscribersRequest { csv: "email\neve@example.com\nbad\n".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((imported.imported, imported.rejected.len(), imported.rejected[0].line), (1, 1, 3));
+    let bad = grpc
+        .import_subscribers(incidentd::proto::ImportSubscribersRequest { csv: "name\nx\n".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert_eq!(crate::helpers::bad_request_fields(&bad), ["csv"]);
+
+    // Imported subscribers are confirmed: they hear of the next incident on their component.
+    let before = smtp.wait_for(0).await.len();
+    app.create_incident(json!({"title": "Search slow", "severity": "sev3",
+        "affected_components": [{"component_id": search, "status": "degraded_performance"}]}))
+        .await;
+    let mails = mails_after(&smtp, before, 4).await;
+    let mut to: Vec<&str> = mails.iter().map(|m| m["to"].as_str().unwrap()).collect();
+    to.sort();
+    assert_eq!(to, ["bob@example.com", "carl@example.com", "eve@example.com", "page@example.com"]);
+
+    // Removal, over REST and over gRPC, is for good.
+    let id_of = |email: &str| {
+        all.body["subscribers"].as_array().unwrap().iter().find(|s| s["email"] == email).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let bob = id_of("bob@example.com");
+    assert_eq!(app.get(&format!("/v1/subscribers/{bob}")).await.body["email"], "bob@example.com");
+    assert_eq!(app.delete(&format!("/v1/subscribers/{bob}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&format!("/v1/subscribers/{bob}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.delete(&format!("/v1/subscribers/{bob}")).await.status, StatusCode::NOT_FOUND);
+    grpc.delete_subscriber(incidentd::proto::DeleteSubscriberRequest { id: id_of("ann@example.com") }).await.unwrap();
+    let gone = grpc.get_subscriber(incidentd::proto::GetSubscriberRequest { id: id_of("ann@example.com") }).await;
+    assert_eq!(gone.unwrap_err().code(), tonic::Code::NotFound);
+    let audit = app.get("/v1/audit-events").await.body.to_string();
+    for action in ["subscriber.import", "subscriber.export", "subscriber.delete"] {
+        assert!(audit.contains(action), "{action} is audited: {audit}");
+    }
+    assert!(!audit.contains("ann@example.com"), "no address in the audit trail");
+}
+
+/// Rows of a CSV text as Python's csv module reads them.
+fn read_csv(text: &str) -> Vec<Vec<String>> {
+    let script = "import csv, json, sys\nprint(json.dumps(list(csv.reader(sys.stdin))))";
+    let mut child = std::process::Command::new(std::env::var("INCIDENTD_PYTHON").unwrap_or_else(|_| "python3".into()))
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -9,6 +9,7 @@ pub mod events;
 pub mod incidents;
 pub mod maintenance;
 pub mod status;
+pub mod subscribers;
 pub mod subscriptions;
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use crate::proto::component_service_server::ComponentServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::incident_service_server::IncidentServiceServer;
 use crate::proto::maintenance_service_server::MaintenanceServiceServer;
+use crate::proto::subscriber_service_server::SubscriberServiceServer;
 use crate::proto::subscription_service_server::SubscriptionServiceServer;
 use crate::service::Service;
 
@@ -52,6 +54,7 @@ api_services! {
     AuditServiceServer(access::GrpcAuditService),
     EventServiceServer(events::GrpcEventService),
     SubscriptionServiceServer(subscriptions::GrpcSubscriptionService),
+    SubscriberServiceServer(subscribers::GrpcSubscriberService),
 }
 
 /// The standard health service, which reports on the server (`""`) and each API service.

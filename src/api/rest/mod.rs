@@ -9,6 +9,7 @@ pub mod history;
 pub mod incidents;
 pub mod maintenance;
 pub mod problem;
+pub mod subscribers;
 pub mod subscriptions;
 
 use std::sync::Arc;
@@ -80,6 +81,7 @@ impl Default for RestSettings {
         (name = "incidents", description = "Incidents, their lifecycle and timeline"),
         (name = "components", description = "Components and their status"),
         (name = "maintenance", description = "Scheduled maintenance: windows that start and complete on their own, and their timeline"),
+        (name = "subscribers", description = "Customer subscribers (who subscribed by email on the status page): list, count, remove, export and import"),
         (name = "events", description = "The event log and its live stream"),
         (name = "subscriptions", description = "Notification subscriptions and their deliveries (scope subscriptions:manage)"),
         (name = "access", description = "API keys and the audit trail (scope admin)"),
@@ -105,6 +107,11 @@ fn api(public: Arc<crate::api::public::Public>) -> (Router<Service>, utoipa::ope
         .routes(routes!(maintenance::create_maintenance, maintenance::list_maintenances))
         .routes(routes!(maintenance::get_maintenance, maintenance::patch_maintenance))
         .routes(routes!(maintenance::create_maintenance_update, maintenance::list_maintenance_updates))
+        .routes(routes!(subscribers::list_subscribers))
+        .routes(routes!(subscribers::count_subscribers))
+        .routes(routes!(subscribers::export_subscribers))
+        .routes(routes!(subscribers::import_subscribers))
+        .routes(routes!(subscribers::get_subscriber, subscribers::delete_subscriber))
         .routes(routes!(events::list_events))
         .routes(routes!(events::stream_events))
         .routes(routes!(subscriptions::create_subscription, subscriptions::list_subscriptions))

@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use super::{PgStore, PgTx, db_err};
 use crate::domain::customer_mail::CustomerMailOutcome;
+use crate::domain::page::PageToken;
 use crate::domain::subscriber::{OutboundMail, Subscriber};
+use crate::domain::subscriber_list::SubscriberFilter;
 use crate::domain::{Event, Result};
 use crate::store::sql::events::{EventRow, SELECT_EVENTS};
 use crate::store::sql::subscribers::{
@@ -17,8 +19,17 @@ use crate::store::sql::subscribers::{
     SubscriberRow, SubscriberWrite, UPDATE_MAIL, UPDATE_SUBSCRIBER, claim_mail_sql, customer_mail_targets,
     join_customer_mails, queue_customer_mails_sql, record_customer_mail,
 };
+use crate::store::sql::subscribers::{
+    COUNT_ALL_COMPONENTS, COUNT_BY_STATUS, DELETE_SUBSCRIBER, subscriber_figures, subscribers_query,
+};
 use crate::store::sql::{DbId, DbTime};
-use crate::store::{ClaimedCustomerMail, SubscriberStore, SubscriberTx};
+use crate::store::{ClaimedCustomerMail, SubscriberFigures, SubscriberStore, SubscriberTx};
+
+/// Whether a subscriber's `components` hold the bound id.
+const HAS_COMPONENT: (&str, &str) = ("components @> jsonb_build_array(", "::text)");
+/// Confirmed subscribers per component they chose.
+const COUNT_CHOSEN: &str = "SELECT c.value, count(*) FROM subscribers s, \
+     jsonb_array_elements_text(s.components) AS c(value) WHERE s.status = 'confirmed' GROUP BY c.value";
 
 static LOCK_SUBSCRIBER_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{} FOR UPDATE", *SELECT_SUBSCRIBER_BY_ID));
 static LOCK_SUBSCRIBER_BY_EMAIL: LazyLock<String> =
@@ -50,6 +61,23 @@ static SUBSCRIBERS_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{}WHERE i
 impl SubscriberStore for PgStore {
     async fn get_subscriber(&self, id: Uuid) -> Result<Option<Subscriber>> {
         super::by_id::<SubscriberRow, _>(&self.pool, SELECT_SUBSCRIBER_BY_ID.as_str(), id).await
+    }
+
+    async fn list_subscribers(
+        &self,
+        filter: &SubscriberFilter,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<Subscriber>> {
+        super::list::<SubscriberRow, _>(&self.pool, subscribers_query(filter, HAS_COMPONENT, after, limit)).await
+    }
+
+    async fn subscriber_figures(&self) -> Result<SubscriberFigures> {
+        let by_status: Vec<(String, i64)> =
+            sqlx::query_as(COUNT_BY_STATUS).fetch_all(&self.pool).await.map_err(db_err)?;
+        let (all,): (i64,) = sqlx::query_as(COUNT_ALL_COMPONENTS).fetch_one(&self.pool).await.map_err(db_err)?;
+        let chose: Vec<(String, i64)> = sqlx::query_as(COUNT_CHOSEN).fetch_all(&self.pool).await.map_err(db_err)?;
+        subscriber_figures(by_status, all, chose)
     }
 
     async fn mail_due(&self, now: DateTime<Utc>) -> Result<bool> {
@@ -140,6 +168,11 @@ impl SubscriberTx for PgTx {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn delete_subscriber(&mut self, id: Uuid) -> Result<bool> {
+        let done = sqlx::query(DELETE_SUBSCRIBER).bind(DbId(id)).execute(self.conn().await?).await.map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn service_key(&mut self, name: &str, generated: &[u8], now: DateTime<Utc>) -> Result<Vec<u8>> {

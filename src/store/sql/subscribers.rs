@@ -4,11 +4,16 @@
 use std::sync::LazyLock;
 
 use sqlx::types::Json;
+use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
-use super::{DbId, DbTime, insert_sql, parse, read_row, select_sql, time, untime, update_sql, write_row};
+use super::{
+    DbId, DbTime, insert_sql, parse, push_newest_first, read_row, select_sql, time, untime, update_sql, write_row,
+};
 use crate::domain::customer_mail::CustomerMailOutcome;
+use crate::domain::page::PageToken;
 use crate::domain::subscriber::{OutboundMail, Subscriber};
+use crate::domain::subscriber_list::SubscriberFilter;
 use crate::domain::{Error, Event, Result};
 
 read_row! {
@@ -344,4 +349,66 @@ pub fn join_customer_mails(
             })
         })
         .collect())
+}
+
+/// A list of subscribers, newest first. `component` is the backend's test that the JSON array
+/// `components` holds the bound id text: `(prefix, suffix)` around the bind.
+pub fn subscribers_query<DB>(
+    filter: &SubscriberFilter,
+    component: (&str, &str),
+    after: Option<&PageToken>,
+    limit: u32,
+) -> crate::domain::Result<QueryBuilder<DB>>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'t> DbId: Encode<'t, DB> + Type<DB>,
+    for<'t> DbTime: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> &'static str: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(select_sql(SubscriberRow::COLUMNS, "subscribers", "WHERE 1 = 1"));
+    if !filter.statuses.is_empty() {
+        q.push(" AND status IN (");
+        let mut list = q.separated(", ");
+        for s in &filter.statuses {
+            list.push_bind(s.as_str());
+        }
+        q.push(")");
+    }
+    if let Some(id) = filter.component {
+        q.push(format!(" AND (components = '[]' OR {}", component.0))
+            .push_bind(id.to_string())
+            .push(component.1)
+            .push(")");
+    }
+    if let Some(text) = &filter.search {
+        let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        q.push(" AND email_key LIKE ").push_bind(format!("%{escaped}%")).push(" ESCAPE '\\'");
+    }
+    push_newest_first(&mut q, "created_at", after, limit)?;
+    Ok(q)
+}
+
+/// Subscribers per status.
+pub const COUNT_BY_STATUS: &str = "SELECT status, count(*) FROM subscribers GROUP BY status";
+/// Confirmed subscribers of every component.
+pub const COUNT_ALL_COMPONENTS: &str =
+    "SELECT count(*) FROM subscribers WHERE status = 'confirmed' AND components = '[]'";
+/// Removes a subscriber (its queued mails go with it).
+pub const DELETE_SUBSCRIBER: &str = "DELETE FROM subscribers WHERE id = $1";
+
+/// Reads the figures of [`COUNT_BY_STATUS`], [`COUNT_ALL_COMPONENTS`] and the backend's count
+/// per chosen component.
+pub fn subscriber_figures(
+    by_status: Vec<(String, i64)>,
+    all_components: i64,
+    chose: Vec<(String, i64)>,
+) -> crate::domain::Result<crate::store::SubscriberFigures> {
+    Ok(crate::store::SubscriberFigures {
+        by_status: by_status.into_iter().map(|(s, n)| Ok((parse("status", &s)?, n))).collect::<Result<_>>()?,
+        all_components,
+        chose: chose.into_iter().filter_map(|(id, n)| Uuid::parse_str(&id).ok().map(|id| (id, n))).collect(),
+    })
 }

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::{SqliteStore, SqliteTx, db_err, json_list};
 use crate::domain::customer_mail::CustomerMailOutcome;
+use crate::domain::page::PageToken;
 use crate::domain::subscriber::{OutboundMail, Subscriber};
+use crate::domain::subscriber_list::SubscriberFilter;
 use crate::domain::{Event, Result};
 use crate::store::sql::events::{EventRow, SELECT_EVENTS};
 use crate::store::sql::subscribers::{
@@ -18,8 +20,17 @@ use crate::store::sql::subscribers::{
     SELECT_SUBSCRIBERS, SubscriberRow, SubscriberWrite, UPDATE_MAIL, UPDATE_SUBSCRIBER, claim_mail_sql,
     customer_mail_targets, join_customer_mails, queue_customer_mails_sql, record_customer_mail,
 };
+use crate::store::sql::subscribers::{
+    COUNT_ALL_COMPONENTS, COUNT_BY_STATUS, DELETE_SUBSCRIBER, subscriber_figures, subscribers_query,
+};
 use crate::store::sql::{DbId, DbTime};
-use crate::store::{ClaimedCustomerMail, SubscriberStore, SubscriberTx};
+use crate::store::{ClaimedCustomerMail, SubscriberFigures, SubscriberStore, SubscriberTx};
+
+/// Whether a subscriber's `components` hold the bound id.
+const HAS_COMPONENT: (&str, &str) = ("EXISTS (SELECT 1 FROM json_each(components) WHERE value = ", ")");
+/// Confirmed subscribers per component they chose.
+const COUNT_CHOSEN: &str = "SELECT c.value, count(*) FROM subscribers s, json_each(s.components) AS c \
+     WHERE s.status = 'confirmed' GROUP BY c.value";
 
 static CLAIM_MAIL: LazyLock<String> = LazyLock::new(|| claim_mail_sql(PICK_DUE_MAIL));
 
@@ -45,6 +56,23 @@ static SUBSCRIBERS_BY_ID: LazyLock<String> =
 impl SubscriberStore for SqliteStore {
     async fn get_subscriber(&self, id: Uuid) -> Result<Option<Subscriber>> {
         super::by_id::<SubscriberRow, _>(&self.readers, SELECT_SUBSCRIBER_BY_ID.as_str(), id).await
+    }
+
+    async fn list_subscribers(
+        &self,
+        filter: &SubscriberFilter,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Vec<Subscriber>> {
+        super::list::<SubscriberRow, _>(&self.readers, subscribers_query(filter, HAS_COMPONENT, after, limit)).await
+    }
+
+    async fn subscriber_figures(&self) -> Result<SubscriberFigures> {
+        let by_status: Vec<(String, i64)> =
+            sqlx::query_as(COUNT_BY_STATUS).fetch_all(&self.readers).await.map_err(db_err)?;
+        let (all,): (i64,) = sqlx::query_as(COUNT_ALL_COMPONENTS).fetch_one(&self.readers).await.map_err(db_err)?;
+        let chose: Vec<(String, i64)> = sqlx::query_as(COUNT_CHOSEN).fetch_all(&self.readers).await.map_err(db_err)?;
+        subscriber_figures(by_status, all, chose)
     }
 
     async fn mail_due(&self, now: DateTime<Utc>) -> Result<bool> {
@@ -141,6 +169,11 @@ impl SubscriberTx for SqliteTx {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn delete_subscriber(&mut self, id: Uuid) -> Result<bool> {
+        let done = sqlx::query(DELETE_SUBSCRIBER).bind(DbId(id)).execute(self.conn()).await.map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn service_key(&mut self, name: &str, generated: &[u8], now: DateTime<Utc>) -> Result<Vec<u8>> {

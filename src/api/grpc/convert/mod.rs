@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use prost_types::{FieldMask, Timestamp};
 
 use crate::domain::maintenance::MaintenanceStatus;
+use crate::domain::subscriber::SubscriberStatus;
 use crate::domain::validate::Violations;
 use crate::domain::{
     CauseKind, Channel, ComponentStatus, DeliveryStatus, Impact, Scope, Severity, Status, UpdateKind, Visibility,
@@ -94,6 +95,13 @@ enum_map!(
     MaintenanceStatus,
     MaintenanceStatus,
     [Scheduled, InProgress, Verifying, Completed, Cancelled]
+);
+enum_map!(
+    subscriber_status_to_pb,
+    subscriber_status_from_pb,
+    SubscriberStatus,
+    SubscriberStatus,
+    [Pending, Confirmed, Unsubscribed]
 );
 enum_map!(
     scope_to_pb,
