@@ -26,6 +26,11 @@ impl Service {
     /// Starts `incidentd serve` on `database_url` (rate limiting off, loopback receivers
     /// allowed) and waits until it listens.
     pub async fn start(database_url: &str) -> anyhow::Result<Self> {
+        Self::start_with(database_url, &[]).await
+    }
+
+    /// The same, with more settings in the environment.
+    pub async fn start_with(database_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
             .env_remove("DATABASE_URL")
             .env("INCIDENTD_DATABASE_URL", database_url)
@@ -37,6 +42,7 @@ impl Service {
             // The public routes' per-address limit too (bench/status loads them from one address).
             .env("INCIDENTD_PUBLIC_RATE_LIMIT_PER_SECOND", "0")
             .env("INCIDENTD_WEBHOOK_ALLOWLIST", "127.0.0.0/8")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .kill_on_drop(true)

@@ -6,6 +6,7 @@ pub mod customer;
 pub mod render;
 pub mod send;
 pub mod sign;
+pub mod smtp;
 pub mod ssrf;
 
 pub use send::{Sender, SenderSettings, Sent};

@@ -4,13 +4,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 use super::render::{self, Summary};
 use super::sign;
+use super::smtp::Smtp;
 use super::ssrf::Guard;
 use crate::domain::subscription::{Outcome, SigningSecrets};
 use crate::domain::{Channel, Event, Subscription};
@@ -19,6 +19,8 @@ use crate::domain::{Channel, Event, Subscription};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The whole exchange may take this long.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// A queued mail's whole SMTP exchange may take this long.
+const MAIL_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this much of a response is read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// This much of it is kept in the delivery log.
@@ -61,7 +63,7 @@ pub struct Sent {
 
 pub struct Sender {
     http: reqwest::Client,
-    smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
+    smtp: Option<(Smtp, Mailbox)>,
     guard: Guard,
     public_url: String,
     smtp_connections: usize,
@@ -83,11 +85,7 @@ impl Sender {
         let smtp = match &settings.smtp_url {
             Some(url) => {
                 // Connections are pooled: a burst of mails reuses them instead of a handshake each.
-                let pool = lettre::transport::smtp::PoolConfig::new().max_size(settings.smtp_connections.max(1));
-                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())?
-                    .timeout(Some(REQUEST_TIMEOUT))
-                    .pool_config(pool)
-                    .build();
+                let transport = Smtp::from_url(url.expose_secret(), settings.smtp_connections, REQUEST_TIMEOUT)?;
                 let from: Mailbox = settings
                     .smtp_from
                     .parse()
@@ -251,7 +249,12 @@ impl Sender {
         let message = builder
             .multipart(MultiPart::alternative_plain_html(mail.text.clone(), mail.html.clone()))
             .map_err(|e| format!("could not build the email: {e}"))?;
-        transport.send(message).await.map(drop).map_err(|e| e.to_string())
+        // lettre's timeout is per command; this bounds the whole exchange, so a server that
+        // trickles cannot hold a batch of mails for long.
+        match tokio::time::timeout(MAIL_TIMEOUT, transport.send(message)).await {
+            Ok(sent) => sent.map(drop).map_err(|e| e.to_string()),
+            Err(_) => Err(format!("the SMTP server took longer than {} s", MAIL_TIMEOUT.as_secs())),
+        }
     }
 
     async fn email(&self, to: &str, summary: &Summary) -> Sent {
@@ -282,11 +285,11 @@ impl Sender {
                 outcome: Outcome::Delivered,
             },
             Err(e) => Sent {
-                status_code: e.status().map(|c| i32::from(u16::from(c))),
+                status_code: e.code.map(i32::from),
                 latency: started.elapsed(),
                 excerpt: None,
-                error: Some(e.to_string()),
-                outcome: Outcome::Retry { retry_after: None, slow_down: e.is_timeout() },
+                error: Some(e.message),
+                outcome: Outcome::Retry { retry_after: None, slow_down: e.timed_out },
             },
         }
     }

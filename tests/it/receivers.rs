@@ -129,12 +129,15 @@ impl Drop for Receiver {
 pub struct SmtpSink {
     pub url: String,
     messages: Arc<Mutex<Vec<String>>>,
+    refuse: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[derive(Clone)]
 struct SmtpHandler {
     current: Vec<u8>,
     messages: Arc<Mutex<Vec<String>>>,
+    /// How many more messages to refuse with 451 (a temporary failure).
+    refuse: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl mailin_embedded::Handler for SmtpHandler {
@@ -148,6 +151,15 @@ impl mailin_embedded::Handler for SmtpHandler {
         Ok(())
     }
 
+    /// Greylisting: a recipient refused with 451 "try again later".
+    fn rcpt(&mut self, _to: &str) -> mailin_embedded::Response {
+        use std::sync::atomic::Ordering;
+        if self.refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return mailin_embedded::response::INTERNAL_ERROR;
+        }
+        mailin_embedded::response::OK
+    }
+
     fn data_end(&mut self) -> mailin_embedded::Response {
         self.messages.lock().unwrap().push(String::from_utf8_lossy(&self.current).into_owned());
         mailin_embedded::response::OK
@@ -159,14 +171,20 @@ impl SmtpSink {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("smtp://{}", listener.local_addr().unwrap());
         let messages = Arc::new(Mutex::new(Vec::new()));
-        let handler = SmtpHandler { current: Vec::new(), messages: messages.clone() };
+        let refuse = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handler = SmtpHandler { current: Vec::new(), messages: messages.clone(), refuse: refuse.clone() };
         std::thread::spawn(move || {
             let mut server = mailin_embedded::Server::new(handler);
             // Enough threads for every connection a pooled sender keeps open.
             server.with_name("sink.test").with_num_threads(64).with_tcp_listener(listener);
             let _ = server.serve();
         });
-        SmtpSink { url, messages }
+        SmtpSink { url, messages, refuse }
+    }
+
+    /// Refuses the next `n` recipients with 451 (a temporary failure, as greylisting does).
+    pub fn refuse_next(&self, n: usize) {
+        self.refuse.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub async fn wait_for(&self, n: usize) -> Vec<String> {

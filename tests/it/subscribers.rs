@@ -632,3 +632,52 @@ fn read_csv(text: &str) -> Vec<Vec<String>> {
     let out = child.wait_with_output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The `To:` header of a raw mail.
+fn to_of(raw: &str) -> String {
+    raw.lines().find_map(|l| l.strip_prefix("To: ")).unwrap_or_default().trim().to_string()
+}
+
+#[tokio::test]
+async fn customer_mails_are_retried_after_a_refusal_and_reach_each_subscriber_once_across_two_workers() {
+    let (app, smtp) = app_with_mail().await;
+    let url = smtp.url.clone();
+    // A second process on the same database: both run the workers.
+    let second = TestApp::spawn_on_with(&app.database_url, move |c| {
+        c.smtp_url = Some(url.into());
+        c.status.name = "Acme status".into();
+    })
+    .await;
+    let mut csv = String::from("email\n");
+    for i in 0..40 {
+        csv.push_str(&format!("c{i}@example.com\n"));
+    }
+    let res = app.post("/v1/subscribers/import", json!({"csv": csv})).await;
+    assert_eq!(res.body["imported"], 40, "{}", res.body);
+
+    // The SMTP server refuses five recipients for now (451, as greylisting does): their mails
+    // wait for their next attempt.
+    smtp.refuse_next(5);
+    second.incident("Queue backlog").await;
+    smtp.wait_for(35).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(smtp.wait_for(0).await.len(), 35, "the refused five are not sent again at once");
+    let db = app.db().await;
+    let waiting = db.scalar("SELECT count(*) FROM customer_mails WHERE status = 'pending' AND attempts = 1").await;
+    assert_eq!(waiting, 5);
+    let with_error = db.scalar("SELECT count(*) FROM customer_mails WHERE last_error LIKE '%451%'").await;
+    assert_eq!(with_error, 5, "the refusal is recorded");
+    // Their retry is due (30 s later, moved up here): both workers race for it.
+    db.shift_back("customer_mails", "next_attempt_at", 3600, "status = 'pending'").await;
+    smtp.wait_for(40).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mails = smtp.wait_for(0).await;
+    let mut to: Vec<String> = mails.iter().map(|m| to_of(m)).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!((mails.len(), to.len()), (40, 40), "every subscriber once: {to:?}");
+    let sent = db.scalar("SELECT count(*) FROM customer_mails WHERE status = 'sent' AND sent_at IS NOT NULL").await;
+    assert_eq!(sent, 40);
+    db.close().await;
+    second.stop().await;
+}
