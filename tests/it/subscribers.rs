@@ -22,6 +22,11 @@ print(json.dumps({"subject": m["subject"], "to": m["to"],
     "list_unsubscribe": m["List-Unsubscribe"], "list_unsubscribe_post": m["List-Unsubscribe-Post"],
     "text": text.get_content() if text else None, "html": html.get_content() if html else None}))
 "#;
+    python(script, raw)
+}
+
+/// Runs a Python script on `input` and reads the JSON it prints.
+fn python<T: serde::de::DeserializeOwned>(script: &str, input: &str) -> T {
     let mut child = std::process::Command::new(std::env::var("INCIDENTD_PYTHON").unwrap_or_else(|_| "python3".into()))
         .args(["-c", script])
         .stdin(std::process::Stdio::piped())
@@ -29,7 +34,7 @@ print(json.dumps({"subject": m["subject"], "to": m["to"],
         .spawn()
         .expect("python3 runs");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(raw.as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
@@ -620,17 +625,7 @@ async fn operators_list_count_search_remove_export_and_import_subscribers_over_r
 
 /// Rows of a CSV text as Python's csv module reads them.
 fn read_csv(text: &str) -> Vec<Vec<String>> {
-    let script = "import csv, json, sys\nprint(json.dumps(list(csv.reader(sys.stdin))))";
-    let mut child = std::process::Command::new(std::env::var("INCIDENTD_PYTHON").unwrap_or_else(|_| "python3".into()))
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
+    python("import csv, json, sys\nprint(json.dumps(list(csv.reader(sys.stdin))))", text)
 }
 
 /// The `To:` header of a raw mail.
