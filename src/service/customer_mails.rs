@@ -50,7 +50,10 @@ impl Service {
             }
             let mut notices: HashMap<(Uuid, Lang), Option<Notice>> = HashMap::new();
             let mut outcomes = Vec::with_capacity(claimed.len());
-            let mut mails = Vec::with_capacity(claimed.len());
+            // Each subscriber's mails, to go out one after another in the order of their
+            // events (a resolution never overtakes its declaration); different subscribers' at
+            // once.
+            let mut by_subscriber: HashMap<Uuid, Vec<(i64, Uuid, i32, OutboundMail)>> = HashMap::new();
             for c in claimed {
                 let s = &c.subscriber;
                 let skip = |why: &str| CustomerMailOutcome::skipped(c.event_id, s.id, why, at);
@@ -78,27 +81,33 @@ impl Service {
                     customer::unsubscribe_headers(&unsubscribe),
                     at,
                 );
-                mails.push((event.seq.unwrap_or_default(), c.event_id, c.attempts, mail));
-            }
-            // One subscriber's mails go out one after another in the order of their events (a
-            // resolution never overtakes the declaration); different subscribers' at once.
-            let mut by_subscriber: HashMap<Uuid, Vec<(i64, Uuid, i32, OutboundMail)>> = HashMap::new();
-            for (seq, event_id, attempts, mail) in mails {
-                by_subscriber
-                    .entry(mail.subscriber_id.unwrap_or_default())
-                    .or_default()
-                    .push((seq, event_id, attempts, mail));
+                by_subscriber.entry(s.id).or_default().push((
+                    event.seq.unwrap_or_default(),
+                    c.event_id,
+                    c.attempts,
+                    mail,
+                ));
             }
             let results: Vec<Vec<CustomerMailOutcome>> = futures::stream::iter(by_subscriber.into_values())
                 .map(|mut mails| async move {
                     mails.sort_by_key(|m| m.0);
                     let mut outcomes = Vec::with_capacity(mails.len());
+                    let mut failed = false;
                     for (_, event_id, attempts, mail) in mails {
                         let subscriber = mail.subscriber_id.unwrap_or_default();
-                        outcomes.push(match sender.send_mail(&mail).await {
+                        // After a failure the later ones wait too, so the order holds.
+                        let result = if failed {
+                            Err("waiting for an earlier mail to this address".to_string())
+                        } else {
+                            sender.send_mail(&mail).await
+                        };
+                        outcomes.push(match result {
                             Ok(()) => CustomerMailOutcome::sent(event_id, subscriber, now()),
                             Err(e) => {
-                                tracing::warn!(event = %event_id, %subscriber, error = %e, "a customer mail failed; trying again later");
+                                if !failed {
+                                    tracing::warn!(event = %event_id, %subscriber, error = %e, "a customer mail failed; trying again later");
+                                }
+                                failed = true;
                                 CustomerMailOutcome::failed(event_id, subscriber, attempts, e, now())
                             }
                         });
