@@ -109,6 +109,21 @@ fn link_failed(public: &Public, query: &LinkQuery, headers: &HeaderMap, error: E
     })
 }
 
+/// The page a link leads to: drawn for the subscriber it names (in its language unless the
+/// link says otherwise), or the page for a link that does not work.
+fn link_page(
+    public: &Public,
+    query: &LinkQuery,
+    headers: &HeaderMap,
+    result: Result<Subscriber, Error>,
+    draw: impl FnOnce(&Renderer, &Subscriber) -> askama::Result<String>,
+) -> Response {
+    match result {
+        Ok(s) => render(public, link_lang(query, &s), StatusCode::OK, |r| draw(r, &s)),
+        Err(e) => link_failed(public, query, headers, e),
+    }
+}
+
 #[utoipa::path(post, path = "/status/subscribe", tag = "public",
     request_body(content = SubscribeIn, description = "JSON, or the same fields as an HTML form (`application/x-www-form-urlencoded`, `components` repeated)"),
     responses(
@@ -201,13 +216,11 @@ async fn confirm(
     Query(query): Query<LinkQuery>,
     headers: HeaderMap,
 ) -> Response {
-    match service.confirm_subscriber(query.token.as_deref().unwrap_or_default()).await {
-        Ok(s) => render(&public, link_lang(&query, &s), StatusCode::OK, |r| {
-            let t = r.lang.strings();
-            r.subscription("/status", t.subscribed_heading, vec![t.subscribed_text.to_string()], None)
-        }),
-        Err(e) => link_failed(&public, &query, &headers, e),
-    }
+    let result = service.confirm_subscriber(query.token.as_deref().unwrap_or_default()).await;
+    link_page(&public, &query, &headers, result, |r, _| {
+        let t = r.lang.strings();
+        r.subscription("/status", t.subscribed_heading, vec![t.subscribed_text.to_string()], None)
+    })
 }
 
 #[utoipa::path(get, path = "/status/subscribe/unsubscribe", tag = "public", params(LinkQuery),
@@ -220,19 +233,17 @@ async fn unsubscribe_page(
     headers: HeaderMap,
 ) -> Response {
     let token = query.token.clone().unwrap_or_default();
-    match service.subscriber_for_link(LinkPurpose::Unsubscribe, &token).await {
-        Ok(s) => render(&public, link_lang(&query, &s), StatusCode::OK, |r| {
-            let t = r.lang.strings();
-            let action = format!("/status/subscribe/unsubscribe?token={token}");
-            r.subscription(
-                "/status",
-                t.unsubscribe_heading,
-                vec![t.unsubscribe_question.to_string()],
-                Some((t.unsubscribe_heading, action)),
-            )
-        }),
-        Err(e) => link_failed(&public, &query, &headers, e),
-    }
+    let result = service.subscriber_for_link(LinkPurpose::Unsubscribe, &token).await;
+    link_page(&public, &query, &headers, result, |r, _| {
+        let t = r.lang.strings();
+        let action = format!("/status/subscribe/unsubscribe?token={token}");
+        r.subscription(
+            "/status",
+            t.unsubscribe_heading,
+            vec![t.unsubscribe_question.to_string()],
+            Some((t.unsubscribe_heading, action)),
+        )
+    })
 }
 
 #[utoipa::path(post, path = "/status/subscribe/unsubscribe", tag = "public", params(LinkQuery),
@@ -245,13 +256,11 @@ async fn unsubscribe(
     Query(query): Query<LinkQuery>,
     headers: HeaderMap,
 ) -> Response {
-    match service.unsubscribe_subscriber(query.token.as_deref().unwrap_or_default()).await {
-        Ok(s) => render(&public, link_lang(&query, &s), StatusCode::OK, |r| {
-            let t = r.lang.strings();
-            r.subscription("/status", t.unsubscribe_heading, vec![t.unsubscribed_text.to_string()], None)
-        }),
-        Err(e) => link_failed(&public, &query, &headers, e),
-    }
+    let result = service.unsubscribe_subscriber(query.token.as_deref().unwrap_or_default()).await;
+    link_page(&public, &query, &headers, result, |r, _| {
+        let t = r.lang.strings();
+        r.subscription("/status", t.unsubscribe_heading, vec![t.unsubscribed_text.to_string()], None)
+    })
 }
 
 #[utoipa::path(get, path = "/status/subscribe/manage", tag = "public", params(LinkQuery),
@@ -264,12 +273,10 @@ async fn manage_page(
     headers: HeaderMap,
 ) -> Response {
     let token = query.token.clone().unwrap_or_default();
-    match service.subscriber_to_manage(&token).await {
-        Ok(s) => render(&public, link_lang(&query, &s), StatusCode::OK, |r| {
-            r.manage(format!("/status/subscribe/manage?token={token}"), &s.components, false)
-        }),
-        Err(e) => link_failed(&public, &query, &headers, e),
-    }
+    let result = service.subscriber_to_manage(&token).await;
+    link_page(&public, &query, &headers, result, |r, s| {
+        r.manage(format!("/status/subscribe/manage?token={token}"), &s.components, false)
+    })
 }
 
 #[utoipa::path(post, path = "/status/subscribe/manage", tag = "public", params(LinkQuery),
@@ -286,17 +293,16 @@ async fn manage(
     let token = query.token.clone().unwrap_or_default();
     let components = from_form(&body).components;
     match service.choose_components(&token, components).await {
-        Ok(s) => render(&public, link_lang(&query, &s), StatusCode::OK, |r| {
-            r.manage(format!("/status/subscribe/manage?token={token}"), &s.components, true)
-        }),
-        Err(e) if link_problem(&e).is_some() => link_failed(&public, &query, &headers, e),
-        Err(e) => {
+        Err(e) if link_problem(&e).is_none() => {
             let (lang, _) = language(&public, &PageQuery { lang: query.lang.clone() }, &headers);
             render(&public, lang, StatusCode::BAD_REQUEST, |r| {
                 let t = r.lang.strings();
                 r.subscription("/status", t.manage_heading, vec![form_error(&e)], None)
             })
         }
+        result => link_page(&public, &query, &headers, result, |r, s| {
+            r.manage(format!("/status/subscribe/manage?token={token}"), &s.components, true)
+        }),
     }
 }
 
