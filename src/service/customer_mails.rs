@@ -33,7 +33,7 @@ impl Service {
             return Ok(0);
         }
         let key = self.link_key().await?.clone();
-        let names: HashMap<Uuid, String> = self.all_components().await?.into_iter().map(|c| (c.id, c.name)).collect();
+        let names: HashMap<Uuid, String> = self.component_names().await?.into_iter().collect();
         let cx = NoticeContext {
             page: &self.page_name,
             public_url: &self.public_url,

@@ -173,6 +173,11 @@ impl Service {
     }
 
     /// Every component, in status-page order.
+    /// Every component's id and name, in status-page order.
+    pub(super) async fn component_names(&self) -> Result<Vec<(Uuid, String)>> {
+        Ok(self.all_components().await?.into_iter().map(|c| (c.id, c.name)).collect())
+    }
+
     pub(super) async fn all_components(&self) -> Result<Vec<Component>> {
         let mut all = Vec::new();
         let mut after: Option<PageToken> = None;

@@ -40,8 +40,7 @@ impl Service {
     pub async fn count_subscribers(&self, caller: &Caller) -> Result<SubscriberCounts> {
         caller.require(Permission::ManageSubscriptions)?;
         let figures = self.store.subscriber_figures().await?;
-        let components: Vec<(Uuid, String)> =
-            self.all_components().await?.into_iter().map(|c| (c.id, c.name)).collect();
+        let components = self.component_names().await?;
         Ok(SubscriberCounts::new(&figures.by_status, figures.all_components, &figures.chose, &components))
     }
 
@@ -90,8 +89,7 @@ impl Service {
     /// file as a whole is refused. Addresses known already are left as they are.
     pub async fn import_subscribers(&self, caller: &Caller, csv: &str) -> Result<ImportReport> {
         caller.require(Permission::ManageSubscriptions)?;
-        let components: Vec<(Uuid, String)> =
-            self.all_components().await?.into_iter().map(|c| (c.id, c.name)).collect();
+        let components = self.component_names().await?;
         let (rows, mut report) = parse_import(csv, &components)?;
         let now = now();
         let mut tx = self.store.begin().await?;

@@ -6,13 +6,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::subscriptions::SELECT_EVENTS_BY_ID;
 use super::{PgStore, PgTx, db_err};
 use crate::domain::customer_mail::CustomerMailOutcome;
 use crate::domain::page::PageToken;
 use crate::domain::subscriber::{OutboundMail, Subscriber};
 use crate::domain::subscriber_list::SubscriberFilter;
 use crate::domain::{Event, Result};
-use crate::store::sql::events::{EventRow, SELECT_EVENTS};
+use crate::store::sql::events::EventRow;
 use crate::store::sql::subscribers::{
     ANY_CUSTOMER_MAIL_DUE, ANY_MAIL_DUE, CustomerMailClaimRow, INSERT_MAIL, INSERT_SERVICE_KEY, INSERT_SUBSCRIBER,
     MailRow, MailWrite, SELECT_SERVICE_KEY, SELECT_SUBSCRIBER_BY_EMAIL, SELECT_SUBSCRIBER_BY_ID, SELECT_SUBSCRIBERS,
@@ -54,7 +55,6 @@ static CLAIM_CUSTOMER_MAILS: &str = "UPDATE customer_mails n SET attempts = n.at
            ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) due \
      WHERE n.event_id = due.event_id AND n.subscriber_id = due.subscriber_id \
      RETURNING n.event_id, n.subscriber_id, n.attempts";
-static EVENTS_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{}WHERE id = ANY($1)", *SELECT_EVENTS));
 static SUBSCRIBERS_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{}WHERE id = ANY($1)", *SELECT_SUBSCRIBERS));
 
 #[async_trait]
@@ -113,8 +113,11 @@ impl SubscriberStore for PgStore {
         event_ids.sort_unstable();
         event_ids.dedup();
         let subscriber_ids: Vec<Uuid> = claimed.iter().map(|c| c.1).collect();
-        let events: Vec<EventRow> =
-            sqlx::query_as(EVENTS_BY_ID.as_str()).bind(&event_ids).fetch_all(&self.pool).await.map_err(db_err)?;
+        let events: Vec<EventRow> = sqlx::query_as(SELECT_EVENTS_BY_ID.as_str())
+            .bind(&event_ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
         let subscribers: Vec<SubscriberRow> = sqlx::query_as(SUBSCRIBERS_BY_ID.as_str())
             .bind(&subscriber_ids)
             .fetch_all(&self.pool)

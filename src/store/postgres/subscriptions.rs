@@ -44,7 +44,9 @@ static CLAIM_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
         returning.join(", ")
     )
 });
-static SELECT_EVENTS_BY_ID: LazyLock<String> = LazyLock::new(|| format!("{}WHERE id = ANY($1)", *SELECT_EVENTS));
+/// Events by id (`$1`: the ids); also read by the customer-mail claim.
+pub(super) static SELECT_EVENTS_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("{}WHERE id = ANY($1)", *SELECT_EVENTS));
 static SELECT_SUBSCRIPTIONS_BY_ID: LazyLock<String> = LazyLock::new(|| select_with_secrets("WHERE id = ANY($1)"));
 
 #[async_trait]

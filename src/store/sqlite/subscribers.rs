@@ -7,13 +7,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::subscriptions::SELECT_EVENTS_BY_ID;
 use super::{SqliteStore, SqliteTx, db_err, json_list};
 use crate::domain::customer_mail::CustomerMailOutcome;
 use crate::domain::page::PageToken;
 use crate::domain::subscriber::{OutboundMail, Subscriber};
 use crate::domain::subscriber_list::SubscriberFilter;
 use crate::domain::{Event, Result};
-use crate::store::sql::events::{EventRow, SELECT_EVENTS};
+use crate::store::sql::events::EventRow;
 use crate::store::sql::subscribers::{
     ANY_CUSTOMER_MAIL_DUE, ANY_MAIL_DUE, CustomerMailClaimRow, INSERT_MAIL, INSERT_SERVICE_KEY, INSERT_SUBSCRIBER,
     MailRow, MailWrite, PICK_DUE_MAIL, SELECT_SERVICE_KEY, SELECT_SUBSCRIBER_BY_EMAIL, SELECT_SUBSCRIBER_BY_ID,
@@ -47,8 +48,6 @@ static QUEUE_CUSTOMER_MAILS: LazyLock<String> = LazyLock::new(|| {
 static CLAIM_CUSTOMER_MAILS: &str = "UPDATE customer_mails SET attempts = attempts + 1, next_attempt_at = $2 \
      WHERE rowid IN (SELECT rowid FROM customer_mails WHERE status = 'pending' AND next_attempt_at <= $1 \
      ORDER BY next_attempt_at LIMIT $3) RETURNING event_id, subscriber_id, attempts";
-static EVENTS_BY_ID: LazyLock<String> =
-    LazyLock::new(|| format!("{}WHERE id IN (SELECT value FROM json_each($1))", *SELECT_EVENTS));
 static SUBSCRIBERS_BY_ID: LazyLock<String> =
     LazyLock::new(|| format!("{}WHERE id IN (SELECT value FROM json_each($1))", *SELECT_SUBSCRIBERS));
 
@@ -110,7 +109,7 @@ impl SubscriberStore for SqliteStore {
         let mut event_ids: Vec<Uuid> = claimed.iter().map(|c| c.0).collect();
         event_ids.sort_unstable();
         event_ids.dedup();
-        let events: Vec<EventRow> = sqlx::query_as(EVENTS_BY_ID.as_str())
+        let events: Vec<EventRow> = sqlx::query_as(SELECT_EVENTS_BY_ID.as_str())
             .bind(json_list(event_ids))
             .fetch_all(&mut *tx)
             .await

@@ -46,7 +46,8 @@ static CLAIM_DELIVERIES: LazyLock<String> = LazyLock::new(|| {
         DeliveryRow::COLUMNS.join(", ")
     )
 });
-static SELECT_EVENTS_BY_ID: LazyLock<String> =
+/// Events by id (`$1`: the ids); also read by the customer-mail claim.
+pub(super) static SELECT_EVENTS_BY_ID: LazyLock<String> =
     LazyLock::new(|| format!("{}WHERE id IN (SELECT value FROM json_each($1))", *SELECT_EVENTS));
 static SELECT_SUBSCRIPTIONS_BY_ID: LazyLock<String> =
     LazyLock::new(|| select_with_secrets("WHERE id IN (SELECT value FROM json_each($1))"));
