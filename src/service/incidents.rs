@@ -2,6 +2,7 @@
 //! timeline. Each checks the caller's permission first and records an audit event in the
 //! transaction of its change.
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -10,10 +11,10 @@ use super::events::traced;
 use super::metrics::Milestones;
 use super::{Created, Service, claim, fingerprint, save_response};
 use crate::domain::history::Cause;
-use crate::domain::incident::{IncidentDraft, related_keys};
+use crate::domain::incident::{IncidentDraft, Transition, related_keys};
 use crate::domain::page::{Page, PageToken};
 use crate::domain::query::IncidentFilter;
-use crate::domain::timeline::actor;
+use crate::domain::timeline::{ValidTransition, actor};
 use crate::domain::validate::Violations;
 use crate::domain::version::check_etag;
 use crate::domain::{
@@ -63,16 +64,8 @@ impl Service {
         incident.related_incident_ids = resolve_related(tx.as_mut(), &mut v, &related, None).await?;
         check_components(tx.as_mut(), &mut v, &incident.affected_components, &[]).await?;
         v.finish()?;
-        let watch = ComponentWatch::start(tx.as_mut(), component_ids(&incident), Cause::Incident(incident.id)).await?;
-        incident.reference = tx.insert_incident(&incident).await?;
-        tx.insert_timeline_entry(&TimelineEntry::created(&incident, &caller.name, now)).await?;
-        let mut events = vec![Event::incident_created(&incident, now)];
-        events.extend(watch.finish(tx.as_mut(), now).await?);
+        let events = declare_in(tx.as_mut(), caller, &mut incident, now).await?;
         tx.insert_events(&traced(events)).await?;
-        let details =
-            json!({"reference": incident.reference, "severity": incident.severity, "status": incident.status});
-        tx.insert_audit_event(&AuditEvent::new(caller, "incident.create", "incident", incident.id, details, now))
-            .await?;
         save_response(tx.as_mut(), &scope, idempotency_key, &incident).await?;
         self.commit_with_events(tx).await?;
         tracing::info!(incident = %incident.reference, severity = %incident.severity, "incident declared");
@@ -187,17 +180,7 @@ impl Service {
         let mut tx = self.store.begin().await?;
         let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
         let before = Milestones::of(&incident);
-        let t = incident.transition(input.to, now)?;
-        let entry = TimelineEntry::status_change(&incident, t, input.message, input.visibility, &input.actor, now);
-        let watch =
-            ComponentWatch::start(tx.as_mut(), imposition_changes(&incident, t), Cause::Incident(incident.id)).await?;
-        tx.update_incident(&incident, false).await?;
-        let mut events = vec![Event::incident_transitioned(&incident, t, &entry, now)];
-        events.extend(watch.finish(tx.as_mut(), now).await?);
-        tx.insert_timeline_entry(&entry).await?;
-        let details = json!({"from": t.from, "to": t.to, "reopened": t.reopened});
-        tx.insert_audit_event(&AuditEvent::new(caller, "incident.transition", "incident", incident.id, details, now))
-            .await?;
+        let (t, events) = transition_in(tx.as_mut(), caller, &mut incident, input, now).await?;
         tx.insert_events(&traced(events)).await?;
         self.commit_with_events(tx).await?;
         self.metrics.observe_milestones(before, &incident);
@@ -215,13 +198,8 @@ impl Service {
         let mut tx = self.store.begin().await?;
         let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
         let before = Milestones::of(&incident);
-        if incident.acknowledge(&by, now)? {
-            tx.update_incident(&incident, false).await?;
-            tx.insert_timeline_entry(&TimelineEntry::acknowledgement(&incident, &by, now)).await?;
-            let details = json!({"by": by});
-            let audit = AuditEvent::new(caller, "incident.acknowledge", "incident", incident.id, details, now);
-            tx.insert_audit_event(&audit).await?;
-            tx.insert_events(&traced(vec![Event::incident_acknowledged(&incident, now)])).await?;
+        if let Some(event) = acknowledge_in(tx.as_mut(), caller, &mut incident, &by, now).await? {
+            tx.insert_events(&traced(vec![event])).await?;
             self.commit_with_events(tx).await?;
             self.metrics.observe_milestones(before, &incident);
         }
@@ -289,6 +267,66 @@ impl Service {
         let rows = self.store.list_timeline(incident.id, visibility, page.after.as_ref(), page.size + 1).await?;
         Ok(Page::from_rows(rows, page.size, |e| PageToken::Time { at: e.created_at, id: e.id }))
     }
+}
+
+/// Writes a new (validated) incident with what declaring it records: its first timeline
+/// entry, the component statuses it imposes, the audit event. Returns its events, to be
+/// written with the transaction's others.
+pub(super) async fn declare_in(
+    tx: &mut dyn Transaction,
+    caller: &Caller,
+    incident: &mut Incident,
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>> {
+    let watch = ComponentWatch::start(tx, component_ids(incident), Cause::Incident(incident.id)).await?;
+    incident.reference = tx.insert_incident(incident).await?;
+    tx.insert_timeline_entry(&TimelineEntry::created(incident, &caller.name, now)).await?;
+    let mut events = vec![Event::incident_created(incident, now)];
+    events.extend(watch.finish(tx, now).await?);
+    let details = json!({"reference": incident.reference, "severity": incident.severity, "status": incident.status});
+    tx.insert_audit_event(&AuditEvent::new(caller, "incident.create", "incident", incident.id, details, now)).await?;
+    Ok(events)
+}
+
+/// Moves a locked incident through its lifecycle, recording the move on its timeline and in
+/// the audit trail. Returns the move and its events.
+pub(super) async fn transition_in(
+    tx: &mut dyn Transaction,
+    caller: &Caller,
+    incident: &mut Incident,
+    input: ValidTransition,
+    now: DateTime<Utc>,
+) -> Result<(Transition, Vec<Event>)> {
+    let t = incident.transition(input.to, now)?;
+    let entry = TimelineEntry::status_change(incident, t, input.message, input.visibility, &input.actor, now);
+    let watch = ComponentWatch::start(tx, imposition_changes(incident, t), Cause::Incident(incident.id)).await?;
+    tx.update_incident(incident, false).await?;
+    let mut events = vec![Event::incident_transitioned(incident, t, &entry, now)];
+    events.extend(watch.finish(tx, now).await?);
+    tx.insert_timeline_entry(&entry).await?;
+    let details = json!({"from": t.from, "to": t.to, "reopened": t.reopened});
+    tx.insert_audit_event(&AuditEvent::new(caller, "incident.transition", "incident", incident.id, details, now))
+        .await?;
+    Ok((t, events))
+}
+
+/// Records the first acknowledgement of a locked incident; `None` (nothing written) when it
+/// was already acknowledged.
+pub(super) async fn acknowledge_in(
+    tx: &mut dyn Transaction,
+    caller: &Caller,
+    incident: &mut Incident,
+    by: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Event>> {
+    if !incident.acknowledge(by, now)? {
+        return Ok(None);
+    }
+    tx.update_incident(incident, false).await?;
+    tx.insert_timeline_entry(&TimelineEntry::acknowledgement(incident, by, now)).await?;
+    let audit = AuditEvent::new(caller, "incident.acknowledge", "incident", incident.id, json!({"by": by}), now);
+    tx.insert_audit_event(&audit).await?;
+    Ok(Some(Event::incident_acknowledged(incident, now)))
 }
 
 fn component_ids(incident: &Incident) -> Vec<Uuid> {
