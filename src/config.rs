@@ -188,6 +188,17 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_MAINTENANCE_REMINDER_MINUTES", default_value_t = 60, global = true)]
     pub maintenance_reminder_minutes: u32,
 
+    /// Acknowledgement deadlines per severity: an open incident still unacknowledged this
+    /// long after it was declared emits `incident.ack_overdue` (e.g. `sev1=5m,sev2=15m`;
+    /// durations in s, m or h; severities not named have none; `none` turns them off).
+    #[arg(long, env = "INCIDENTD_ACK_DEADLINES", default_value = "sev1=5m,sev2=15m", global = true)]
+    pub ack_deadlines: String,
+
+    /// How often `incident.ack_overdue` repeats until the incident is acknowledged or
+    /// resolved (`0` sends it once).
+    #[arg(long, env = "INCIDENTD_ACK_REPEAT", default_value = "15m", global = true)]
+    pub ack_repeat: String,
+
     /// Hours a rotated-out webhook secret keeps signing beside the new one.
     #[arg(long, env = "INCIDENTD_SECRET_ROTATION_GRACE_HOURS", default_value_t = 24, global = true)]
     pub secret_rotation_grace_hours: u64,
@@ -362,6 +373,8 @@ impl Config {
             time_zone: self.status.time_zone,
             maintenance_reminder: chrono::Duration::minutes(i64::from(self.maintenance_reminder_minutes)),
             page_name: self.status.name.clone(),
+            ack_policy: crate::domain::alert::AckPolicy::parse(&self.ack_deadlines, &self.ack_repeat)
+                .map_err(|e| anyhow::anyhow!("INCIDENTD_ACK_DEADLINES / INCIDENTD_ACK_REPEAT: {e}"))?,
         })
     }
 
@@ -412,6 +425,8 @@ impl Config {
             disable_failing_after_hours: 120,
             secret_rotation_grace_hours: 24,
             maintenance_reminder_minutes: 60,
+            ack_deadlines: "sev1=5m,sev2=15m".into(),
+            ack_repeat: "15m".into(),
             delivery_lease_secs: 60,
             shutdown_timeout_secs: 5,
             drain_delay_secs: 0,

@@ -41,6 +41,7 @@ pub fn notifies_subscribers(event: &Event) -> bool {
             .as_array()
             .is_some_and(|fields| fields.iter().any(|f| f.as_str().is_some_and(|f| MAIL_FIELDS.contains(&f)))),
         EventType::IncidentAcknowledged
+        | EventType::IncidentAckOverdue
         | EventType::IncidentDeleted
         | EventType::ComponentStatusChanged
         | EventType::SubscriptionDisabled

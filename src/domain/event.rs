@@ -25,6 +25,9 @@ wire_enum! {
         IncidentUpdated = "incident.updated",
         IncidentStatusChanged = "incident.status_changed",
         IncidentAcknowledged = "incident.acknowledged",
+        /// An open incident is still unacknowledged past its deadline (`INCIDENTD_ACK_DEADLINES`),
+        /// then again every `INCIDENTD_ACK_REPEAT`: page the next person. Internal.
+        IncidentAckOverdue = "incident.ack_overdue",
         IncidentUpdatePosted = "incident.update_posted",
         IncidentResolved = "incident.resolved",
         IncidentReopened = "incident.reopened",
@@ -134,6 +137,19 @@ impl Event {
     /// Who acknowledged is a matter for responders: internal only.
     pub fn incident_acknowledged(incident: &Incident, now: DateTime<Utc>) -> Self {
         Self::about_incident(EventType::IncidentAcknowledged, incident, json!({}), None, now)
+    }
+
+    /// The incident is unacknowledged past its deadline: reminder `reminder` (from 1), due
+    /// since `due_at`. Internal.
+    pub fn incident_ack_overdue(
+        incident: &Incident,
+        reminder: i64,
+        due_at: DateTime<Utc>,
+        deadline_seconds: u64,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let data = json!({"reminder": reminder, "due_at": due_at, "deadline_seconds": deadline_seconds});
+        Self::about_incident(EventType::IncidentAckOverdue, incident, data, None, now)
     }
 
     /// A posted update; internal updates reach internal subscribers only.

@@ -2,6 +2,7 @@
 //! both API adapters and every store backend speak these types.
 
 pub mod access;
+pub mod alert;
 pub mod component;
 pub mod customer_mail;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod history;
 pub mod i18n;
 pub mod ids;
 pub mod incident;
+pub mod integration;
 pub mod maintenance;
 pub mod page;
 pub mod patch;

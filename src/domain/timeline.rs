@@ -23,6 +23,8 @@ wire_enum! {
         StatusChange = "status_change",
         FieldChange = "field_change",
         Acknowledgement = "acknowledgement",
+        /// Alerts received from an integration: what fired and what cleared (internal).
+        Alert = "alert",
     }
 }
 
@@ -103,6 +105,11 @@ impl TimelineEntry {
 
     pub fn acknowledgement(incident: &Incident, by: &str, now: DateTime<Utc>) -> Self {
         Self::new(incident, UpdateKind::Acknowledgement, format!("Acknowledged by {by}."), by, now)
+    }
+
+    /// What a delivery of alerts said (internal).
+    pub fn alerts(incident: &Incident, body: String, author: &str, now: DateTime<Utc>) -> Self {
+        Self::new(incident, UpdateKind::Alert, body, author, now)
     }
 
     /// A posted update, with the transition it carried if any.

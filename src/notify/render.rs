@@ -33,6 +33,10 @@ fn what_happened(event: &Event, data: &Value) -> String {
             Some(by) => format!("acknowledged by {by}"),
             None => "acknowledged".into(),
         },
+        EventType::IncidentAckOverdue => match data["reminder"].as_i64() {
+            Some(n) if n > 1 => format!("still not acknowledged (reminder {n})"),
+            _ => "not acknowledged in time".into(),
+        },
         EventType::IncidentUpdatePosted => match text(&data["previous_status"]) {
             Some(_) => format!("update, now {status}"),
             None => "update".into(),

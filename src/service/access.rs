@@ -69,7 +69,7 @@ impl Authenticator {
     }
 
     /// Takes one request from the caller's bucket.
-    fn admit(&self, caller: &Caller) -> Result<()> {
+    pub(super) fn admit(&self, caller: &Caller) -> Result<()> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         limiter
             .check_key(&caller.label())

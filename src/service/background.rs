@@ -85,6 +85,14 @@ impl Service {
                     async move { service.send_due_mails().await }
                 })
             });
+            // Reminds of open incidents nobody acknowledged in time (`incident.ack_overdue`).
+            let service = self.clone();
+            background.spawn("ack deadlines", |stop| {
+                Self::every(EVERY_SECOND, stop, "checking acknowledgement deadlines", move || {
+                    let service = service.clone();
+                    async move { service.send_due_ack_reminders(crate::domain::now()).await }
+                })
+            });
             // The customers' mails about incidents and maintenance, apart from the
             // confirmations so that a big send does not hold a confirmation back.
             let service = self.clone();

@@ -4,6 +4,7 @@
 //! `dispatch/`, and every background loop started in `background.rs`.
 
 mod access;
+mod alerts;
 mod background;
 mod components;
 mod customer_mails;
@@ -12,6 +13,7 @@ mod events;
 mod history;
 mod idempotency;
 mod incidents;
+mod integrations;
 mod maintenance;
 mod metrics;
 mod public;
@@ -24,10 +26,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use crate::store::Notice;
 pub use access::{AccessSettings, KEY_CACHE_TTL, RateLimit};
+pub use alerts::GroupOutcome;
 pub use background::Background;
 pub use dispatch::{Clock, DispatchSettings, ManualClock, SystemClock};
 pub use history::{DEFAULT_UPTIME_WINDOW, MAX_UPTIME_WINDOW, backfill_component_history};
 pub use idempotency::IDEMPOTENCY_TTL;
+pub use integrations::IntegrationWithSecret;
 pub use metrics::Metrics;
 pub use public::HISTORY_DAYS;
 pub use subscribers::SubscribeRequest;
@@ -53,6 +57,8 @@ pub struct ServiceSettings {
     pub maintenance_reminder: chrono::Duration,
     /// The status page's name, in the mails customers get.
     pub page_name: String,
+    /// Acknowledgement deadlines per severity, and how often the reminder repeats.
+    pub ack_policy: crate::domain::alert::AckPolicy,
 }
 
 /// The service every transport calls. Cheap to clone: one reference count (every request
@@ -71,6 +77,7 @@ pub struct Parts {
     time_zone: chrono_tz::Tz,
     maintenance_reminder: chrono::Duration,
     page_name: String,
+    ack_policy: crate::domain::alert::AckPolicy,
     /// The key customers' links are signed with, read from the database on first use.
     link_key: tokio::sync::OnceCell<crate::domain::subscriber::LinkKey>,
     /// Set at shutdown: readiness fails from then on.
@@ -96,7 +103,8 @@ pub struct Created<T> {
 
 impl Service {
     pub fn new(store: DynStore, settings: ServiceSettings) -> anyhow::Result<Self> {
-        let ServiceSettings { access, sender, dispatch, time_zone, maintenance_reminder, page_name } = settings;
+        let ServiceSettings { access, sender, dispatch, time_zone, maintenance_reminder, page_name, ack_policy } =
+            settings;
         let public_url = sender.public_url.trim_end_matches('/').to_string();
         let sender = Sender::new(SenderSettings { public_url: public_url.clone(), ..sender })?;
         let metrics = Arc::new(Metrics::default());
@@ -112,6 +120,7 @@ impl Service {
             time_zone,
             maintenance_reminder,
             page_name,
+            ack_policy,
             link_key: Default::default(),
             draining: Default::default(),
             closing: Default::default(),

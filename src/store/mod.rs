@@ -15,6 +15,7 @@ mod events;
 mod history;
 mod idempotency;
 mod incidents;
+mod integrations;
 mod maintenance;
 pub mod postgres;
 pub mod sql;
@@ -33,6 +34,7 @@ pub use events::{EventStore, EventTx, Notice};
 pub use history::{HistoryStore, HistoryTx, Imposition};
 pub use idempotency::{IdempotencyClaim, IdempotencyStore, IdempotencyTx};
 pub use incidents::{IncidentStore, IncidentTx};
+pub use integrations::{AckCandidate, AlertsOf, IntegrationStore, IntegrationTx};
 pub use maintenance::{MaintenanceFilter, MaintenanceStore, MaintenanceTx};
 pub use subscribers::{ClaimedCustomerMail, SubscriberFigures, SubscriberStore, SubscriberTx};
 pub use subscriptions::{AttemptResult, ClaimedDelivery, Lease, NewDelivery, SubscriptionStore, SubscriptionTx};
@@ -43,6 +45,7 @@ use crate::domain::{Result, Severity, Status};
 #[async_trait]
 pub trait Store:
     IncidentStore
+    + IntegrationStore
     + ComponentStore
     + MaintenanceStore
     + HistoryStore
@@ -73,6 +76,7 @@ pub trait Store:
 #[async_trait]
 pub trait Transaction:
     IncidentTx
+    + IntegrationTx
     + ComponentTx
     + MaintenanceTx
     + HistoryTx

@@ -14,6 +14,8 @@ mod grpc;
 mod helpers;
 mod history;
 mod incidents;
+mod integrations;
+mod integrations_grpc;
 mod lifecycle;
 mod maintenance;
 mod parity;

@@ -1,12 +1,14 @@
 //! The gRPC API (tonic): the incidentd.v1 services listed once in [`SERVICE_NAMES`]
-//! (incidents, components, API keys, audit, events, subscriptions), standard health, and
-//! server reflection v1 and v1alpha (with the health descriptors registered).
+//! (incidents, components, maintenance, integrations, API keys, audit, events, subscriptions,
+//! subscribers), standard health, and server reflection v1 and v1alpha (with the health
+//! descriptors registered).
 
 pub mod access;
 pub mod components;
 pub mod convert;
 pub mod events;
 pub mod incidents;
+pub mod integrations;
 pub mod maintenance;
 pub mod status;
 pub mod subscribers;
@@ -25,6 +27,7 @@ use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::component_service_server::ComponentServiceServer;
 use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::incident_service_server::IncidentServiceServer;
+use crate::proto::integration_service_server::IntegrationServiceServer;
 use crate::proto::maintenance_service_server::MaintenanceServiceServer;
 use crate::proto::subscriber_service_server::SubscriberServiceServer;
 use crate::proto::subscription_service_server::SubscriptionServiceServer;
@@ -50,6 +53,7 @@ api_services! {
     IncidentServiceServer(incidents::GrpcIncidentService),
     ComponentServiceServer(components::GrpcComponentService),
     MaintenanceServiceServer(maintenance::GrpcMaintenanceService),
+    IntegrationServiceServer(integrations::GrpcIntegrationService),
     ApiKeyServiceServer(access::GrpcApiKeyService),
     AuditServiceServer(access::GrpcAuditService),
     EventServiceServer(events::GrpcEventService),

@@ -106,6 +106,17 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     }
 }
 
+/// A request body as bytes, whatever its type; too large a body is refused with a problem.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = BodyRejection;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, BodyRejection> {
+        read_body(req, state).await.map(|(_, bytes)| RawBody(bytes))
+    }
+}
+
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<(HeaderMap, Bytes), BodyRejection> {
     let headers = req.headers().clone();
     let bytes = Bytes::from_request(req, state).await.map_err(|e| {

@@ -7,7 +7,9 @@ pub mod events;
 pub mod extract;
 pub mod history;
 pub mod incidents;
+pub mod integrations;
 pub mod maintenance;
+pub mod pagerduty;
 pub mod problem;
 pub mod subscribers;
 pub mod subscriptions;
@@ -80,6 +82,7 @@ impl Default for RestSettings {
     tags(
         (name = "incidents", description = "Incidents, their lifecycle and timeline"),
         (name = "components", description = "Components and their status"),
+        (name = "integrations", description = "Alert ingestion (scope admin to manage): Alertmanager and Grafana webhooks, PagerDuty Events API v2; alerts open, group and resolve incidents"),
         (name = "maintenance", description = "Scheduled maintenance: windows that start and complete on their own, and their timeline"),
         (name = "subscribers", description = "Customer subscribers (who subscribed by email on the status page): list, count, remove, export and import"),
         (name = "events", description = "The event log and its live stream"),
@@ -100,6 +103,19 @@ fn api(public: Arc<crate::api::public::Public>) -> (Router<Service>, utoipa::ope
         .routes(routes!(incidents::transition_incident))
         .routes(routes!(incidents::acknowledge_incident))
         .routes(routes!(incidents::create_update, incidents::list_updates))
+        .routes(routes!(integrations::list_incident_alerts))
+        .routes(routes!(integrations::create_integration, integrations::list_integrations))
+        .routes(routes!(
+            integrations::get_integration,
+            integrations::patch_integration,
+            integrations::delete_integration
+        ))
+        .routes(routes!(integrations::rotate_integration_secret))
+        .routes(routes!(integrations::list_integration_alerts))
+        .routes(routes!(integrations::receive_alertmanager))
+        .routes(routes!(integrations::receive_grafana))
+        .routes(routes!(pagerduty::enqueue_event))
+        .routes(routes!(pagerduty::enqueue_change_event))
         .routes(routes!(components::create_component, components::list_components))
         .routes(routes!(components::get_component, components::patch_component, components::delete_component))
         .routes(routes!(history::list_component_history))
@@ -155,7 +171,11 @@ fn secure(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
     let mut bearer = Http::new(HttpAuthScheme::Bearer);
     bearer.bearer_format = Some("incidentd API key (ind_…) or the admin token".into());
-    doc.components.get_or_insert_with(Default::default).add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    let mut integration = Http::new(HttpAuthScheme::Bearer);
+    integration.bearer_format = Some("the integration's secret (or HTTP Basic with it as the password)".into());
+    components.add_security_scheme("integration_secret", SecurityScheme::Http(integration));
     let error = |description: &str| -> RefOr<utoipa::openapi::Response> {
         ResponseBuilder::new().description(description).build().into()
     };
@@ -164,7 +184,8 @@ fn secure(doc: &mut utoipa::openapi::OpenApi) {
             [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put].into_iter().flatten()
         {
             let responses = &mut op.responses.responses;
-            if path.starts_with("/v1/") {
+            // The alert receivers declare their own (the integration's secret) and their errors.
+            if path.starts_with("/v1/") && op.security.is_none() {
                 op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
                 responses.insert("401".into(), error("Missing, malformed, unknown, revoked or expired credentials"));
                 responses.insert("403".into(), error("The API key lacks the scope this needs"));

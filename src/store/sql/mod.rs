@@ -14,6 +14,7 @@ pub mod events;
 pub mod history;
 pub mod idempotency;
 pub mod incidents;
+pub mod integrations;
 pub mod maintenance;
 pub mod subscribers;
 pub mod subscriptions;

@@ -13,6 +13,7 @@ mod events;
 mod history;
 mod idempotency;
 mod incidents;
+mod integrations;
 mod maintenance;
 mod subscribers;
 mod subscriptions;

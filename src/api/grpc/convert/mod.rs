@@ -1,16 +1,19 @@
 //! Conversions between protobuf messages and domain types: every enum (through `enum_map!`),
-//! timestamps, JSON values and field masks here; the incident and component messages in
-//! `incidents.rs`, `components.rs` and `maintenance.rs`. Messages that only one service uses are converted
-//! beside it (`subscriptions.rs`, `access.rs`).
+//! timestamps, JSON values and field masks here; the incident, component, maintenance and
+//! integration messages in `incidents.rs`, `components.rs`, `maintenance.rs` and
+//! `integrations.rs`. Messages that only one service uses are converted beside it
+//! (`subscriptions.rs`, `access.rs`).
 
 mod components;
 mod incidents;
+mod integrations;
 mod maintenance;
 
 pub use components::{
     component_patch_from_pb, component_to_pb, new_component_from_pb, status_change_to_pb, uptime_to_pb,
 };
 pub use incidents::{entry_to_pb, incident_patch_from_pb, incident_to_pb, new_incident_from_pb};
+pub use integrations::{alert_to_pb, integration_patch_from_pb, integration_to_pb, new_integration_from_pb};
 pub use maintenance::{
     maintenance_patch_from_pb, maintenance_to_pb, maintenance_update_to_pb, new_maintenance_from_pb,
 };
@@ -18,6 +21,8 @@ pub use maintenance::{
 use chrono::{DateTime, Utc};
 use prost_types::{FieldMask, Timestamp};
 
+use crate::domain::alert::AlertStatus;
+use crate::domain::integration::{Grouping, IntegrationKind};
 use crate::domain::maintenance::MaintenanceStatus;
 use crate::domain::subscriber::SubscriberStatus;
 use crate::domain::validate::Violations;
@@ -78,7 +83,7 @@ enum_map!(
     update_kind_from_pb,
     UpdateKind,
     UpdateKind,
-    [Created, Update, StatusChange, FieldChange, Acknowledgement]
+    [Created, Update, StatusChange, FieldChange, Acknowledgement, Alert]
 );
 
 enum_map!(channel_to_pb, channel_from_pb, Channel, Channel, [Webhook, Slack, Teams, Email]);
@@ -110,6 +115,15 @@ enum_map!(
     Scope,
     [IncidentsRead, IncidentsWrite, ComponentsWrite, MaintenanceWrite, SubscriptionsManage, Admin]
 );
+enum_map!(
+    integration_kind_to_pb,
+    integration_kind_from_pb,
+    IntegrationKind,
+    IntegrationKind,
+    [Alertmanager, Grafana, PagerdutyEventsV2]
+);
+enum_map!(grouping_to_pb, grouping_from_pb, Grouping, Grouping, [GroupKey, Fingerprint]);
+enum_map!(alert_status_to_pb, alert_status_from_pb, AlertStatus, AlertStatus, [Firing, Acknowledged, Resolved, Change]);
 
 pub fn ts(t: DateTime<Utc>) -> Timestamp {
     Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
