@@ -135,6 +135,10 @@ async fn incident(service: &Service, caller: &Caller, components: &[Uuid], n: us
         let update = NewUpdate { body: Some(body.into()), visibility: Some(visibility), ..NewUpdate::default() };
         service.post_update(caller, key, update, None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    // Someone is on every incident (an open one left unacknowledged would set off its
+    // acknowledgement reminders as soon as the service runs).
+    let oncall = format!("oncall-{team}");
+    service.acknowledge_incident(caller, key, Some(&oncall)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     if !n.is_multiple_of(5) {
         let resolve = TransitionInput {
             to: Some(Status::Resolved),
