@@ -224,6 +224,17 @@ pub fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A merge-patch field that may be left out but not set to `null`.
+pub fn not_null<T>(v: &mut Violations, field: &str, value: Option<Option<T>>) -> Option<T> {
+    match value {
+        Some(None) => {
+            v.add(field, "cannot be null");
+            None
+        }
+        other => other.flatten(),
+    }
+}
+
 /// An optional integer that also accepts integral JSON numbers written with a fraction
 /// (`12.0`), as JSON Schema's `integer` does.
 pub fn integer<'de, T: TryFrom<i64>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{
-    Admin, Authorized, JsonBody, RawBody, ReadIncidents, if_match, incident_key, nullable, paged, parse_json, path_id,
+    Admin, Authorized, JsonBody, RawBody, ReadIncidents, if_match, incident_key, not_null, nullable, paged, parse_json,
+    path_id,
 };
 use super::problem::ApiError;
 use super::{created, tagged};
@@ -212,16 +213,6 @@ pub async fn patch_integration(
     let integration = service.update_integration(&caller, id, patch, if_match(&headers)?.as_deref()).await?;
     let etag = integration.etag();
     Ok(tagged(StatusCode::OK, &etag, out(&service, integration)))
-}
-
-fn not_null<T>(v: &mut Violations, field: &str, value: Option<Option<T>>) -> Option<T> {
-    match value {
-        Some(None) => {
-            v.add(field, "cannot be null");
-            None
-        }
-        other => other.flatten(),
-    }
 }
 
 #[utoipa::path(

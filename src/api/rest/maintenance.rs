@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{
-    Authorized, JsonBody, ReadMaintenance, WriteMaintenance, idempotency_key, if_match, nullable, paged, path_id,
+    Authorized, JsonBody, ReadMaintenance, WriteMaintenance, idempotency_key, if_match, not_null, nullable, paged,
+    path_id,
 };
 use super::problem::ApiError;
 use super::{created, tagged};
@@ -235,17 +236,6 @@ pub async fn patch_maintenance(
     v.finish()?;
     let maintenance = service.update_maintenance(&caller, id, patch, if_match(&headers)?.as_deref()).await?;
     Ok(tagged(StatusCode::OK, &maintenance.etag(), &maintenance))
-}
-
-/// A merge-patch field that may be left out but not set to `null`.
-fn not_null<T>(v: &mut Violations, field: &str, value: Option<Option<T>>) -> Option<T> {
-    match value {
-        Some(None) => {
-            v.add(field, "cannot be null");
-            None
-        }
-        other => other.flatten(),
-    }
 }
 
 #[utoipa::path(

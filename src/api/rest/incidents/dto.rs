@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::rest::extract::{Obj, nullable};
+use crate::api::rest::extract::{Obj, not_null, nullable};
 use crate::api::rest::problem::ApiError;
 use crate::domain::validate::Violations;
 use crate::domain::{
@@ -207,18 +207,6 @@ pub struct IncidentPatchIn {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = DateTime<Utc>, required = false)]
     pub detected_at: Option<Option<DateTime<Utc>>>,
-}
-
-/// A field that must not be `null`: records a violation when it is.
-fn not_null<T>(v: &mut Violations, field: &str, value: Option<Option<T>>) -> Option<T> {
-    match value {
-        Some(None) => {
-            v.add(field, "cannot be null");
-            None
-        }
-        Some(Some(x)) => Some(x),
-        None => None,
-    }
 }
 
 impl IncidentPatchIn {
