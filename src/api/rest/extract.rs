@@ -161,6 +161,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     Ok(value)
 }
 
+/// Deserializes an already parsed JSON document as `T`, naming the field on error (as
+/// [`parse_json`] does): a document read once can be both kept and typed.
+pub fn from_value<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, Error> {
+    let result: Result<T, _> = serde_path_to_error::deserialize(value);
+    result.map_err(|e| {
+        let path = e.path().to_string();
+        Error::Validation(vec![json_violation(&path, &e.into_inner(), true)])
+    })
+}
+
 fn json_violation(path: &str, e: &serde_json::Error, well_formed: bool) -> FieldViolation {
     use serde_json::error::Category;
     let path = if path == "." { "" } else { path };

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{
-    Admin, Authorized, JsonBody, RawBody, ReadIncidents, if_match, incident_key, not_null, nullable, paged, parse_json,
-    path_id,
+    Admin, Authorized, JsonBody, RawBody, ReadIncidents, from_value, if_match, incident_key, not_null, nullable, paged,
+    parse_json, path_id,
 };
 use super::problem::ApiError;
 use super::{created, tagged};
@@ -391,11 +391,11 @@ fn non_blank(s: Option<&String>) -> Option<String> {
 
 /// Reads a webhook notification into alert signals, each with its raw JSON.
 pub fn webhook_signals(bytes: &[u8]) -> Result<Vec<AlertSignal>, Error> {
-    let payload: WebhookPayload = parse_json(bytes)?;
-    let raw: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::invalid("body", e.to_string()))?;
+    let raw: serde_json::Value = parse_json(bytes)?;
     if contains_nul(&raw) {
         return Err(Error::invalid("body", "must not contain NUL characters (\\u0000)"));
     }
+    let payload: WebhookPayload = from_value(&raw)?;
     if payload.alerts.is_empty() {
         return Err(Error::invalid("alerts", "must hold at least one alert"));
     }
