@@ -221,7 +221,36 @@ pub static UPDATE_INTEGRATION: LazyLock<String> =
     LazyLock::new(|| super::update_sql("integrations", IntegrationWrite::COLUMNS));
 pub const SET_INTEGRATION_SECRET: &str = "UPDATE integrations SET secret_hash = $2 WHERE id = $1";
 pub const DELETE_INTEGRATION: &str = "DELETE FROM integrations WHERE id = $1";
-pub static INSERT_ALERT: LazyLock<String> = LazyLock::new(|| insert_sql("alerts", AlertWrite::COLUMNS));
+/// At most this many alerts go in one statement (9 parameters each, under SQLite's 32,766).
+pub const ALERTS_PER_INSERT: usize = 500;
+
+/// One statement inserting these alerts (at most [`ALERTS_PER_INSERT`]).
+pub fn insert_alerts_query<'a, DB>(alerts: &'a [Alert]) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    for<'t> DbId: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<DbId>: Encode<'t, DB> + Type<DB>,
+    for<'t> DbTime: Encode<'t, DB> + Type<DB>,
+    for<'t> &'a str: Encode<'t, DB> + Type<DB>,
+    for<'t> Json<&'a serde_json::Value>: Encode<'t, DB> + Type<DB>,
+{
+    let mut q = QueryBuilder::<DB>::new(format!("INSERT INTO alerts ({}) ", AlertWrite::COLUMNS.join(", ")));
+    q.push_values(alerts, |mut row, a| {
+        let AlertWrite { id, integration_id, incident_id, dedup_key, fingerprint, status, title, received_at, payload } =
+            AlertWrite::from(a);
+        row.push_bind(id)
+            .push_bind(integration_id)
+            .push_bind(incident_id)
+            .push_bind(dedup_key)
+            .push_bind(fingerprint)
+            .push_bind(status)
+            .push_bind(title)
+            .push_bind(received_at)
+            .push_bind(payload);
+    });
+    q
+}
 
 /// Makes sure the group's row exists (a concurrent delivery's insert is waited for).
 pub const ENSURE_ALERT_GROUP: &str =

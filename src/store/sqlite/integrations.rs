@@ -10,10 +10,11 @@ use crate::domain::integration::Integration;
 use crate::domain::page::PageToken;
 use crate::domain::{Result, Severity};
 use crate::store::sql::integrations::{
-    ACTIVE_ALERTS, AckCandidate, AckCandidateRow, AlertRow, AlertWrite, AlertsOf, DELETE_INTEGRATION,
-    ENSURE_ALERT_GROUP, INSERT_ALERT, INSERT_INTEGRATION, IntegrationRow, IntegrationWrite, RECORD_ACK_REMINDER,
-    SELECT_ALERT_GROUP, SELECT_INTEGRATION, SELECT_INTEGRATION_BY_SECRET, SELECT_INTEGRATION_SECRET, SET_ALERT_GROUP,
-    SET_INTEGRATION_SECRET, UPDATE_INTEGRATION, ack_candidates_query, alerts_query, integrations_query,
+    ACTIVE_ALERTS, ALERTS_PER_INSERT, AckCandidate, AckCandidateRow, AlertRow, AlertsOf, DELETE_INTEGRATION,
+    ENSURE_ALERT_GROUP, INSERT_INTEGRATION, IntegrationRow, IntegrationWrite, RECORD_ACK_REMINDER, SELECT_ALERT_GROUP,
+    SELECT_INTEGRATION, SELECT_INTEGRATION_BY_SECRET, SELECT_INTEGRATION_SECRET, SET_ALERT_GROUP,
+    SET_INTEGRATION_SECRET, UPDATE_INTEGRATION, ack_candidates_query, alerts_query, insert_alerts_query,
+    integrations_query,
 };
 use crate::store::sql::{DbId, DbTime};
 use crate::store::{IntegrationStore, IntegrationTx};
@@ -138,8 +139,8 @@ impl IntegrationTx for SqliteTx {
 
     async fn insert_alerts(&mut self, alerts: &[Alert]) -> Result<()> {
         let conn = self.conn();
-        for a in alerts {
-            AlertWrite::from(a).bind(sqlx::query(INSERT_ALERT.as_str())).execute(&mut *conn).await.map_err(db_err)?;
+        for chunk in alerts.chunks(ALERTS_PER_INSERT) {
+            insert_alerts_query(chunk).build().execute(&mut *conn).await.map_err(db_err)?;
         }
         Ok(())
     }
