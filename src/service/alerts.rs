@@ -57,22 +57,17 @@ fn cut(text: &str, max: usize) -> String {
 
 /// The incident a new group of firing alerts opens: title from the first alert (its
 /// `summary`, else its name), the most severe severity the rules give, the components they
-/// name (those that still exist), the first alert's labels where they are valid labels
+/// name, the first alert's labels where they are valid labels
 /// (labels are internal). The public summary stays empty: what the alerts say (description,
 /// source links, hosts) goes on the internal timeline only.
-fn incident_from_alerts(
-    integration: &Integration,
-    firing: &[&AlertSignal],
-    now: DateTime<Utc>,
-    component_exists: impl Fn(Uuid) -> bool,
-) -> Result<Incident> {
+fn incident_from_alerts(integration: &Integration, firing: &[&AlertSignal], now: DateTime<Utc>) -> Result<Incident> {
     let first = firing[0];
     let severity =
         firing.iter().map(|a| integration.severity_for(&a.labels)).min().unwrap_or(integration.default_severity);
     let mut affected: Vec<AffectedComponent> = Vec::new();
     for a in firing {
         for (id, status) in integration.components_for(&a.labels, severity) {
-            if component_exists(id) && !affected.iter().any(|c| c.component_id == id) {
+            if !affected.iter().any(|c| c.component_id == id) {
                 affected.push(AffectedComponent { component_id: id, status });
             }
         }
@@ -170,13 +165,11 @@ impl Service {
         let mut outcome =
             GroupOutcome { dedup_key: key.to_string(), incident_id: None, opened: false, resolved: false };
         if !incident.as_ref().is_some_and(Incident::is_open) && !firing.is_empty() {
-            let wanted: Vec<Uuid> = firing
-                .iter()
-                .flat_map(|a| integration.components_for(&a.labels, integration.default_severity))
-                .map(|(id, _)| id)
-                .collect();
-            let existing = tx.existing_component_ids(&wanted).await?;
-            let mut new = incident_from_alerts(integration, &firing, now, |id| existing.contains(&id))?;
+            let mut new = incident_from_alerts(integration, &firing, now)?;
+            // A rule may name a component deleted since: the incident affects those that exist.
+            let named: Vec<Uuid> = new.affected_components.iter().map(|c| c.component_id).collect();
+            let existing = tx.existing_component_ids(&named).await?;
+            new.affected_components.retain(|c| existing.contains(&c.component_id));
             events.extend(declare_in(tx, caller, &mut new, now).await?);
             tx.set_alert_group(integration.id, key, new.id).await?;
             tracing::info!(incident = %new.reference, integration = %integration.id, "incident opened from alerts");
@@ -191,7 +184,7 @@ impl Service {
             return Ok((outcome, None));
         };
         let before = Milestones::of(incident);
-        let refs: Vec<&AlertSignal> = signals.iter().filter(|s| s.status != AlertStatus::Change).collect();
+        let refs: Vec<&AlertSignal> = signals.iter().collect();
         let entry = TimelineEntry::alerts(incident, timeline_text(&source, &refs), &caller.name, now);
         tx.insert_timeline_entry(&entry).await?;
         if !outcome.opened {

@@ -36,31 +36,33 @@ pub struct PagerDutyResponse {
     pub errors: Vec<String>,
 }
 
-fn answer(status: StatusCode, body: PagerDutyResponse) -> Response {
-    (status, axum::Json(body)).into_response()
+/// A response with PagerDuty's body.
+fn answer(
+    code: StatusCode,
+    status: &str,
+    message: impl Into<String>,
+    dedup_key: Option<String>,
+    errors: Vec<String>,
+) -> Response {
+    let body = PagerDutyResponse { status: status.into(), message: message.into(), dedup_key, errors };
+    (code, axum::Json(body)).into_response()
 }
 
 fn invalid(errors: Vec<String>) -> Response {
-    let body = PagerDutyResponse {
-        status: "invalid event".into(),
-        message: "Event object is invalid".into(),
-        dedup_key: None,
-        errors,
-    };
-    answer(StatusCode::BAD_REQUEST, body)
+    answer(StatusCode::BAD_REQUEST, "invalid event", "Event object is invalid", None, errors)
+}
+
+fn too_large(code: StatusCode, errors: Vec<String>) -> Response {
+    let message = format!("Event object is too large (at most {} KB)", MAX_EVENT_BYTES / 1024);
+    answer(code, "invalid event", message, None, errors)
 }
 
 /// A failure of the service, in PagerDuty's form where it has one.
 fn failed(e: Error) -> Response {
     match e {
         Error::RateLimited { retry_after } => {
-            let body = PagerDutyResponse {
-                status: "throttle event".into(),
-                message: "Requests for this service are arriving too quickly. Please retry later.".into(),
-                dedup_key: None,
-                errors: Vec::new(),
-            };
-            let mut res = answer(StatusCode::TOO_MANY_REQUESTS, body);
+            let message = "Requests for this service are arriving too quickly. Please retry later.";
+            let mut res = answer(StatusCode::TOO_MANY_REQUESTS, "throttle event", message, None, Vec::new());
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(crate::domain::error::retry_after_secs(retry_after)));
             res
@@ -79,28 +81,12 @@ impl<S: Send + Sync> FromRequest<S> for EventBody {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            let status = e.status();
-            let body = PagerDutyResponse {
-                status: "invalid event".into(),
-                message: if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    format!("Event object is too large (at most {} KB)", MAX_EVENT_BYTES / 1024)
-                } else {
-                    "Event object could not be read".into()
-                },
-                dedup_key: None,
-                errors: vec![e.body_text()],
-            };
-            answer(status, body)
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => too_large(StatusCode::PAYLOAD_TOO_LARGE, vec![e.body_text()]),
+            other => answer(other, "invalid event", "Event object could not be read", None, vec![e.body_text()]),
         })?;
         if bytes.len() > MAX_EVENT_BYTES {
-            let body = PagerDutyResponse {
-                status: "invalid event".into(),
-                message: format!("Event object is too large (at most {} KB)", MAX_EVENT_BYTES / 1024),
-                dedup_key: None,
-                errors: Vec::new(),
-            };
-            return Err(answer(StatusCode::PAYLOAD_TOO_LARGE, body));
+            return Err(too_large(StatusCode::PAYLOAD_TOO_LARGE, Vec::new()));
         }
         Ok(EventBody(bytes))
     }
@@ -289,22 +275,11 @@ async fn enqueue(service: Service, bytes: &[u8], change: bool) -> Response {
     if let Err(e) = service.ingest_alerts(&integration, vec![parsed.signal]).await {
         return failed(e);
     }
-    let body = if change {
-        PagerDutyResponse {
-            status: "success".into(),
-            message: "Change event processed".into(),
-            dedup_key: None,
-            errors: Vec::new(),
-        }
+    if change {
+        answer(StatusCode::ACCEPTED, "success", "Change event processed", None, Vec::new())
     } else {
-        PagerDutyResponse {
-            status: "success".into(),
-            message: "Event processed".into(),
-            dedup_key: Some(dedup_key),
-            errors: Vec::new(),
-        }
-    };
-    answer(StatusCode::ACCEPTED, body)
+        answer(StatusCode::ACCEPTED, "success", "Event processed", Some(dedup_key), Vec::new())
+    }
 }
 
 /// A PagerDuty Events API v2 alert event (see PagerDuty's documentation): `routing_key`,
