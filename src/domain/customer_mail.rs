@@ -36,13 +36,24 @@ pub fn notifies_subscribers(event: &Event) -> bool {
         | EventType::MaintenanceStarted
         | EventType::MaintenanceCompleted
         | EventType::MaintenanceCancelled
-        | EventType::MaintenanceReminder => true,
+        | EventType::MaintenanceReminder
+        | EventType::PostmortemPublished => true,
         EventType::IncidentUpdated => public["changed_fields"]
             .as_array()
             .is_some_and(|fields| fields.iter().any(|f| f.as_str().is_some_and(|f| MAIL_FIELDS.contains(&f)))),
         EventType::IncidentAcknowledged
         | EventType::IncidentAckOverdue
         | EventType::IncidentDeleted
+        // The incident merged into carries on, and its mails go to who hears of its components.
+        | EventType::IncidentMerged
+        | EventType::IncidentLinked
+        | EventType::IncidentUnlinked
+        | EventType::PostmortemCreated
+        | EventType::PostmortemUpdated
+        | EventType::ActionCreated
+        | EventType::ActionUpdated
+        | EventType::ActionDeleted
+        | EventType::ActionOverdue
         | EventType::ComponentStatusChanged
         | EventType::SubscriptionDisabled
         | EventType::SubscriptionTest => false,

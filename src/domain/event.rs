@@ -11,10 +11,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::action::Action;
 use super::component::{Component, ComponentStatus};
 use super::incident::{Incident, Severity, Status, Transition};
+use super::link::Link;
 use super::maintenance::{Maintenance, MaintenanceStatus, MaintenanceUpdate};
-use super::public::{PublicIncident, PublicMaintenance, PublicMaintenanceUpdate, is_public_field};
+use super::postmortem::Postmortem;
+use super::public::{PublicIncident, PublicMaintenance, PublicMaintenanceUpdate, PublicPostmortem, is_public_field};
 use super::timeline::{TimelineEntry, Visibility};
 use super::wire_enum;
 
@@ -32,6 +35,23 @@ wire_enum! {
         IncidentResolved = "incident.resolved",
         IncidentReopened = "incident.reopened",
         IncidentDeleted = "incident.deleted",
+        /// The incident (a duplicate) was merged into another (`data.into`), which carries on.
+        IncidentMerged = "incident.merged",
+        /// A typed link to another incident was made or removed. Internal.
+        IncidentLinked = "incident.linked",
+        IncidentUnlinked = "incident.unlinked",
+        /// A postmortem was started, edited or moved between draft and review. Internal,
+        /// except an edit of a published postmortem's public summary.
+        PostmortemCreated = "postmortem.created",
+        PostmortemUpdated = "postmortem.updated",
+        /// The postmortem was published: its public summary is on the status page.
+        PostmortemPublished = "postmortem.published",
+        /// A follow-up action was added, edited (or done) or removed. Internal.
+        ActionCreated = "action.created",
+        ActionUpdated = "action.updated",
+        ActionDeleted = "action.deleted",
+        /// An open action's due date passed (once per due date). Internal.
+        ActionOverdue = "action.overdue",
         ComponentStatusChanged = "component.status_changed",
         MaintenanceScheduled = "maintenance.scheduled",
         MaintenanceUpdated = "maintenance.updated",
@@ -166,6 +186,55 @@ impl Event {
 
     pub fn incident_deleted(incident: &Incident, now: DateTime<Utc>) -> Self {
         Self::about_incident(EventType::IncidentDeleted, incident, json!({}), Some(json!({})), now)
+    }
+
+    /// `source` was merged into `target`: about the source, concerning the target's
+    /// components (which now include the source's).
+    pub fn incident_merged(source: &Incident, target: &Incident, moved: Value, now: DateTime<Utc>) -> Self {
+        let data = json!({"into": value(target), "moved": moved});
+        let public = json!({"into": value(&PublicIncident::from(target))});
+        let mut event = Self::about_incident(EventType::IncidentMerged, source, data, Some(public), now);
+        event.component_ids = target.affected_components.iter().map(|c| c.component_id).collect();
+        event
+    }
+
+    /// A link made (or removed) from `incident`'s side, as that side reads it. Internal.
+    pub fn incident_linked(incident: &Incident, link: &Link, removed: bool, now: DateTime<Utc>) -> Self {
+        let event_type = if removed { EventType::IncidentUnlinked } else { EventType::IncidentLinked };
+        Self::about_incident(event_type, incident, json!({"link": link}), None, now)
+    }
+
+    /// A postmortem changed (`data` says how). Public subscribers hear of it only when
+    /// `public` (its publication, or a new public summary of a published one), and then only
+    /// of its public part.
+    pub fn about_postmortem(
+        event_type: EventType,
+        incident: &Incident,
+        postmortem: &Postmortem,
+        mut data: Value,
+        public: bool,
+        now: DateTime<Utc>,
+    ) -> Self {
+        data["postmortem"] = value(postmortem);
+        let public = PublicPostmortem::of(postmortem).filter(|_| public).map(|p| json!({"postmortem": p}));
+        Self::about_incident(event_type, incident, data, public, now)
+    }
+
+    /// A follow-up action changed (`data` says how). Internal.
+    pub fn about_action(event_type: EventType, action: &Action, mut data: Value, now: DateTime<Utc>) -> Self {
+        data["action"] = value(action);
+        Event {
+            id: Uuid::now_v7(),
+            seq: None,
+            event_type,
+            subject: action.id.to_string(),
+            time: now,
+            severity: None,
+            component_ids: Vec::new(),
+            data,
+            public_data: None,
+            traceparent: None,
+        }
     }
 
     /// A component's effective status moved.

@@ -116,6 +116,9 @@ catalogue! {
     skip_to_content: "Skip to content", "Zum Inhalt springen";
     not_found: "There is no such incident.", "Diese Störung gibt es nicht.";
     cause: "Cause", "Ursache";
+    merged_status: "Merged", "Zusammengeführt";
+    postmortem: "Postmortem", "Nachbetrachtung";
+    postmortem_published: "Postmortem published", "Nachbetrachtung veröffentlicht";
     cause_third_party: "A third party", "Ein Drittanbieter";
     last_updated: "Last updated", "Zuletzt aktualisiert";
     operational: "Operational", "Funktionsfähig";
@@ -216,6 +219,7 @@ impl Strings {
             Status::Identified => self.identified,
             Status::Monitoring => self.monitoring,
             Status::Resolved | Status::Closed => self.resolved_status,
+            Status::Merged => self.merged_status,
         }
     }
 

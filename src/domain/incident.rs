@@ -26,13 +26,15 @@ wire_enum! {
 }
 
 wire_enum! {
-    /// Lifecycle status. `investigating`, `identified` and `monitoring` are open.
+    /// Lifecycle status. `investigating`, `identified` and `monitoring` are open; `merged`
+    /// (reached only by merging the incident into another) is final and read-only.
     Status {
         Investigating = "investigating",
         Identified = "identified",
         Monitoring = "monitoring",
         Resolved = "resolved",
         Closed = "closed",
+        Merged = "merged",
     }
 }
 
@@ -60,7 +62,7 @@ impl Status {
 
     /// The statuses this one may move to. Among open statuses any move is allowed; any open
     /// status may resolve; a resolved incident may be reopened (investigating, identified)
-    /// or closed; closed is terminal.
+    /// or closed; closed and merged are terminal. Nothing moves *to* merged: merging does.
     pub fn allowed_targets(self) -> &'static [Status] {
         use Status::*;
         match self {
@@ -68,7 +70,7 @@ impl Status {
             Identified => &[Investigating, Monitoring, Resolved],
             Monitoring => &[Investigating, Identified, Resolved],
             Resolved => &[Investigating, Identified, Closed],
-            Closed => &[],
+            Closed | Merged => &[],
         }
     }
 
@@ -150,6 +152,9 @@ pub struct Incident {
     pub updated_at: DateTime<Utc>,
     /// Incremented on every change; the ETag is derived from it.
     pub version: i64,
+    /// Set when the incident was merged into another (its status is then `merged`): where its
+    /// timeline, components, alerts and actions went.
+    pub merged_into: Option<Uuid>,
 }
 
 /// The input to declare an incident, before validation. Related incidents are named by
@@ -232,6 +237,7 @@ impl NewIncident {
             created_at: now,
             updated_at: now,
             version: 1,
+            merged_into: None,
         };
         incident.normalize_editable(&mut v, now);
         incident.stamp(status, now);
@@ -342,6 +348,7 @@ impl Incident {
             Status::Closed => {
                 self.closed_at.get_or_insert(now);
             }
+            Status::Merged => {}
         }
     }
 
@@ -365,6 +372,18 @@ impl Incident {
         self.stamp(to, now);
         self.touch(now);
         Ok(Transition { from, to, reopened })
+    }
+
+    /// Refuses a change to a merged incident: it is read-only, and says where it went.
+    pub fn ensure_not_merged(&self) -> Result<()> {
+        if self.status != Status::Merged {
+            return Ok(());
+        }
+        let into = self.merged_into.map(|id| format!("incident {id}")).unwrap_or_else(|| "another incident".into());
+        Err(Error::Conflict(format!(
+            "incident {} was merged into {into} and is read-only; change that incident instead",
+            self.reference
+        )))
     }
 
     /// Records the first acknowledgement. Returns false (and changes nothing) when the
@@ -443,6 +462,7 @@ editable! {
         created_at,
         updated_at,
         version,
+        merged_into,
     ],
 }
 

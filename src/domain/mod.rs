@@ -2,6 +2,7 @@
 //! both API adapters and every store backend speak these types.
 
 pub mod access;
+pub mod action;
 pub mod alert;
 pub mod component;
 pub mod customer_mail;
@@ -12,11 +13,14 @@ pub mod i18n;
 pub mod ids;
 pub mod incident;
 pub mod integration;
+pub mod link;
 pub mod maintenance;
 pub mod page;
 pub mod patch;
+pub mod postmortem;
 pub mod public;
 pub mod query;
+pub mod stats;
 pub mod subscriber;
 pub mod subscriber_list;
 pub mod subscription;

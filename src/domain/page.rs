@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::error::Error;
@@ -12,11 +12,13 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 
 /// The position after which the next page starts: the sort key of the last row returned.
 /// Every list in incidentd sorts by a timestamp and then the id, or (components) by the
-/// case-folded group, position, case-folded name and id.
+/// case-folded group, position, case-folded name and id, or (follow-up actions) by whether it
+/// is done, its due date and id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageToken {
     Time { at: DateTime<Utc>, id: Uuid },
     Ordered { group_key: String, position: i32, name_key: String, id: Uuid },
+    Due { closed: bool, due: NaiveDate, id: Uuid },
 }
 
 impl PageToken {
@@ -26,6 +28,7 @@ impl PageToken {
             PageToken::Ordered { group_key, position, name_key, id } => {
                 format!("o1\n{id}\n{position}\n{}\n{group_key}{name_key}", group_key.len())
             }
+            PageToken::Due { closed, due, id } => format!("d1\n{}\n{due}\n{id}", u8::from(*closed)),
         };
         URL_SAFE_NO_PAD.encode(raw)
     }
@@ -52,6 +55,16 @@ impl PageToken {
                     return Err(bad());
                 }
                 Ok(PageToken::Ordered { group_key: group.into(), position, name_key: name.into(), id })
+            }
+            Some("d1") => {
+                let closed = match parts.next() {
+                    Some("0") => false,
+                    Some("1") => true,
+                    _ => return Err(bad()),
+                };
+                let due: NaiveDate = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+                let id = parts.next().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(bad)?;
+                Ok(PageToken::Due { closed, due, id })
             }
             _ => Err(bad()),
         }
@@ -114,6 +127,8 @@ mod tests {
             PageToken::Ordered { group_key: "payments".into(), position: -3, name_key: "checkout".into(), id },
             PageToken::Ordered { group_key: "a\nb".into(), position: 0, name_key: "ümlaut\n🙂".into(), id },
             PageToken::Ordered { group_key: String::new(), position: i32::MAX, name_key: String::new(), id },
+            PageToken::Due { closed: true, due: NaiveDate::from_ymd_opt(9999, 12, 31).unwrap(), id },
+            PageToken::Due { closed: false, due: NaiveDate::from_ymd_opt(2026, 1, 2).unwrap(), id },
         ];
         for token in tokens {
             let encoded = token.encode();

@@ -14,6 +14,7 @@ use super::history::{StatusChange, Uptime};
 use super::ids::IncidentRef;
 use super::incident::{AffectedComponent, Cause, CauseKind, Impact, Incident, Severity, Status, Workaround};
 use super::maintenance::{Maintenance, MaintenanceStatus, MaintenanceUpdate};
+use super::postmortem::{Postmortem, PostmortemStatus};
 use super::timeline::{TimelineEntry, Visibility};
 
 /// Declares a public view with `FIELDS`, the names of its fields (which are the names of the
@@ -56,6 +57,8 @@ public_view! {
         pub closed_at: Option<DateTime<Utc>>,
         pub created_at: DateTime<Utc>,
         pub updated_at: DateTime<Utc>,
+        /// The incident this one was merged into (it carries on there).
+        pub merged_into: Option<Uuid>,
     }
 }
 
@@ -90,6 +93,7 @@ impl From<&Incident> for PublicIncident {
             closed_at,
             created_at,
             updated_at,
+            merged_into,
             // Internal: who leads and who acknowledged, labels, related incidents, the root
             // cause, when it was detected (as opposed to when it started), and bookkeeping.
             commander: _,
@@ -123,6 +127,50 @@ impl From<&Incident> for PublicIncident {
             closed_at: *closed_at,
             created_at: *created_at,
             updated_at: *updated_at,
+            merged_into: *merged_into,
+        }
+    }
+}
+
+/// A published postmortem as customers may read it: what changes so it does not happen again.
+/// The analysis, the root cause and its category, the contributing factors, the judgement of
+/// recurrence and who wrote it stay the responders'.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicPostmortem {
+    pub incident_id: Uuid,
+    pub summary: String,
+    pub published_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PublicPostmortem {
+    /// The public part of a published postmortem; `None` before it is published.
+    pub fn of(p: &Postmortem) -> Option<PublicPostmortem> {
+        let Postmortem {
+            incident_id,
+            status,
+            public_summary,
+            published_at,
+            updated_at,
+            // Internal.
+            body: _,
+            root_cause_category: _,
+            contributing_factors: _,
+            recurrence_risk: _,
+            recurrence_reason: _,
+            third_party: _,
+            author: _,
+            created_at: _,
+            version: _,
+        } = p;
+        match (status, published_at) {
+            (PostmortemStatus::Published, Some(at)) => Some(PublicPostmortem {
+                incident_id: *incident_id,
+                summary: public_summary.clone(),
+                published_at: *at,
+                updated_at: *updated_at,
+            }),
+            _ => None,
         }
     }
 }
@@ -218,11 +266,12 @@ pub fn public_updates(incident: &Incident, timeline: &[TimelineEntry], changes: 
     updates
 }
 
-/// An incident and its public updates (newest first).
+/// An incident, its public updates (newest first) and its published postmortem.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PublicIncidentPage {
     pub incident: PublicIncident,
     pub updates: Vec<PublicUpdate>,
+    pub postmortem: Option<PublicPostmortem>,
 }
 
 /// A scheduled maintenance as customers may read it: everything but the workers' settings

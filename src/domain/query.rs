@@ -1,9 +1,10 @@
 //! What a list asks for: the filters the transports build and the service passes on to the
 //! store.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
+use super::action::ActionStatus;
 use super::event::EventType;
 use super::incident::{Severity, Status};
 
@@ -37,4 +38,19 @@ pub struct EventFilter {
 pub enum AttemptsOf {
     Delivery(Uuid),
     Subscription(Uuid),
+}
+
+/// Which follow-up actions to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionFilter {
+    /// Only this incident's.
+    pub incident_id: Option<Uuid>,
+    /// Only this owner's, case-folded.
+    pub owner_key: Option<String>,
+    /// Any of these statuses (all when empty).
+    pub statuses: Vec<ActionStatus>,
+    /// Only overdue (true) or only not overdue (false) actions.
+    pub overdue: Option<bool>,
+    /// Today in the status page's time zone: open actions due before it are overdue.
+    pub today: NaiveDate,
 }

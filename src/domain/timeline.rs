@@ -25,6 +25,10 @@ wire_enum! {
         Acknowledgement = "acknowledgement",
         /// Alerts received from an integration: what fired and what cleared (internal).
         Alert = "alert",
+        /// A merge: on the duplicate, where it went; on the incident it went into, what came.
+        Merge = "merge",
+        /// A link to another incident made or removed.
+        Link = "link",
     }
 }
 
@@ -105,6 +109,35 @@ impl TimelineEntry {
 
     pub fn acknowledgement(incident: &Incident, by: &str, now: DateTime<Utc>) -> Self {
         Self::new(incident, UpdateKind::Acknowledgement, format!("Acknowledged by {by}."), by, now)
+    }
+
+    /// On a merged incident: where it went.
+    pub fn merged_into(source: &Incident, from: Status, target: &Incident, author: &str, now: DateTime<Utc>) -> Self {
+        let body = format!("Merged into {} ({}); its timeline continues there.", target.reference, target.title);
+        let mut e = Self::new(source, UpdateKind::Merge, body, author, now);
+        e.status_from = Some(from);
+        e.status_to = Some(Status::Merged);
+        e
+    }
+
+    /// On the incident another was merged into: what came with it.
+    pub fn merged_from(target: &Incident, source: &Incident, moved: &str, author: &str, now: DateTime<Utc>) -> Self {
+        let body = format!("Merged {} ({}) into this incident: {moved}.", source.reference, source.title);
+        Self::new(target, UpdateKind::Merge, body, author, now)
+    }
+
+    /// A link to `other` made (or removed) from `incident`'s side, in `incident`'s words.
+    pub fn link(
+        incident: &Incident,
+        phrase: &str,
+        other: &Incident,
+        removed: bool,
+        author: &str,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let verb = if removed { "Link removed" } else { "Linked" };
+        let body = format!("{verb}: {phrase} {} ({}).", other.reference, other.title);
+        Self::new(incident, UpdateKind::Link, body, author, now)
     }
 
     /// What a delivery of alerts said (internal).
