@@ -10,16 +10,20 @@
 //! new file in each of the four places and one line in each trait list below.
 
 mod access;
+mod actions;
 mod components;
 mod events;
 mod history;
 mod idempotency;
 mod incidents;
 mod integrations;
+mod links;
 mod maintenance;
 pub mod postgres;
+mod postmortems;
 pub mod sql;
 pub mod sqlite;
+mod stats;
 mod subscribers;
 mod subscriptions;
 
@@ -29,13 +33,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 pub use access::{AccessStore, AccessTx};
+pub use actions::{ActionStore, ActionTx};
 pub use components::{ComponentStore, ComponentTx};
 pub use events::{EventStore, EventTx, Notice};
 pub use history::{HistoryStore, HistoryTx, Imposition};
 pub use idempotency::{IdempotencyClaim, IdempotencyStore, IdempotencyTx};
 pub use incidents::{IncidentStore, IncidentTx};
 pub use integrations::{AckCandidate, AlertsOf, IntegrationStore, IntegrationTx};
+pub use links::{LinkStore, LinkTx, Moved};
 pub use maintenance::{MaintenanceFilter, MaintenanceStore, MaintenanceTx};
+pub use postmortems::{PostmortemStore, PostmortemTx};
+pub use stats::StatsStore;
 pub use subscribers::{ClaimedCustomerMail, SubscriberFigures, SubscriberStore, SubscriberTx};
 pub use subscriptions::{AttemptResult, ClaimedDelivery, Lease, NewDelivery, SubscriptionStore, SubscriptionTx};
 
@@ -45,6 +53,10 @@ use crate::domain::{Result, Severity, Status};
 #[async_trait]
 pub trait Store:
     IncidentStore
+    + PostmortemStore
+    + ActionStore
+    + LinkStore
+    + StatsStore
     + IntegrationStore
     + ComponentStore
     + MaintenanceStore
@@ -76,6 +88,9 @@ pub trait Store:
 #[async_trait]
 pub trait Transaction:
     IncidentTx
+    + PostmortemTx
+    + ActionTx
+    + LinkTx
     + IntegrationTx
     + ComponentTx
     + MaintenanceTx

@@ -2,13 +2,17 @@
 //! the transaction with its deferred log writes, and one file per feature.
 
 mod access;
+mod actions;
 mod components;
 mod events;
 mod history;
 mod idempotency;
 mod incidents;
 mod integrations;
+mod links;
 mod maintenance;
+mod postmortems;
+mod stats;
 mod subscribers;
 mod subscriptions;
 

@@ -52,6 +52,7 @@ read_row! {
         created_at: DbTime,
         updated_at: DbTime,
         version: i64,
+        merged_into: Option<DbId>,
     }
 }
 
@@ -91,6 +92,7 @@ write_row! {
         created_at: DbTime,
         updated_at: DbTime,
         version: i64,
+        merged_into: Option<DbId>,
     }
 }
 
@@ -127,6 +129,7 @@ impl<'a> From<&'a Incident> for IncidentWrite<'a> {
             created_at,
             updated_at,
             version,
+            merged_into,
         } = incident;
         IncidentWrite {
             id: DbId(*id),
@@ -161,6 +164,7 @@ impl<'a> From<&'a Incident> for IncidentWrite<'a> {
             created_at: DbTime(*created_at),
             updated_at: DbTime(*updated_at),
             version: *version,
+            merged_into: merged_into.map(DbId),
         }
     }
 }
@@ -201,6 +205,7 @@ impl TryFrom<IncidentRow> for Incident {
             created_at,
             updated_at,
             version,
+            merged_into,
         } = row;
         Ok(Incident {
             id: id.0,
@@ -239,6 +244,7 @@ impl TryFrom<IncidentRow> for Incident {
             created_at: created_at.0,
             updated_at: updated_at.0,
             version,
+            merged_into: merged_into.map(|m| m.0),
         })
     }
 }

@@ -9,13 +9,17 @@
 //! and integer microseconds in SQLite, lists of texts `text[]` and a JSON array.
 
 pub mod access;
+pub mod actions;
 pub mod components;
 pub mod events;
 pub mod history;
 pub mod idempotency;
 pub mod incidents;
 pub mod integrations;
+pub mod links;
 pub mod maintenance;
+pub mod postmortems;
+pub mod stats;
 pub mod subscribers;
 pub mod subscriptions;
 

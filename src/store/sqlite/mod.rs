@@ -8,13 +8,17 @@
 //! other writer, so no statement here takes a row lock.
 
 mod access;
+mod actions;
 mod components;
 mod events;
 mod history;
 mod idempotency;
 mod incidents;
 mod integrations;
+mod links;
 mod maintenance;
+mod postmortems;
+mod stats;
 mod subscribers;
 mod subscriptions;
 
