@@ -199,6 +199,11 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_ACK_REPEAT", default_value = "15m", global = true)]
     pub ack_repeat: String,
 
+    /// Whether publishing a resolved incident's postmortem closes the incident (the last step
+    /// of its story; a closed incident cannot be reopened).
+    #[arg(long, env = "INCIDENTD_POSTMORTEM_CLOSES_INCIDENT", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub postmortem_closes_incident: bool,
+
     /// Hours a rotated-out webhook secret keeps signing beside the new one.
     #[arg(long, env = "INCIDENTD_SECRET_ROTATION_GRACE_HOURS", default_value_t = 24, global = true)]
     pub secret_rotation_grace_hours: u64,
@@ -375,6 +380,7 @@ impl Config {
             page_name: self.status.name.clone(),
             ack_policy: crate::domain::alert::AckPolicy::parse(&self.ack_deadlines, &self.ack_repeat)
                 .map_err(|e| anyhow::anyhow!("INCIDENTD_ACK_DEADLINES / INCIDENTD_ACK_REPEAT: {e}"))?,
+            postmortem_closes_incident: self.postmortem_closes_incident,
         })
     }
 
@@ -425,6 +431,7 @@ impl Config {
             disable_failing_after_hours: 120,
             secret_rotation_grace_hours: 24,
             maintenance_reminder_minutes: 60,
+            postmortem_closes_incident: true,
             ack_deadlines: "sev1=5m,sev2=15m".into(),
             ack_repeat: "15m".into(),
             delivery_lease_secs: 60,

@@ -1,6 +1,7 @@
 //! Every background loop of a process, started in one place and stopped together: the
 //! listener for other processes' notices, the sequencer, the dispatcher, the maintenance
-//! schedule, the mail outbox and the customer mails (worker role), the hourly upkeep and the memory trim; the application adds the
+//! schedule, the mail outbox, acknowledgement deadlines, overdue follow-up actions and the
+//! customer mails (worker role), the hourly upkeep and the memory trim; the application adds the
 //! ones that belong to a transport (gRPC health) through [`Background::spawn`]. Stopping cancels them all and waits
 //! for each (the dispatcher after handing back or recording what it holds).
 
@@ -91,6 +92,14 @@ impl Service {
                 Self::every(EVERY_SECOND, stop, "checking acknowledgement deadlines", move || {
                     let service = service.clone();
                     async move { service.send_due_ack_reminders(crate::domain::now()).await }
+                })
+            });
+            // Announces follow-up actions whose due date passed (`action.overdue`), once each.
+            let service = self.clone();
+            background.spawn("overdue actions", |stop| {
+                Self::every(EVERY_SECOND, stop, "checking follow-up action due dates", move || {
+                    let service = service.clone();
+                    async move { service.send_overdue_actions(crate::domain::now()).await }
                 })
             });
             // The customers' mails about incidents and maintenance, apart from the

@@ -26,7 +26,7 @@ use crate::store::Transaction;
 const CREATE_SCOPE: &str = "incidents.create";
 const UPDATE_SCOPE: &str = "incident_updates.create";
 
-fn not_found(key: IncidentKey) -> Error {
+pub(super) fn not_found(key: IncidentKey) -> Error {
     Error::NotFound { resource: "incident", id: key.to_string() }
 }
 
@@ -109,6 +109,7 @@ impl Service {
         let now = now();
         let mut tx = self.store.begin().await?;
         let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
+        incident.ensure_not_merged()?;
         check_etag("incident", if_match, incident.version)?;
         let mut v = Violations::new();
         let related = match patch.related_incidents.take() {
@@ -151,6 +152,7 @@ impl Service {
         caller.require(Permission::WriteIncidents)?;
         let mut tx = self.store.begin().await?;
         let incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
+        incident.ensure_not_merged()?;
         check_etag("incident", if_match, incident.version)?;
         let now = now();
         let watched = if incident.is_open() { component_ids(&incident) } else { Vec::new() };
@@ -224,6 +226,7 @@ impl Service {
             return Ok(Created { value: replay, replayed: true });
         }
         let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
+        incident.ensure_not_merged()?;
         let before = Milestones::of(&incident);
         let transition = match update.status {
             Some(to) => Some(incident.transition(to, now)?),
@@ -297,6 +300,7 @@ pub(super) async fn transition_in(
     input: ValidTransition,
     now: DateTime<Utc>,
 ) -> Result<(Transition, Vec<Event>)> {
+    incident.ensure_not_merged()?;
     let t = incident.transition(input.to, now)?;
     let entry = TimelineEntry::status_change(incident, t, input.message, input.visibility, &input.actor, now);
     let watch = ComponentWatch::start(tx, imposition_changes(incident, t), Cause::Incident(incident.id)).await?;
@@ -319,6 +323,7 @@ pub(super) async fn acknowledge_in(
     by: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Event>> {
+    incident.ensure_not_merged()?;
     if !incident.acknowledge(by, now)? {
         return Ok(None);
     }
@@ -329,7 +334,7 @@ pub(super) async fn acknowledge_in(
     Ok(Some(Event::incident_acknowledged(incident, now)))
 }
 
-fn component_ids(incident: &Incident) -> Vec<Uuid> {
+pub(super) fn component_ids(incident: &Incident) -> Vec<Uuid> {
     incident.affected_components.iter().map(|c| c.component_id).collect()
 }
 

@@ -4,6 +4,7 @@
 //! `dispatch/`, and every background loop started in `background.rs`.
 
 mod access;
+mod actions;
 mod alerts;
 mod background;
 mod components;
@@ -14,9 +15,12 @@ mod history;
 mod idempotency;
 mod incidents;
 mod integrations;
+mod links;
 mod maintenance;
 mod metrics;
+mod postmortems;
 mod public;
+mod stats;
 mod subscriber_list;
 mod subscribers;
 mod subscriptions;
@@ -26,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use crate::store::Notice;
 pub use access::{AccessSettings, KEY_CACHE_TTL, RateLimit};
+pub use actions::ActionQuery;
 pub use alerts::GroupOutcome;
 pub use background::Background;
 pub use dispatch::{Clock, DispatchSettings, ManualClock, SystemClock};
@@ -59,6 +64,8 @@ pub struct ServiceSettings {
     pub page_name: String,
     /// Acknowledgement deadlines per severity, and how often the reminder repeats.
     pub ack_policy: crate::domain::alert::AckPolicy,
+    /// Whether publishing a resolved incident's postmortem closes the incident.
+    pub postmortem_closes_incident: bool,
 }
 
 /// The service every transport calls. Cheap to clone: one reference count (every request
@@ -78,6 +85,7 @@ pub struct Parts {
     maintenance_reminder: chrono::Duration,
     page_name: String,
     ack_policy: crate::domain::alert::AckPolicy,
+    postmortem_closes_incident: bool,
     /// The key customers' links are signed with, read from the database on first use.
     link_key: tokio::sync::OnceCell<crate::domain::subscriber::LinkKey>,
     /// Set at shutdown: readiness fails from then on.
@@ -103,8 +111,16 @@ pub struct Created<T> {
 
 impl Service {
     pub fn new(store: DynStore, settings: ServiceSettings) -> anyhow::Result<Self> {
-        let ServiceSettings { access, sender, dispatch, time_zone, maintenance_reminder, page_name, ack_policy } =
-            settings;
+        let ServiceSettings {
+            access,
+            sender,
+            dispatch,
+            time_zone,
+            maintenance_reminder,
+            page_name,
+            ack_policy,
+            postmortem_closes_incident,
+        } = settings;
         let public_url = sender.public_url.trim_end_matches('/').to_string();
         let sender = Sender::new(SenderSettings { public_url: public_url.clone(), ..sender })?;
         let metrics = Arc::new(Metrics::default());
@@ -121,6 +137,7 @@ impl Service {
             maintenance_reminder,
             page_name,
             ack_policy,
+            postmortem_closes_incident,
             link_key: Default::default(),
             draining: Default::default(),
             closing: Default::default(),
@@ -134,6 +151,11 @@ impl Service {
     /// The status page's time zone.
     pub fn time_zone(&self) -> chrono_tz::Tz {
         self.time_zone
+    }
+
+    /// Today in the status page's time zone (follow-up actions are due by its dates).
+    pub fn today(&self) -> chrono::NaiveDate {
+        crate::domain::now().with_timezone(&self.time_zone).date_naive()
     }
 
     /// Whether this process takes traffic: the database answers and it is not shutting down.

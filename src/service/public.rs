@@ -12,11 +12,11 @@ use super::history::incident_spans;
 use crate::domain::history::{Affecting, StatusChange, start_of_last_days, uptime};
 use crate::domain::page::PageToken;
 use crate::domain::public::{
-    PublicIncident, PublicIncidentPage, PublicMaintenance, PublicMaintenancePage, PublicMaintenanceUpdate, PublicState,
-    public_updates,
+    PublicIncident, PublicIncidentPage, PublicMaintenance, PublicMaintenancePage, PublicMaintenanceUpdate,
+    PublicPostmortem, PublicState, public_updates,
 };
 use crate::domain::query::IncidentFilter;
-use crate::domain::{Component, Error, Incident, IncidentKey, Result};
+use crate::domain::{Component, Error, Incident, IncidentKey, IncidentRef, Result, Status};
 use crate::store::MaintenanceFilter;
 
 /// How many days (today included) the status page's uptime bars and history cover.
@@ -27,6 +27,12 @@ const RECENT_INCIDENTS: u32 = 50;
 /// At most this many incidents (or maintenances) of a kind are read for one state.
 const MAX_INCIDENTS: u32 = 1000;
 
+/// The statuses of past incidents customers see (merged ones are not: the incident they went
+/// into is).
+fn past_statuses() -> Vec<Status> {
+    vec![Status::Resolved, Status::Closed]
+}
+
 impl Service {
     /// Reads everything the public surfaces show, as of now.
     pub async fn public_state(&self) -> Result<PublicState> {
@@ -35,10 +41,11 @@ impl Service {
         let components = self.all_components().await?;
         let open = IncidentFilter { open: Some(true), ..Default::default() };
         let active = self.store.list_incidents(&open, None, MAX_INCIDENTS).await?;
-        let window = IncidentFilter { open: Some(false), created_after: Some(since), ..Default::default() };
+        // Merged incidents are duplicates: the incident they went into tells their story.
+        let window = IncidentFilter { statuses: past_statuses(), created_after: Some(since), ..Default::default() };
         let mut past = self.store.list_incidents(&window, None, MAX_INCIDENTS).await?;
         if past.len() < RECENT_INCIDENTS as usize {
-            let closed = IncidentFilter { open: Some(false), ..Default::default() };
+            let closed = IncidentFilter { statuses: past_statuses(), ..Default::default() };
             for i in self.store.list_incidents(&closed, None, RECENT_INCIDENTS).await? {
                 if !past.iter().any(|p| p.id == i.id) {
                     past.push(i);
@@ -142,6 +149,23 @@ impl Service {
         Ok(pages.pop().expect("one page per incident"))
     }
 
+    /// Where a merged incident went (following merges of merges): the reference of the incident
+    /// that carries its story, or `None` when `key` names no merged incident.
+    pub async fn public_merge_target(&self, key: IncidentKey) -> Result<Option<IncidentRef>> {
+        let mut key = key;
+        let mut target = None;
+        // A merge never goes into a merged incident, but the target may be merged later.
+        for _ in 0..16 {
+            match self.store.get_incident(key).await? {
+                Some(Incident { status: Status::Merged, merged_into: Some(next), .. }) => key = IncidentKey::Id(next),
+                Some(i) if target.is_some() => return Ok(Some(i.reference)),
+                _ => return Ok(None),
+            }
+            target = Some(key);
+        }
+        Ok(None)
+    }
+
     /// The resolved incidents declared in `[from, to)`, newest first, for the history of an
     /// older month.
     pub async fn public_incidents_between(
@@ -149,7 +173,9 @@ impl Service {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<PublicIncidentPage>> {
-        let filter = IncidentFilter { created_after: Some(from), created_before: Some(to), ..Default::default() };
+        let statuses = Status::ALL.iter().copied().filter(|s| *s != Status::Merged).collect();
+        let filter =
+            IncidentFilter { statuses, created_after: Some(from), created_before: Some(to), ..Default::default() };
         let incidents = self.store.list_incidents(&filter, None, MAX_INCIDENTS).await?;
         self.pages(&incidents, &[]).await
     }
@@ -163,11 +189,18 @@ impl Service {
         for entry in self.store.list_timelines(&ids).await? {
             timelines.entry(entry.incident_id).or_default().push(entry);
         }
+        let mut postmortems: HashMap<Uuid, PublicPostmortem> = HashMap::new();
+        for p in self.store.published_postmortems(&ids).await? {
+            if let Some(public) = PublicPostmortem::of(&p) {
+                postmortems.insert(p.incident_id, public);
+            }
+        }
         Ok(incidents
             .iter()
             .map(|i| PublicIncidentPage {
                 incident: PublicIncident::from(i),
                 updates: public_updates(i, timelines.get(&i.id).map(Vec::as_slice).unwrap_or_default(), changes),
+                postmortem: postmortems.remove(&i.id),
             })
             .collect())
     }
