@@ -44,6 +44,27 @@ fn what_happened(event: &Event, data: &Value) -> String {
         EventType::IncidentResolved => "resolved".into(),
         EventType::IncidentReopened => "reopened".into(),
         EventType::IncidentDeleted => "deleted".into(),
+        EventType::IncidentMerged => match text(&data["into"]["reference"]) {
+            Some(into) => format!("merged into {into}"),
+            None => "merged".into(),
+        },
+        EventType::IncidentLinked | EventType::IncidentUnlinked => {
+            let link = &data["link"];
+            let kind = text(&link["kind"]).unwrap_or_default().replace('_', " ");
+            let other = text(&link["incident"]["reference"]).unwrap_or_default();
+            let verb = if event.event_type == EventType::IncidentLinked { "linked" } else { "link removed" };
+            format!("{verb}: {kind} {other}")
+        }
+        EventType::PostmortemCreated => "postmortem started".into(),
+        EventType::PostmortemUpdated => "postmortem updated".into(),
+        EventType::PostmortemPublished => "postmortem published".into(),
+        EventType::ActionCreated => "follow-up action added".into(),
+        EventType::ActionUpdated => match text(&data["action"]["status"]) {
+            Some(s) if s != "open" => format!("follow-up action {}", s.replace('_', " ")),
+            _ => "follow-up action updated".into(),
+        },
+        EventType::ActionDeleted => "follow-up action removed".into(),
+        EventType::ActionOverdue => "follow-up action overdue".into(),
         EventType::ComponentStatusChanged => "component status changed".into(),
         EventType::MaintenanceScheduled => "maintenance scheduled".into(),
         EventType::MaintenanceUpdated => match text(&data["update"]["status"]) {
@@ -96,6 +117,22 @@ pub fn summarize(event: &Event, data: &Value, public_url: &str) -> Summary {
                 link: Some(format!("{public_url}/v1/maintenances/{}", event.subject)),
             }
         }
+        EventType::ActionCreated | EventType::ActionUpdated | EventType::ActionDeleted | EventType::ActionOverdue => {
+            let a = &data["action"];
+            let title = text(&a["title"]).unwrap_or_default();
+            Summary {
+                headline: format!("{title}: {happened}"),
+                reference: title,
+                facts: vec![
+                    ("Owner", text(&a["owner"]).unwrap_or_else(|| "nobody yet".into())),
+                    ("Due", text(&a["due_date"]).unwrap_or_else(|| "no date".into())),
+                    ("Priority", text(&a["priority"]).unwrap_or_default()),
+                    ("Status", text(&a["status"]).unwrap_or_default().replace('_', " ")),
+                ],
+                message: text(&a["tracker"]),
+                link: Some(format!("{public_url}/v1/actions/{}", event.subject)),
+            }
+        }
         EventType::SubscriptionDisabled | EventType::SubscriptionTest => Summary {
             headline: format!("incidentd: {happened}"),
             reference: "incidentd".into(),
@@ -129,7 +166,10 @@ pub fn summarize(event: &Event, data: &Value, public_url: &str) -> Summary {
                 headline: format!("{reference} {title}: {happened}"),
                 reference: reference.clone(),
                 facts,
-                message: text(&data["update"]["body"]).or_else(|| text(&i["resolution_summary"])),
+                message: text(&data["update"]["body"])
+                    .or_else(|| text(&data["postmortem"]["public_summary"]))
+                    .or_else(|| text(&data["postmortem"]["summary"]))
+                    .or_else(|| text(&i["resolution_summary"])),
                 link: Some(format!("{public_url}/v1/incidents/{}", event.subject)),
             }
         }

@@ -3,11 +3,11 @@
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    entry_to_pb, incident_patch_from_pb, incident_to_pb, new_incident_from_pb, opt_ts, severity_from_pb,
-    status_from_pb, visibility_from_pb,
+    entry_to_pb, incident_patch_from_pb, incident_to_pb, link_kind_from_pb, link_to_pb, new_incident_from_pb, opt_ts,
+    severity_from_pb, status_from_pb, visibility_from_pb,
 };
 use super::status::to_status;
-use super::{authorize, mark_replayed, non_empty, page};
+use super::{authorize, mark_replayed, non_empty, page, parse_id};
 use crate::domain::incident::search_terms;
 use crate::domain::query::IncidentFilter;
 use crate::domain::validate::Violations;
@@ -205,6 +205,79 @@ impl IncidentService for GrpcIncidentService {
             updates: page.items.iter().map(entry_to_pb).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         }))
+    }
+
+    async fn merge_incident(
+        &self,
+        request: Request<pb::MergeIncidentRequest>,
+    ) -> Result<Response<pb::MergeIncidentResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::WriteIncidents).await?;
+        let req = request.into_inner();
+        let key = key("id", &req.id)?;
+        let actor = non_empty(req.actor);
+        let (target, merged) =
+            self.service.merge_incident(&caller, key, Some(&req.into), actor.as_deref()).await.map_err(to_status)?;
+        Ok(Response::new(pb::MergeIncidentResponse {
+            incident: Some(incident_to_pb(&target)),
+            merged: Some(incident_to_pb(&merged)),
+        }))
+    }
+
+    async fn create_incident_link(
+        &self,
+        request: Request<pb::CreateIncidentLinkRequest>,
+    ) -> Result<Response<pb::CreateIncidentLinkResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::WriteIncidents).await?;
+        let req = request.into_inner();
+        let key = key("incident_id", &req.incident_id)?;
+        let mut v = Violations::new();
+        let kind = link_kind_from_pb(&mut v, "kind", req.kind);
+        v.finish().map_err(to_status)?;
+        let link = self
+            .service
+            .create_link(&caller, key, kind, Some(&req.other_incident_id))
+            .await
+            .map_err(|e| to_status(rename_field(e, "incident", "other_incident_id")))?;
+        Ok(Response::new(pb::CreateIncidentLinkResponse { link: Some(link_to_pb(&link)) }))
+    }
+
+    async fn list_incident_links(
+        &self,
+        request: Request<pb::ListIncidentLinksRequest>,
+    ) -> Result<Response<pb::ListIncidentLinksResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::ReadIncidents).await?;
+        let key = key("incident_id", &request.into_inner().incident_id)?;
+        let links = self.service.list_links(&caller, key).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListIncidentLinksResponse { links: links.iter().map(link_to_pb).collect() }))
+    }
+
+    async fn delete_incident_link(
+        &self,
+        request: Request<pb::DeleteIncidentLinkRequest>,
+    ) -> Result<Response<pb::DeleteIncidentLinkResponse>, Status> {
+        let caller = authorize(&self.service, &request, Permission::WriteIncidents).await?;
+        let req = request.into_inner();
+        let key = key("incident_id", &req.incident_id)?;
+        let link_id = parse_id("link_id", &req.link_id)?;
+        self.service.delete_link(&caller, key, link_id).await.map_err(to_status)?;
+        Ok(Response::new(pb::DeleteIncidentLinkResponse {}))
+    }
+}
+
+/// Names a field the service calls `from` as the request calls it (`to`).
+fn rename_field(e: Error, from: &str, to: &str) -> Error {
+    match e {
+        Error::Validation(v) => Error::Validation(
+            v.into_iter()
+                .map(|mut f| {
+                    if f.field == from {
+                        f.field = to.to_string();
+                    }
+                    f
+                })
+                .collect(),
+        ),
+        other => other,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The gRPC API (tonic): the incidentd.v1 services listed once in [`SERVICE_NAMES`]
-//! (incidents, components, maintenance, integrations, API keys, audit, events, subscriptions,
-//! subscribers), standard health, and server reflection v1 and v1alpha (with the health
+//! (incidents, postmortems, actions, stats, components, maintenance, integrations, API keys,
+//! audit, events, subscriptions, subscribers), standard health, and server reflection v1 and v1alpha (with the health
 //! descriptors registered).
 
 pub mod access;
@@ -10,6 +10,7 @@ pub mod events;
 pub mod incidents;
 pub mod integrations;
 pub mod maintenance;
+pub mod postmortems;
 pub mod status;
 pub mod subscribers;
 pub mod subscriptions;
@@ -22,6 +23,7 @@ use tonic::transport::server::Router;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tower::layer::util::{Identity, Stack};
 
+use crate::proto::action_service_server::ActionServiceServer;
 use crate::proto::api_key_service_server::ApiKeyServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::component_service_server::ComponentServiceServer;
@@ -29,6 +31,8 @@ use crate::proto::event_service_server::EventServiceServer;
 use crate::proto::incident_service_server::IncidentServiceServer;
 use crate::proto::integration_service_server::IntegrationServiceServer;
 use crate::proto::maintenance_service_server::MaintenanceServiceServer;
+use crate::proto::postmortem_service_server::PostmortemServiceServer;
+use crate::proto::stats_service_server::StatsServiceServer;
 use crate::proto::subscriber_service_server::SubscriberServiceServer;
 use crate::proto::subscription_service_server::SubscriptionServiceServer;
 use crate::service::Service;
@@ -51,6 +55,9 @@ macro_rules! api_services {
 
 api_services! {
     IncidentServiceServer(incidents::GrpcIncidentService),
+    PostmortemServiceServer(postmortems::GrpcPostmortemService),
+    ActionServiceServer(postmortems::GrpcActionService),
+    StatsServiceServer(postmortems::GrpcStatsService),
     ComponentServiceServer(components::GrpcComponentService),
     MaintenanceServiceServer(maintenance::GrpcMaintenanceService),
     IntegrationServiceServer(integrations::GrpcIntegrationService),

@@ -2,15 +2,19 @@
 //! annotations that register the routes, so the two cannot drift.
 
 pub mod access;
+pub mod actions;
 pub mod components;
 pub mod events;
 pub mod extract;
 pub mod history;
 pub mod incidents;
 pub mod integrations;
+pub mod links;
 pub mod maintenance;
 pub mod pagerduty;
+pub mod postmortems;
 pub mod problem;
+pub mod stats;
 pub mod subscribers;
 pub mod subscriptions;
 
@@ -81,6 +85,9 @@ impl Default for RestSettings {
     components(schemas(problem::Problem, crate::domain::FieldViolation)),
     tags(
         (name = "incidents", description = "Incidents, their lifecycle and timeline"),
+        (name = "postmortems", description = "One postmortem per incident: the analysis and root cause (internal), what customers are told changes (public once published), recurrence"),
+        (name = "actions", description = "Follow-up actions of incidents: owner, due date, priority, tracker reference; overdue ones announced"),
+        (name = "stats", description = "Analytics: MTTA and MTTR by severity, component and month; causes; reopen rate; open actions"),
         (name = "components", description = "Components and their status"),
         (name = "integrations", description = "Alert ingestion (scope admin to manage): Alertmanager and Grafana webhooks, PagerDuty Events API v2; alerts open, group and resolve incidents"),
         (name = "maintenance", description = "Scheduled maintenance: windows that start and complete on their own, and their timeline"),
@@ -103,6 +110,15 @@ fn api(public: Arc<crate::api::public::Public>) -> (Router<Service>, utoipa::ope
         .routes(routes!(incidents::transition_incident))
         .routes(routes!(incidents::acknowledge_incident))
         .routes(routes!(incidents::create_update, incidents::list_updates))
+        .routes(routes!(links::merge_incident))
+        .routes(routes!(links::create_link, links::list_links))
+        .routes(routes!(links::delete_link))
+        .routes(routes!(postmortems::create_postmortem, postmortems::get_postmortem, postmortems::patch_postmortem))
+        .routes(routes!(postmortems::transition_postmortem))
+        .routes(routes!(actions::create_action, actions::list_incident_actions))
+        .routes(routes!(actions::list_actions))
+        .routes(routes!(actions::get_action, actions::patch_action, actions::delete_action))
+        .routes(routes!(stats::get_stats))
         .routes(routes!(integrations::list_incident_alerts))
         .routes(routes!(integrations::create_integration, integrations::list_integrations))
         .routes(routes!(

@@ -50,6 +50,7 @@ pub fn incident_to_pb(incident: &Incident) -> pb::Incident {
         created_at,
         updated_at,
         version,
+        merged_into,
     } = incident;
     pb::Incident {
         id: id.to_string(),
@@ -92,6 +93,7 @@ pub fn incident_to_pb(incident: &Incident) -> pb::Incident {
         updated_at: Some(ts(*updated_at)),
         version: *version,
         etag,
+        merged_into: merged_into.map(|m| m.to_string()).unwrap_or_default(),
     }
 }
 
@@ -164,6 +166,7 @@ pub fn new_incident_from_pb(incident: pb::Incident) -> Result<NewIncident> {
         updated_at: _,
         version: _,
         etag: _,
+        merged_into: _,
     } = incident;
     let mut v = Violations::new();
     let input = NewIncident {
@@ -203,6 +206,7 @@ const INCIDENT_OUTPUT_ONLY: &[&str] = &[
     "updated_at",
     "version",
     "etag",
+    "merged_into",
 ];
 
 /// The editable fields an update without a mask sets: those not at their protobuf default.
@@ -239,6 +243,7 @@ fn populated_paths(incident: &pb::Incident) -> Vec<String> {
         updated_at: _,
         version: _,
         etag: _,
+        merged_into: _,
     } = incident;
     [
         ("title", !title.is_empty()),

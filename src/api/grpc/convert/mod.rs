@@ -1,13 +1,14 @@
 //! Conversions between protobuf messages and domain types: every enum (through `enum_map!`),
 //! timestamps, JSON values and field masks here; the incident, component, maintenance and
 //! integration messages in `incidents.rs`, `components.rs`, `maintenance.rs` and
-//! `integrations.rs`. Messages that only one service uses are converted beside it
+//! `integrations.rs`; postmortems, actions, links and analytics in `postmortems.rs`. Messages that only one service uses are converted beside it
 //! (`subscriptions.rs`, `access.rs`).
 
 mod components;
 mod incidents;
 mod integrations;
 mod maintenance;
+mod postmortems;
 
 pub use components::{
     component_patch_from_pb, component_to_pb, new_component_from_pb, status_change_to_pb, uptime_to_pb,
@@ -17,13 +18,20 @@ pub use integrations::{alert_to_pb, integration_patch_from_pb, integration_to_pb
 pub use maintenance::{
     maintenance_patch_from_pb, maintenance_to_pb, maintenance_update_to_pb, new_maintenance_from_pb,
 };
+pub use postmortems::{
+    action_patch_from_pb, action_to_pb, link_to_pb, new_action_from_pb, new_postmortem_from_pb,
+    postmortem_patch_from_pb, postmortem_to_pb, stats_to_pb,
+};
 
 use chrono::{DateTime, Utc};
 use prost_types::{FieldMask, Timestamp};
 
+use crate::domain::action::{ActionPriority, ActionStatus};
 use crate::domain::alert::AlertStatus;
 use crate::domain::integration::{Grouping, IntegrationKind};
+use crate::domain::link::LinkKind;
 use crate::domain::maintenance::MaintenanceStatus;
+use crate::domain::postmortem::{PostmortemStatus, RecurrenceRisk, RootCauseCategory};
 use crate::domain::subscriber::SubscriberStatus;
 use crate::domain::validate::Violations;
 use crate::domain::{
@@ -59,7 +67,7 @@ enum_map!(
     status_from_pb,
     Status,
     IncidentStatus,
-    [Investigating, Identified, Monitoring, Resolved, Closed]
+    [Investigating, Identified, Monitoring, Resolved, Closed, Merged]
 );
 enum_map!(impact_to_pb, impact_from_pb, Impact, Impact, [None, Minor, Major, Critical]);
 enum_map!(
@@ -83,8 +91,32 @@ enum_map!(
     update_kind_from_pb,
     UpdateKind,
     UpdateKind,
-    [Created, Update, StatusChange, FieldChange, Acknowledgement, Alert]
+    [Created, Update, StatusChange, FieldChange, Acknowledgement, Alert, Merge, Link]
 );
+enum_map!(
+    link_kind_to_pb,
+    link_kind_from_pb,
+    LinkKind,
+    LinkKind,
+    [Related, CausedBy, RecurrenceOf, Causes, RecurredAs]
+);
+enum_map!(
+    postmortem_status_to_pb,
+    postmortem_status_from_pb,
+    PostmortemStatus,
+    PostmortemStatus,
+    [Draft, InReview, Published]
+);
+enum_map!(recurrence_risk_to_pb, recurrence_risk_from_pb, RecurrenceRisk, RecurrenceRisk, [Low, Medium, High]);
+enum_map!(
+    root_cause_to_pb,
+    root_cause_from_pb,
+    RootCauseCategory,
+    RootCauseCategory,
+    [Unknown, CodeChange, ConfigurationChange, Infrastructure, Capacity, Dependency, Security, Data, Process, Other]
+);
+enum_map!(action_status_to_pb, action_status_from_pb, ActionStatus, ActionStatus, [Open, Done, WontDo]);
+enum_map!(action_priority_to_pb, action_priority_from_pb, ActionPriority, ActionPriority, [High, Medium, Low]);
 
 enum_map!(channel_to_pb, channel_from_pb, Channel, Channel, [Webhook, Slack, Teams, Email]);
 enum_map!(
