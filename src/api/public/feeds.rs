@@ -1,6 +1,6 @@
 //! `/history.atom` (RFC 4287) and `/history.rss` (RSS 2.0): the public incident updates,
-//! newest first. Each incident contributes an entry for its declaration and one for each
-//! public update, linking to the incident's page; each maintenance one for its scheduling and
+//! newest first. Each incident contributes an entry for its declaration, one for each
+//! public update and one for its published postmortem, linking to the incident's page; each maintenance one for its scheduling and
 //! one for each update after (start, completion, notes).
 
 use atom_syndication as atom;
@@ -28,6 +28,15 @@ fn items(settings: &PublicSettings, state: &PublicState, lang: Lang) -> Vec<Item
         let i = &page.incident;
         let reference = i.reference.to_string();
         let link = settings.incident_url(&reference);
+        if let Some(p) = &page.postmortem {
+            items.push(Item {
+                id: format!("{link}#postmortem"),
+                title: format!("{}: {} ({reference})", t.postmortem, i.title),
+                link: link.clone(),
+                body: p.summary.clone(),
+                at: p.published_at,
+            });
+        }
         for u in &page.updates {
             items.push(Item {
                 id: format!("{link}#{}", u.id),

@@ -75,6 +75,8 @@ pub struct IncidentView {
     pub updates: Vec<UpdateView>,
     /// Updates not shown on the overview.
     pub more_updates: usize,
+    /// The published postmortem: what changes, and when it was published.
+    pub postmortem: Option<(String, String)>,
     /// Only the headline, the times and the latest update (past incidents in lists).
     pub compact: bool,
 }
@@ -336,6 +338,7 @@ impl<'a> Renderer<'a> {
             resolved: i.resolved_at.filter(|_| !i.status.is_open()).map(|r| self.datetime(r)),
             more_updates: page.updates.len().saturating_sub(updates.len()),
             updates,
+            postmortem: page.postmortem.as_ref().map(|p| (p.summary.clone(), self.datetime(p.published_at))),
             compact,
         }
     }

@@ -32,6 +32,7 @@ pub(super) async fn status_page(
 #[utoipa::path(get, path = "/status/incidents/{reference}", tag = "public",
     params(("reference" = String, Path, description = "The incident's reference, e.g. INC-42"), PageQuery),
     responses((status = 200, description = "The incident's page (HTML)", content_type = "text/html"),
+        (status = 301, description = "The incident was merged into another: Location is that one's page"),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 404, description = "No such incident"),
         (status = 429, description = "Too many requests from this address; see Retry-After"),
@@ -49,6 +50,19 @@ pub(super) async fn incident_page(
     let path = format!("/status/incidents/{r}");
     let (lang, negotiated) = language(&public, &query, &headers);
     let Some(snapshot) = public.current() else { return starting() };
+    // A merged incident's readers are sent to the incident it went into.
+    if snapshot.incident(r).is_none() {
+        match service.public_merge_target(key).await {
+            Ok(Some(target)) => {
+                let lang = query.lang.as_deref().and_then(crate::domain::i18n::Lang::parse);
+                let lang = lang.map(|l| format!("?lang={}", l.tag())).unwrap_or_default();
+                let to = format!("/status/incidents/{target}{lang}");
+                return (StatusCode::MOVED_PERMANENTLY, [(axum::http::header::LOCATION, to)]).into_response();
+            }
+            Ok(None) => {}
+            Err(e) => return ApiError(e).into_response(),
+        }
+    }
     // An incident the snapshot holds is rendered from memory; an older one is read.
     let read = async {
         match snapshot.incident(r) {

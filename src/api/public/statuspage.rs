@@ -97,6 +97,9 @@ struct StatusIncident {
     page_id: String,
     incident_updates: Vec<IncidentUpdate>,
     components: Vec<StatusComponent>,
+    /// The published postmortem's public summary (Statuspage's incident keys).
+    postmortem_body: Option<String>,
+    postmortem_published_at: Option<String>,
     /// What Statuspage has no field for.
     incidentd: Extension,
 }
@@ -343,7 +346,12 @@ impl<'a> Documents<'a> {
         StatusIncident {
             id: i.id.to_string(),
             name: i.title.clone(),
-            status: incident_status(i.status),
+            // Statuspage's incidents read `postmortem` once one is published.
+            status: if page.postmortem.is_some() && !i.status.is_open() {
+                "postmortem"
+            } else {
+                incident_status(i.status)
+            },
             created_at: self.time(i.created_at),
             updated_at: self.time(i.updated_at),
             monitoring_at: i.mitigated_at.map(|t| self.time(t)),
@@ -354,6 +362,8 @@ impl<'a> Documents<'a> {
             page_id: self.settings.page_id.clone(),
             incident_updates: page.updates.iter().map(|u| self.update(u)).collect(),
             components: affected,
+            postmortem_body: page.postmortem.as_ref().map(|p| p.summary.clone()),
+            postmortem_published_at: page.postmortem.as_ref().map(|p| self.time(p.published_at)),
             incidentd: Extension {
                 reference: i.reference.to_string(),
                 summary: i.summary.clone(),
@@ -476,7 +486,7 @@ pub fn incident_status(s: Status) -> &'static str {
         Status::Investigating => "investigating",
         Status::Identified => "identified",
         Status::Monitoring => "monitoring",
-        Status::Resolved | Status::Closed => "resolved",
+        Status::Resolved | Status::Closed | Status::Merged => "resolved",
     }
 }
 
