@@ -179,7 +179,11 @@ pub fn notice(event: &crate::domain::Event, lang: Lang, cx: &NoticeContext) -> O
         let i = data.get("incident")?;
         let title = nonempty(&i["title"]).unwrap_or_default();
         let status: Status = field(&i["status"])?;
-        headline = format!("{}: {title}", t.incident_status(status));
+        let postmortem = nonempty(&data["postmortem"]["summary"]);
+        headline = match postmortem {
+            Some(_) => format!("{}: {title}", t.postmortem),
+            None => format!("{}: {title}", t.incident_status(status)),
+        };
         facts.push((t.status, t.incident_status(status).to_string()));
         if let Some(impact) = field::<Impact>(&i["impact"]) {
             facts.push((t.impact, t.impact(impact).to_string()));
@@ -220,7 +224,8 @@ pub fn notice(event: &crate::domain::Event, lang: Lang, cx: &NoticeContext) -> O
                     .collect()
             })
             .unwrap_or_default();
-        message = nonempty(&data["update"]["body"])
+        message = postmortem
+            .or_else(|| nonempty(&data["update"]["body"]))
             .or_else(|| (!changed.is_empty()).then(|| format!("{}: {}", t.changed, changed.join(", "))))
             .or_else(|| (!status.is_open()).then(|| nonempty(&i["resolution_summary"])).flatten())
             .or_else(|| (event.event_type == EventType::IncidentCreated).then(|| nonempty(&i["summary"])).flatten());

@@ -127,7 +127,9 @@ impl Service {
         let mut tx = self.store.begin().await?;
         let (mut incident, mut postmortem) = lock_both(tx.as_mut(), key).await?;
         check_etag("postmortem", if_match, postmortem.version)?;
-        if to == PostmortemStatus::Published && incident.is_open() {
+        // A move the review allows, then the incident's state, then what publishing needs.
+        if to == PostmortemStatus::Published && postmortem.status.allowed_targets().contains(&to) && incident.is_open()
+        {
             return Err(Error::Conflict(format!(
                 "incident {} is still {}: resolve it before publishing its postmortem",
                 incident.reference, incident.status

@@ -147,10 +147,25 @@ enum Rest {
     RotateIntegrationSecret,
     ListIntegrationAlerts,
     ListIncidentAlerts,
+    CreatePostmortem,
+    GetPostmortem,
+    PatchPostmortem,
+    TransitionPostmortem,
+    CreateAction,
+    ListIncidentActions,
+    ListActions,
+    GetAction,
+    PatchAction,
+    DeleteAction,
+    MergeIncident,
+    CreateLink,
+    ListLinks,
+    DeleteLink,
+    GetStats,
 }
 
 impl Rest {
-    const ALL: [Rest; 58] = [
+    const ALL: [Rest; 73] = [
         Rest::CreateIncident,
         Rest::ListIncidents,
         Rest::GetIncident,
@@ -209,14 +224,32 @@ impl Rest {
         Rest::RotateIntegrationSecret,
         Rest::ListIntegrationAlerts,
         Rest::ListIncidentAlerts,
+        Rest::CreatePostmortem,
+        Rest::GetPostmortem,
+        Rest::PatchPostmortem,
+        Rest::TransitionPostmortem,
+        Rest::CreateAction,
+        Rest::ListIncidentActions,
+        Rest::ListActions,
+        Rest::GetAction,
+        Rest::PatchAction,
+        Rest::DeleteAction,
+        Rest::MergeIncident,
+        Rest::CreateLink,
+        Rest::ListLinks,
+        Rest::DeleteLink,
+        Rest::GetStats,
     ];
 
     fn need(self) -> Need {
         use Rest::*;
         match self {
-            ListIncidents | GetIncident | ListUpdates | ListEvents | StreamEvents | ListIncidentAlerts => {
+            ListIncidents | GetIncident | ListUpdates | ListEvents | StreamEvents | ListIncidentAlerts
+            | GetPostmortem | ListIncidentActions | ListActions | GetAction | ListLinks | GetStats => {
                 Need::ReadIncidents
             }
+            CreatePostmortem | PatchPostmortem | TransitionPostmortem | CreateAction | PatchAction | DeleteAction
+            | MergeIncident | CreateLink | DeleteLink => Need::WriteIncidents,
             CreateSubscription
             | ListSubscriptions
             | GetSubscription
@@ -318,6 +351,21 @@ impl Rest {
             RotateIntegrationSecret => (Method::POST, "/v1/integrations/{id}/rotate-secret"),
             ListIntegrationAlerts => (Method::GET, "/v1/integrations/{id}/alerts"),
             ListIncidentAlerts => (Method::GET, "/v1/incidents/{id}/alerts"),
+            CreatePostmortem => (Method::POST, "/v1/incidents/{id}/postmortem"),
+            GetPostmortem => (Method::GET, "/v1/incidents/{id}/postmortem"),
+            PatchPostmortem => (Method::PATCH, "/v1/incidents/{id}/postmortem"),
+            TransitionPostmortem => (Method::POST, "/v1/incidents/{id}/postmortem/transitions"),
+            CreateAction => (Method::POST, "/v1/incidents/{id}/actions"),
+            ListIncidentActions => (Method::GET, "/v1/incidents/{id}/actions"),
+            ListActions => (Method::GET, "/v1/actions"),
+            GetAction => (Method::GET, "/v1/actions/{id}"),
+            PatchAction => (Method::PATCH, "/v1/actions/{id}"),
+            DeleteAction => (Method::DELETE, "/v1/actions/{id}"),
+            MergeIncident => (Method::POST, "/v1/incidents/{id}/merge"),
+            CreateLink => (Method::POST, "/v1/incidents/{id}/links"),
+            ListLinks => (Method::GET, "/v1/incidents/{id}/links"),
+            DeleteLink => (Method::DELETE, "/v1/incidents/{id}/links/{link_id}"),
+            GetStats => (Method::GET, "/v1/stats"),
         }
     }
 
@@ -439,8 +487,73 @@ impl Rest {
             }
             ListIntegrationAlerts => (Method::GET, format!("/v1/integrations/{}/alerts", integration(app).await), None),
             ListIncidentAlerts => (Method::GET, format!("/v1/incidents/{}/alerts", incident().await), None),
+            CreatePostmortem => {
+                (Method::POST, format!("/v1/incidents/{}/postmortem", incident().await), Some(json!({})))
+            }
+            GetPostmortem => (Method::GET, format!("/v1/incidents/{}/postmortem", postmortem(app).await), None),
+            PatchPostmortem => (
+                Method::PATCH,
+                format!("/v1/incidents/{}/postmortem", postmortem(app).await),
+                Some(json!({"body": "b"})),
+            ),
+            TransitionPostmortem => (
+                Method::POST,
+                format!("/v1/incidents/{}/postmortem/transitions", postmortem(app).await),
+                Some(json!({"to": "in_review"})),
+            ),
+            CreateAction => {
+                (Method::POST, format!("/v1/incidents/{}/actions", incident().await), Some(json!({"title": "t"})))
+            }
+            ListIncidentActions => (Method::GET, format!("/v1/incidents/{}/actions", incident().await), None),
+            ListActions => (Method::GET, "/v1/actions".into(), None),
+            GetAction => (Method::GET, format!("/v1/actions/{}", action(app).await), None),
+            PatchAction => {
+                (Method::PATCH, format!("/v1/actions/{}", action(app).await), Some(json!({"status": "done"})))
+            }
+            DeleteAction => (Method::DELETE, format!("/v1/actions/{}", action(app).await), None),
+            MergeIncident => (
+                Method::POST,
+                format!("/v1/incidents/{}/merge", incident().await),
+                Some(json!({"into": incident().await})),
+            ),
+            CreateLink => (
+                Method::POST,
+                format!("/v1/incidents/{}/links", incident().await),
+                Some(json!({"kind": "related", "incident": incident().await})),
+            ),
+            ListLinks => (Method::GET, format!("/v1/incidents/{}/links", incident().await), None),
+            DeleteLink => {
+                let (incident, link) = link(app).await;
+                (Method::DELETE, format!("/v1/incidents/{incident}/links/{link}"), None)
+            }
+            GetStats => (Method::GET, "/v1/stats".into(), None),
         }
     }
+}
+
+/// An incident with a postmortem draft (made as admin).
+async fn postmortem(app: &TestApp) -> String {
+    let id = app.incident("with a postmortem").await["id"].as_str().unwrap().to_string();
+    let res = app.post(&format!("/v1/incidents/{id}/postmortem"), json!({})).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    id
+}
+
+/// A follow-up action (made as admin).
+async fn action(app: &TestApp) -> String {
+    let id = app.incident("with an action").await["id"].as_str().unwrap().to_string();
+    let res = app.post(&format!("/v1/incidents/{id}/actions"), json!({"title": "a"})).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    res.body["id"].as_str().unwrap().to_string()
+}
+
+/// Two incidents linked (made as admin): the first, and the link.
+async fn link(app: &TestApp) -> (String, String) {
+    let a = app.incident("linked").await["id"].as_str().unwrap().to_string();
+    let b = app.incident("linked too").await["id"].as_str().unwrap().to_string();
+    let res = app.post(&format!("/v1/incidents/{a}/links"), json!({"kind": "caused_by", "incident": b})).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    (a, res.body["id"].as_str().unwrap().to_string())
 }
 
 /// A maintenance an hour from now.
@@ -682,6 +795,20 @@ enum Grpc {
     RotateIntegrationSecret,
     ListIntegrationAlerts,
     ListIncidentAlerts,
+    GetPostmortem,
+    CreatePostmortem,
+    UpdatePostmortem,
+    TransitionPostmortem,
+    CreateAction,
+    GetAction,
+    ListActions,
+    UpdateAction,
+    DeleteAction,
+    GetStats,
+    MergeIncident,
+    CreateIncidentLink,
+    ListIncidentLinks,
+    DeleteIncidentLink,
 }
 
 /// Sends `authorization` metadata when given (even malformed), nothing otherwise.
@@ -698,7 +825,7 @@ impl tonic::service::Interceptor for Creds {
 }
 
 impl Grpc {
-    const ALL: [Grpc; 57] = [
+    const ALL: [Grpc; 71] = [
         Grpc::CreateIncident,
         Grpc::GetIncident,
         Grpc::ListIncidents,
@@ -756,14 +883,29 @@ impl Grpc {
         Grpc::RotateIntegrationSecret,
         Grpc::ListIntegrationAlerts,
         Grpc::ListIncidentAlerts,
+        Grpc::GetPostmortem,
+        Grpc::CreatePostmortem,
+        Grpc::UpdatePostmortem,
+        Grpc::TransitionPostmortem,
+        Grpc::CreateAction,
+        Grpc::GetAction,
+        Grpc::ListActions,
+        Grpc::UpdateAction,
+        Grpc::DeleteAction,
+        Grpc::GetStats,
+        Grpc::MergeIncident,
+        Grpc::CreateIncidentLink,
+        Grpc::ListIncidentLinks,
+        Grpc::DeleteIncidentLink,
     ];
 
     fn need(self) -> Need {
         use Grpc::*;
         match self {
-            GetIncident | ListIncidents | ListIncidentUpdates | ListEvents | WatchEvents | ListIncidentAlerts => {
-                Need::ReadIncidents
-            }
+            GetIncident | ListIncidents | ListIncidentUpdates | ListEvents | WatchEvents | ListIncidentAlerts
+            | GetPostmortem | GetAction | ListActions | GetStats | ListIncidentLinks => Need::ReadIncidents,
+            CreatePostmortem | UpdatePostmortem | TransitionPostmortem | CreateAction | UpdateAction | DeleteAction
+            | MergeIncident | CreateIncidentLink | DeleteIncidentLink => Need::WriteIncidents,
             CreateSubscription
             | GetSubscription
             | ListSubscriptions
@@ -806,7 +948,11 @@ impl Grpc {
         use Grpc::*;
         let service = match self {
             CreateIncident | GetIncident | ListIncidents | UpdateIncident | DeleteIncident | TransitionIncident
-            | AcknowledgeIncident | CreateIncidentUpdate | ListIncidentUpdates => "IncidentService",
+            | AcknowledgeIncident | CreateIncidentUpdate | ListIncidentUpdates | MergeIncident | CreateIncidentLink
+            | ListIncidentLinks | DeleteIncidentLink => "IncidentService",
+            GetPostmortem | CreatePostmortem | UpdatePostmortem | TransitionPostmortem => "PostmortemService",
+            CreateAction | GetAction | ListActions | UpdateAction | DeleteAction => "ActionService",
+            GetStats => "StatsService",
             CreateComponent | GetComponent | ListComponents | UpdateComponent | DeleteComponent
             | ListComponentHistory | GetComponentUptime => "ComponentService",
             CreateMaintenance
@@ -870,6 +1016,12 @@ impl Grpc {
             channel.clone(),
             creds.clone(),
         );
+        let mut postmortems =
+            proto::postmortem_service_client::PostmortemServiceClient::with_interceptor(channel.clone(), creds.clone());
+        let mut actions =
+            proto::action_service_client::ActionServiceClient::with_interceptor(channel.clone(), creds.clone());
+        let mut stats =
+            proto::stats_service_client::StatsServiceClient::with_interceptor(channel.clone(), creds.clone());
         let mut subs = proto::subscription_service_client::SubscriptionServiceClient::with_interceptor(channel, creds);
         let incident = || async { app.incident("matrix").await["id"].as_str().unwrap().to_string() };
         let component = || async {
@@ -1172,6 +1324,90 @@ impl Grpc {
                 })
                 .await
                 .map(drop),
+            GetPostmortem => postmortems
+                .get_postmortem(proto::GetPostmortemRequest { incident_id: postmortem(app).await })
+                .await
+                .map(drop),
+            CreatePostmortem => postmortems
+                .create_postmortem(proto::CreatePostmortemRequest {
+                    incident_id: incident().await,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            UpdatePostmortem => postmortems
+                .update_postmortem(proto::UpdatePostmortemRequest {
+                    incident_id: postmortem(app).await,
+                    postmortem: Some(proto::Postmortem { body: "b".into(), ..Default::default() }),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            TransitionPostmortem => postmortems
+                .transition_postmortem(proto::TransitionPostmortemRequest {
+                    incident_id: postmortem(app).await,
+                    to: proto::PostmortemStatus::InReview as i32,
+                    etag: String::new(),
+                })
+                .await
+                .map(drop),
+            CreateAction => actions
+                .create_action(proto::CreateActionRequest {
+                    action: Some(proto::Action {
+                        incident_id: incident().await,
+                        title: "t".into(),
+                        ..Default::default()
+                    }),
+                    request_id: String::new(),
+                })
+                .await
+                .map(drop),
+            GetAction => actions.get_action(proto::GetActionRequest { id: action(app).await }).await.map(drop),
+            ListActions => actions.list_actions(proto::ListActionsRequest::default()).await.map(drop),
+            UpdateAction => actions
+                .update_action(proto::UpdateActionRequest {
+                    action: Some(proto::Action {
+                        id: action(app).await,
+                        status: proto::ActionStatus::Done as i32,
+                        ..Default::default()
+                    }),
+                    update_mask: None,
+                    etag: String::new(),
+                })
+                .await
+                .map(drop),
+            DeleteAction => actions
+                .delete_action(proto::DeleteActionRequest { id: action(app).await, etag: String::new() })
+                .await
+                .map(drop),
+            GetStats => stats.get_stats(proto::GetStatsRequest::default()).await.map(drop),
+            MergeIncident => incidents
+                .merge_incident(proto::MergeIncidentRequest {
+                    id: incident().await,
+                    into: incident().await,
+                    actor: String::new(),
+                })
+                .await
+                .map(drop),
+            CreateIncidentLink => incidents
+                .create_incident_link(proto::CreateIncidentLinkRequest {
+                    incident_id: incident().await,
+                    kind: proto::LinkKind::Related as i32,
+                    other_incident_id: incident().await,
+                })
+                .await
+                .map(drop),
+            ListIncidentLinks => incidents
+                .list_incident_links(proto::ListIncidentLinksRequest { incident_id: incident().await })
+                .await
+                .map(drop),
+            DeleteIncidentLink => {
+                let (incident_id, link_id) = link(app).await;
+                incidents
+                    .delete_incident_link(proto::DeleteIncidentLinkRequest { incident_id, link_id })
+                    .await
+                    .map(drop)
+            }
         }
     }
 }

@@ -144,6 +144,16 @@ impl Db {
         self.execute(&format!("UPDATE {table} SET {column} = {moved} WHERE {filter}")).await
     }
 
+    /// Sets a timestamp column to `at` (or NULL) on the rows `filter` selects.
+    pub async fn set_time(&self, table: &str, column: &str, at: Option<chrono::DateTime<chrono::Utc>>, filter: &str) {
+        let value = match (self, at) {
+            (_, None) => "NULL".to_string(),
+            (Db::Pg(_), Some(t)) => format!("'{}'", t.to_rfc3339()),
+            (Db::Lite(_), Some(t)) => t.timestamp_micros().to_string(),
+        };
+        self.execute(&format!("UPDATE {table} SET {column} = {value} WHERE {filter}")).await
+    }
+
     /// Makes an API key expired an hour ago.
     pub async fn expire_api_key(&self, id: &str) {
         match self {

@@ -4,6 +4,7 @@
 //! clients.
 
 mod access;
+mod actions;
 mod binary;
 mod components;
 mod concurrency;
@@ -18,10 +19,13 @@ mod integrations;
 mod integrations_grpc;
 mod lifecycle;
 mod maintenance;
+mod merge;
 mod parity;
+mod postmortems;
 mod production;
 mod public;
 mod receivers;
+mod stats;
 mod storage;
 mod subscribers;
 mod validation;

@@ -56,6 +56,7 @@ fn as_rest(i: &proto::Incident) -> Value {
         "identified_at": ts(&i.identified_at), "mitigated_at": ts(&i.mitigated_at),
         "resolved_at": ts(&i.resolved_at), "closed_at": ts(&i.closed_at),
         "created_at": ts(&i.created_at), "updated_at": ts(&i.updated_at), "version": i.version,
+        "merged_into": if i.merged_into.is_empty() { Value::Null } else { json!(i.merged_into) },
     })
 }
 

@@ -235,8 +235,10 @@ const NULLABLE: &[&str] = &[
     "custom_tweet",
     "tweet_id",
 ];
-/// Keys we add to Statuspage's objects (clients ignore keys they do not know).
-const OURS: &[&str] = &["incidentd"];
+/// Keys we add to Statuspage's objects (clients ignore keys they do not know): ours, and the
+/// postmortem keys of Statuspage's own incident object (its manage API), which its public
+/// documents leave out.
+const OURS: &[&str] = &["incidentd", "postmortem_body", "postmortem_published_at"];
 
 /// Compares a document of ours with a real Statuspage one: every key of theirs is there, in
 /// their order, with their JSON type (nullable keys may be null on either side), and no key
@@ -1065,6 +1067,107 @@ async fn scheduled_maintenance_is_on_the_page_the_statuspage_json_and_the_feeds(
     }
 }
 
+#[tokio::test]
+async fn a_published_postmortem_reaches_the_page_the_json_the_feeds_and_subscribers_and_nothing_more() {
+    let smtp = crate::receivers::SmtpSink::start();
+    let smtp_url = smtp.url.clone();
+    let app = TestApp::spawn_with(move |c| c.smtp_url = Some(smtp_url.into())).await;
+    let imported = app
+        .send(
+            app.client
+                .post(app.url("/v1/subscribers/import"))
+                .header("content-type", "text/csv")
+                .body("email\nreader@example.com\n"),
+        )
+        .await;
+    assert_eq!(imported.body["imported"], 1, "{}", imported.body);
+    let incident = app.create_incident(json!({"title": "Checkout down", "severity": "sev1", "impact": "major"})).await;
+    let (id, reference) = (incident["id"].as_str().unwrap(), incident["reference"].as_str().unwrap());
+    app.transition(id, "resolved").await;
+    let summary = "Payments now fail over to a second provider within a minute.";
+    let pm = format!("/v1/incidents/{id}/postmortem");
+    let res = app
+        .post(
+            &pm,
+            json!({"body": "CANARY-pm-body: the deploy broke the TLS config",
+            "public_summary": summary, "contributing_factors": ["CANARY-pm-factor"],
+            "recurrence_risk": "low", "recurrence_reason": "CANARY-pm-reason", "author": "CANARY-pm-author"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    // Before publication, nothing of it is public.
+    app.post(&format!("{pm}/transitions"), json!({"to": "in_review"})).await;
+    settle(&app).await;
+    assert!(!get(&app, "/api/v2/incidents.json", &[]).await.text().contains("fail over"));
+    let published = app.post(&format!("{pm}/transitions"), json!({"to": "published"})).await;
+    assert_eq!(published.status, StatusCode::OK, "{}", published.body);
+
+    // The Statuspage JSON: its postmortem keys, and the status `postmortem`, in Statuspage's shape.
+    let (doc, _) =
+        until(&app, "/api/v2/incidents.json", Duration::from_secs(5), |r| r.text().contains("fail over")).await;
+    let ordered: Json = serde_json::from_slice(&doc.body).unwrap();
+    let mut problems = Vec::new();
+    conforms("/api/v2/incidents.json", &ordered, &fixture("incidents.json"), &mut problems);
+    assert!(problems.is_empty(), "unlike Statuspage's documents:\n{}", problems.join("\n"));
+    let json = doc.json();
+    value_sets(&json);
+    let i = &json["incidents"][0];
+    assert_eq!((i["status"].as_str(), i["postmortem_body"].as_str()), (Some("postmortem"), Some(summary)));
+    let mut ts = Vec::new();
+    timestamp("postmortem_published_at", &ordered_field(&ordered, "postmortem_published_at"), &mut ts);
+    assert!(ts.is_empty() && i["postmortem_published_at"].is_string(), "{ts:?} {i}");
+
+    // The incident's page in both languages, and the feeds.
+    let page = visible_text(&get(&app, &format!("/status/incidents/{reference}?lang=en"), &[]).await.text());
+    assert!(page.contains("Postmortem published") && page.contains(summary), "{page}");
+    let seite = visible_text(&get(&app, &format!("/status/incidents/{reference}?lang=de"), &[]).await.text());
+    assert!(seite.contains("Nachbetrachtung") && seite.contains(summary), "{seite}");
+    let feed = feedparser(&get(&app, "/history.atom", &[]).await.body);
+    let entry = feed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["title"] == format!("Postmortem: Checkout down ({reference})"));
+    assert_eq!(entry.expect("a feed entry for the postmortem")["summary"], summary, "{feed}");
+    assert_eq!(feedparser(&get(&app, "/history.rss", &[]).await.body)["bozo"], false);
+
+    // The subscriber's mails: the declaration, the resolution, and the postmortem's summary.
+    let mails: Vec<Value> = smtp.wait_for(3).await.iter().map(|m| crate::subscribers::parse_mail(m)).collect();
+    let mail = mails
+        .iter()
+        .find(|m| m["subject"].as_str().unwrap().contains("Postmortem: Checkout down"))
+        .unwrap_or_else(|| panic!("no postmortem mail: {mails:?}"));
+    assert!(mail["text"].as_str().unwrap().contains(summary), "{mail}");
+
+    // Nowhere public: the analysis, the factors, the reason, the author.
+    for path in [
+        "/api/v2/incidents.json",
+        "/api/v2/summary.json",
+        "/history.atom",
+        "/history.rss",
+        "/status",
+        &format!("/status/incidents/{reference}"),
+    ] {
+        let text = get(&app, path, &[]).await.text();
+        for canary in ["CANARY-pm-body", "CANARY-pm-factor", "CANARY-pm-reason", "CANARY-pm-author", "TLS config"] {
+            assert!(!text.contains(canary), "{canary} on {path}");
+        }
+    }
+    for mail in &mails {
+        assert!(!mail.to_string().contains("CANARY"), "{mail}");
+    }
+    let public = app.get("/v1/events?public=true&page_size=500").await.body.to_string();
+    assert!(!public.contains("CANARY"), "{public}");
+}
+
+/// The value of a top-level key of the first incident of an incidents document.
+fn ordered_field(doc: &Json, key: &str) -> Json {
+    match doc.get("incidents") {
+        Some(Json::Array(items)) => items.first().and_then(|i| i.get(key)).cloned().unwrap_or(Json::Null),
+        _ => Json::Null,
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Feeds and badges
 
@@ -1199,8 +1302,36 @@ async fn nothing_internal_reaches_any_public_route_page_feed_or_badge() {
     )
     .await;
     assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    // A follow-up action, a link, and a published postmortem of the resolved incident.
+    let action = post(
+        format!("/v1/incidents/{id}/actions"),
+        json!({"title": "CANARY-action-title", "owner": "CANARY-action-owner", "tracker": "CANARY-tracker"}),
+    )
+    .await;
+    assert_eq!(action.status, StatusCode::CREATED, "{}", action.body);
+    let rid = seeded.resolved["id"].as_str().unwrap();
+    let link = post(format!("/v1/incidents/{id}/links"), json!({"kind": "caused_by", "incident": rid})).await;
+    assert_eq!(link.status, StatusCode::CREATED, "{}", link.body);
+    let pm = post(
+        format!("/v1/incidents/{rid}/postmortem"),
+        json!({"body": "CANARY-postmortem-body", "public_summary": "Search indexes are now rebuilt in the background.",
+            "contributing_factors": ["CANARY-contributing-factor"], "root_cause_category": "security",
+            "recurrence_risk": "high", "recurrence_reason": "CANARY-recurrence-reason"}),
+    )
+    .await;
+    assert_eq!(pm.status, StatusCode::CREATED, "{}", pm.body);
+    for to in ["in_review", "published"] {
+        let res = post(format!("/v1/incidents/{rid}/postmortem/transitions"), json!({"to": to})).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    }
     // The second incident is resolved, so both the open and the closed paths are scanned.
     let canaries = [
+        "CANARY-action-title",
+        "CANARY-action-owner",
+        "CANARY-tracker",
+        "CANARY-postmortem-body",
+        "CANARY-contributing-factor",
+        "CANARY-recurrence-reason",
         "CANARY-api-key-name",
         "CANARY-external-reference",
         "CANARY-commander",
@@ -1216,6 +1347,8 @@ async fn nothing_internal_reaches_any_public_route_page_feed_or_badge() {
     ];
     let (summary, _) =
         until(&app, "/api/v2/summary.json", Duration::from_secs(5), |r| r.text().contains("Exports are delayed")).await;
+    until(&app, "/api/v2/incidents.json", Duration::from_secs(5), |r| r.text().contains("rebuilt in the background"))
+        .await;
     assert!(summary.text().contains("4300000"), "the rounded figure is public");
 
     // The pages a subscriber's links lead to, with real links (from the queued mail).

@@ -11,7 +11,7 @@ use crate::helpers::{TestApp, http_client};
 use crate::receivers::SmtpSink;
 
 /// A received mail as Python's `email` package reads it (headers, decoded text and HTML).
-fn parse_mail(raw: &str) -> Value {
+pub(crate) fn parse_mail(raw: &str) -> Value {
     let script = r#"
 import email, json, sys
 from email import policy
