@@ -208,7 +208,7 @@ async fn stats_give_mtta_and_mttr_by_severity_component_and_month_with_causes_re
         .unwrap()
         .into_inner();
     let d = |d: &Option<proto::Durations>| {
-        let d = d.clone().unwrap();
+        let d = d.unwrap();
         json!({"count": d.count, "mean_seconds": d.mean_seconds, "p50_seconds": d.p50_seconds, "p90_seconds": d.p90_seconds})
     };
     assert_eq!((g.incidents, g.reopened, g.reopen_rate), (5, 1, Some(0.25)));
