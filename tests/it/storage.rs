@@ -117,15 +117,27 @@ async fn deleting_an_incident_leaves_no_rows_behind() {
         .await;
     let id = i["id"].as_str().unwrap();
     app.post(&format!("/v1/incidents/{id}/updates"), json!({"body": "one"})).await;
+    let other = app.incident("Stays").await["id"].as_str().unwrap().to_string();
+    for (path, body) in [
+        ("postmortem", json!({})),
+        ("actions", json!({"title": "follow up"})),
+        ("links", json!({"kind": "related", "incident": other})),
+    ] {
+        let res = app.post(&format!("/v1/incidents/{id}/{path}"), body).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    }
     let db = app.db().await;
-    assert_eq!(db.scalar("SELECT count(*) FROM incident_updates").await, 2);
+    assert_eq!(db.scalar(&format!("SELECT count(*) FROM incident_updates WHERE incident_id = '{id}'")).await, 3);
     assert_eq!(db.scalar("SELECT count(*) FROM incident_components").await, 1);
     assert_eq!(app.delete(&format!("/v1/incidents/{id}")).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(db.scalar("SELECT count(*) FROM incident_updates").await, 0, "timeline deleted with the incident");
+    assert_eq!(db.scalar(&format!("SELECT count(*) FROM incident_updates WHERE incident_id = '{id}'")).await, 0);
     assert_eq!(db.scalar("SELECT count(*) FROM incident_components").await, 0);
+    for table in ["postmortems", "actions", "incident_links"] {
+        assert_eq!(db.scalar(&format!("SELECT count(*) FROM {table}")).await, 0, "{table}");
+    }
     assert!(app.get("/v1/incidents?q=cascade").await.body["incidents"].as_array().unwrap().is_empty());
     if backend() == Backend::Sqlite {
-        assert_eq!(db.scalar("SELECT count(*) FROM incidents_fts").await, 0, "search index follows deletes");
+        assert_eq!(db.scalar("SELECT count(*) FROM incidents_fts").await, 1, "search index follows deletes");
         let mode: String = match &db {
             crate::helpers::Db::Lite(p) => sqlx::query_scalar("PRAGMA journal_mode").fetch_one(p).await.unwrap(),
             crate::helpers::Db::Pg(_) => unreachable!(),
@@ -206,5 +218,79 @@ async fn sqlite_planner_statistics_are_gathered_at_start() {
     }
     db.close().await;
     drop(again);
+    drop_database(&url);
+}
+
+/// The migration that added the `merged` status rebuilds SQLite's `incidents` and
+/// `incident_updates` (SQLite cannot change a CHECK in place) while other tables reference
+/// them: a database made by the migrations before it keeps every incident, timeline entry,
+/// component imposition, alert and reminder, its search index, and its cascades.
+#[tokio::test]
+async fn the_sqlite_rebuild_for_merged_incidents_keeps_what_was_stored() {
+    skip_unless!(Sqlite, "the rebuild is SQLite's; Postgres changes the CHECK in place");
+    let url = crate::helpers::fresh_database_url();
+    let path = url.strip_prefix("sqlite:").unwrap().to_string();
+    std::fs::create_dir_all(std::path::Path::new(&path).parent().unwrap()).unwrap();
+    // The migrations before 0012, as a deployment of the previous release ran them.
+    let before = std::env::temp_dir().join(format!("incidentd-migrations-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&before).unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for name in migration_names("sqlite").into_iter().filter(|n| n.as_str() < "0012") {
+        std::fs::copy(dir.join(&name), before.join(&name)).unwrap();
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true).foreign_keys(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate::Migrator::new(before.as_path()).await.unwrap().run(&pool).await.unwrap();
+    let (a, b, c) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let us = chrono::Utc::now().timestamp_micros();
+    let incident = |id: uuid::Uuid, n: i64, title: &str, status: &str| {
+        format!(
+            "INSERT INTO incidents (id, reference_number, title, search_text, severity, status, impact, \
+             workaround_availability, cause_kind, started_at, detected_at, created_at, updated_at) VALUES \
+             ('{id}', {n}, '{title}', '{}', 'sev2', '{status}', 'minor', 'unknown', 'unknown', {us}, {us}, {us}, {us})",
+            title.to_lowercase()
+        )
+    };
+    for sql in [
+        incident(a, 1, "Checkout down", "investigating"),
+        incident(b, 2, "Search slow", "resolved"),
+        "UPDATE counters SET value = 2 WHERE name = 'incident_reference'".to_string(),
+        format!(
+            "INSERT INTO incident_components (incident_id, component_id, status, incident_open) VALUES ('{a}', '{c}', 'major_outage', 1)"
+        ),
+        format!(
+            "INSERT INTO incident_updates (id, incident_id, kind, body, visibility, author, created_at) VALUES \
+             ('{}', '{a}', 'alert', 'Disk full', 'internal', 'pd', {us}), ('{}', '{b}', 'update', 'Fixed', 'public', 'bob', {us})",
+            uuid::Uuid::now_v7(),
+            uuid::Uuid::now_v7()
+        ),
+        format!("INSERT INTO ack_reminders (incident_id, sent, last_sent_at) VALUES ('{a}', 1, {us})"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&before);
+
+    // The application migrates on start.
+    let app = TestApp::spawn_on(&url).await;
+    let read = app.get("/v1/incidents/INC-1").await;
+    assert_eq!((read.status, read.body["title"].as_str()), (StatusCode::OK, Some("Checkout down")), "{}", read.body);
+    assert_eq!(read.body["merged_into"], serde_json::Value::Null);
+    let found = app.get("/v1/incidents?q=search").await.body;
+    assert_eq!(found["incidents"][0]["reference"], "INC-2", "the search index survived: {found}");
+    let timeline = app.get("/v1/incidents/INC-1/updates").await.body;
+    assert_eq!(timeline["updates"][0]["body"], "Disk full");
+    let db = app.db().await;
+    assert_eq!(db.scalar("SELECT count(*) FROM incident_components").await, 1);
+    assert_eq!(db.scalar("SELECT count(*) FROM ack_reminders").await, 1);
+    assert_eq!(db.scalar("SELECT count(*) FROM pragma_foreign_key_check").await, 0);
+    // New incidents take the next reference, and deleting one still takes its rows along.
+    assert_eq!(app.incident("After the upgrade").await["reference"], "INC-3");
+    assert_eq!(app.delete("/v1/incidents/INC-1").await.status, StatusCode::NO_CONTENT);
+    assert_eq!(db.scalar("SELECT count(*) FROM incident_updates WHERE body = 'Disk full'").await, 0);
+    assert_eq!(db.scalar("SELECT count(*) FROM incident_components").await, 0);
+    assert_eq!(db.scalar("SELECT count(*) FROM ack_reminders").await, 0);
+    db.close().await;
+    drop(app);
     drop_database(&url);
 }
