@@ -8,6 +8,16 @@ ALTER TABLE incidents ADD CONSTRAINT incidents_status_check
 ALTER TABLE incidents ADD COLUMN merged_into uuid REFERENCES incidents (id) ON DELETE CASCADE;
 CREATE INDEX incidents_merged_into_idx ON incidents (merged_into) WHERE merged_into IS NOT NULL;
 
+-- The analytics (GET /v1/stats) read a window of incidents through one covering index, the
+-- components of each included as an array (derived from affected_components by the service).
+ALTER TABLE incidents ADD COLUMN component_ids uuid[] NOT NULL DEFAULT '{}';
+UPDATE incidents SET component_ids = ARRAY(SELECT (c ->> 'component_id')::uuid
+                                           FROM jsonb_array_elements(affected_components) c)
+ WHERE affected_components <> '[]';
+CREATE INDEX incidents_stats_idx ON incidents (created_at)
+    INCLUDE (id, severity, status, cause_kind, cause_provider, reopen_count, acknowledged_at, resolved_at,
+             component_ids);
+
 ALTER TABLE incident_updates DROP CONSTRAINT incident_updates_kind_check;
 ALTER TABLE incident_updates ADD CONSTRAINT incident_updates_kind_check
     CHECK (kind IN ('created', 'update', 'status_change', 'field_change', 'acknowledgement', 'alert', 'merge',
@@ -27,8 +37,12 @@ CREATE TABLE postmortems (
     published_at         timestamptz,
     created_at           timestamptz NOT NULL,
     updated_at           timestamptz NOT NULL,
-    version              bigint NOT NULL DEFAULT 1
+    version              bigint NOT NULL DEFAULT 1,
+    -- When its incident was declared (which never changes): the analytics count a window's
+    -- postmortems by category without reading the incidents.
+    incident_declared_at timestamptz NOT NULL
 );
+CREATE INDEX postmortems_declared_idx ON postmortems (incident_declared_at) INCLUDE (root_cause_category);
 
 -- Follow-up actions. The list across incidents is ordered open first, by due date (so the
 -- overdue come first), then by id; `owner_key` is the owner case-folded by the service.
@@ -46,9 +60,12 @@ CREATE TABLE actions (
     overdue_notified_for date,
     created_at           timestamptz NOT NULL,
     updated_at           timestamptz NOT NULL,
-    version              bigint NOT NULL DEFAULT 1
+    version              bigint NOT NULL DEFAULT 1,
+    -- When its incident was declared: the analytics count a window's actions by status.
+    incident_declared_at timestamptz NOT NULL
 );
 CREATE INDEX actions_incident_idx ON actions (incident_id);
+CREATE INDEX actions_declared_idx ON actions (incident_declared_at) INCLUDE (status, due_date);
 CREATE INDEX actions_order_idx ON actions ((status <> 'open'), (coalesce(due_date, DATE '9999-12-31')), id);
 CREATE INDEX actions_owner_idx ON actions (owner_key);
 CREATE INDEX actions_due_idx ON actions (due_date) WHERE status = 'open';

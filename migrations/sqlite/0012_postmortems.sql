@@ -42,19 +42,22 @@ CREATE TABLE incidents_new (
     created_at               INTEGER NOT NULL,
     updated_at               INTEGER NOT NULL,
     version                  INTEGER NOT NULL DEFAULT 1,
-    merged_into              TEXT REFERENCES incidents (id) ON DELETE CASCADE
+    merged_into              TEXT REFERENCES incidents (id) ON DELETE CASCADE,
+    -- The ids of affected_components, for the analytics (derived by the service).
+    component_ids            TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(component_ids))
 );
 INSERT INTO incidents_new (id, reference_number, title, summary, search_text, severity, status, impact,
                            affected_components, affected_customers, eta, workaround_availability, workaround_text,
                            cause_kind, cause_provider, cause_external_reference, commander, labels,
                            related_incident_ids, root_cause, resolution_summary, reopen_count, started_at,
                            detected_at, acknowledged_at, acknowledged_by, identified_at, mitigated_at, resolved_at,
-                           closed_at, created_at, updated_at, version)
+                           closed_at, created_at, updated_at, version, component_ids)
     SELECT id, reference_number, title, summary, search_text, severity, status, impact, affected_components,
            affected_customers, eta, workaround_availability, workaround_text, cause_kind, cause_provider,
            cause_external_reference, commander, labels, related_incident_ids, root_cause, resolution_summary,
            reopen_count, started_at, detected_at, acknowledged_at, acknowledged_by, identified_at, mitigated_at,
-           resolved_at, closed_at, created_at, updated_at, version
+           resolved_at, closed_at, created_at, updated_at, version,
+           (SELECT json_group_array(json_extract(c.value, '$.component_id')) FROM json_each(affected_components) c)
     FROM incidents;
 DROP TABLE incidents;
 ALTER TABLE incidents_new RENAME TO incidents;
@@ -66,6 +69,7 @@ CREATE INDEX incidents_open_idx ON incidents (created_at DESC, id DESC)
 CREATE INDEX incidents_unacknowledged_idx ON incidents (created_at)
     WHERE acknowledged_at IS NULL AND status IN ('investigating', 'identified', 'monitoring');
 CREATE INDEX incidents_merged_into_idx ON incidents (merged_into) WHERE merged_into IS NOT NULL;
+CREATE INDEX incidents_stats_idx ON incidents (created_at, severity, status, acknowledged_at, resolved_at, reopen_count);
 -- The search index (incidents_fts) is a table of its own and survives; its triggers went with
 -- the old table.
 CREATE TRIGGER incidents_fts_insert AFTER INSERT ON incidents BEGIN
@@ -113,8 +117,10 @@ CREATE TABLE postmortems (
     published_at         INTEGER,
     created_at           INTEGER NOT NULL,
     updated_at           INTEGER NOT NULL,
-    version              INTEGER NOT NULL DEFAULT 1
+    version              INTEGER NOT NULL DEFAULT 1,
+    incident_declared_at INTEGER NOT NULL
 );
+CREATE INDEX postmortems_declared_idx ON postmortems (incident_declared_at, root_cause_category);
 
 -- Due dates are ISO dates (TEXT), which compare and sort as dates.
 CREATE TABLE actions (
@@ -131,9 +137,11 @@ CREATE TABLE actions (
     overdue_notified_for TEXT,
     created_at           INTEGER NOT NULL,
     updated_at           INTEGER NOT NULL,
-    version              INTEGER NOT NULL DEFAULT 1
+    version              INTEGER NOT NULL DEFAULT 1,
+    incident_declared_at INTEGER NOT NULL
 );
 CREATE INDEX actions_incident_idx ON actions (incident_id);
+CREATE INDEX actions_declared_idx ON actions (incident_declared_at, status, due_date);
 CREATE INDEX actions_order_idx ON actions ((status <> 'open'), (coalesce(due_date, '9999-12-31')), id);
 CREATE INDEX actions_owner_idx ON actions (owner_key);
 CREATE INDEX actions_due_idx ON actions (due_date) WHERE status = 'open';

@@ -17,6 +17,8 @@ use crate::domain::{
 };
 
 const CREATE_SCOPE: &str = "actions.create";
+/// At most this many `action.overdue` go out per step of the workers (a step a second).
+pub const OVERDUE_PER_STEP: usize = 100;
 
 /// The request a create is recognised by (idempotency).
 #[derive(serde::Serialize)]
@@ -139,14 +141,16 @@ impl Service {
 
     /// The workers' step: every open action whose due date passed before `today` and was not
     /// announced for that date gets one `action.overdue`, each in its own transaction that
-    /// holds the action (other replicas skip it). Returns how many were announced.
+    /// holds the action (other replicas skip it); at most [`OVERDUE_PER_STEP`] a step, so a
+    /// backlog (an import, a long outage of the workers) is worked off without crowding out
+    /// the rest. Returns how many were announced.
     pub async fn send_overdue_actions(&self, at: DateTime<Utc>) -> Result<usize> {
         let today = at.with_timezone(&self.time_zone).date_naive();
         if !self.store.overdue_actions_due(today).await? {
             return Ok(0);
         }
         let mut sent = 0;
-        loop {
+        while sent < OVERDUE_PER_STEP {
             let mut tx = self.store.begin().await?;
             let Some(action) = tx.claim_overdue_action(today).await? else { return Ok(sent) };
             let now = now();
@@ -157,5 +161,6 @@ impl Service {
             tracing::info!(action = %action.id, due = ?action.due_date, "follow-up action overdue");
             sent += 1;
         }
+        Ok(sent)
     }
 }

@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use super::incidents::Dialect;
-use super::{DbId, DbTime, insert_sql, parse, read_row, select_sql, time, untime, update_sql, write_row};
+use super::{DbId, DbTime, insert_declared_sql, parse, read_row, select_sql, time, untime, update_sql, write_row};
 use crate::domain::action::Action;
 use crate::domain::page::PageToken;
 use crate::domain::query::ActionFilter;
@@ -124,7 +124,9 @@ impl TryFrom<ActionRow> for Action {
 pub const ACTION_TABLE: &str = "actions";
 pub static SELECT_ACTION: LazyLock<String> =
     LazyLock::new(|| select_sql(ActionRow::COLUMNS, ACTION_TABLE, "WHERE id = $1"));
-pub static INSERT_ACTION: LazyLock<String> = LazyLock::new(|| insert_sql(ACTION_TABLE, ActionWrite::COLUMNS));
+/// With the incident's declaration time (the incident is `$2`).
+pub static INSERT_ACTION: LazyLock<String> =
+    LazyLock::new(|| insert_declared_sql(ACTION_TABLE, ActionWrite::COLUMNS, 2));
 pub static UPDATE_ACTION: LazyLock<String> = LazyLock::new(|| update_sql(ACTION_TABLE, ActionWrite::COLUMNS));
 pub const DELETE_ACTION: &str = "DELETE FROM actions WHERE id = $1";
 /// Open, due before `$1`, and not announced for its due date.
@@ -198,6 +200,7 @@ mod tests {
 
     #[test]
     fn every_column_read_is_written_and_the_owner_key_only_written() {
+        assert_eq!(ActionWrite::COLUMNS[1], "incident_id", "the insert reads the declaration time of $2");
         let written: Vec<&str> = ActionWrite::COLUMNS.iter().copied().filter(|c| *c != "owner_key").collect();
         assert_eq!(ActionRow::COLUMNS, written);
     }

@@ -8,7 +8,7 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
 use super::{
-    DbId, DbTime, OPEN_STATUSES, insert_sql, parse, parse_opt, push_newest_first, push_oldest_first, read_row,
+    DbId, DbIds, DbTime, OPEN_STATUSES, insert_sql, parse, parse_opt, push_newest_first, push_oldest_first, read_row,
     select_sql, time, untime, write_row,
 };
 use crate::domain::page::PageToken;
@@ -58,12 +58,13 @@ read_row! {
 
 write_row! {
     /// An incident as written by insert and update (the reference is the store's to assign;
-    /// `search_text` is derived).
+    /// `search_text` and `component_ids`, which the analytics group by, are derived).
     pub struct IncidentWrite<'a> {
         id: DbId,
         title: &'a str,
         summary: &'a str,
         search_text: String,
+        component_ids: DbIds,
         severity: &'a str,
         status: &'a str,
         impact: &'a str,
@@ -99,6 +100,7 @@ write_row! {
 impl<'a> From<&'a Incident> for IncidentWrite<'a> {
     fn from(incident: &'a Incident) -> Self {
         let search_text = incident.search_text();
+        let component_ids = DbIds(incident.affected_components.iter().map(|c| c.component_id).collect());
         let Incident {
             id,
             reference: _,
@@ -136,6 +138,7 @@ impl<'a> From<&'a Incident> for IncidentWrite<'a> {
             title,
             summary,
             search_text,
+            component_ids,
             severity: severity.as_str(),
             status: status.as_str(),
             impact: impact.as_str(),
@@ -465,9 +468,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_read_column_but_the_reference_is_written_and_the_search_text_only_written() {
+    fn every_read_column_but_the_reference_is_written_and_the_derived_ones_only_written() {
         let read: Vec<&str> = IncidentRow::COLUMNS.iter().copied().filter(|c| *c != "reference_number").collect();
-        let written: Vec<&str> = IncidentWrite::COLUMNS.iter().copied().filter(|c| *c != "search_text").collect();
+        let written: Vec<&str> =
+            IncidentWrite::COLUMNS.iter().copied().filter(|c| !["search_text", "component_ids"].contains(c)).collect();
         assert_eq!(read, written);
         assert_eq!(TimelineRow::COLUMNS, TimelineWrite::COLUMNS);
     }

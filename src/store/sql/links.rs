@@ -135,7 +135,11 @@ pub const MERGE_STATEMENTS: &[(MergeStep, &str)] = &[
     (MergeStep::Timeline, "UPDATE incident_updates SET incident_id = $2 WHERE incident_id = $1"),
     (MergeStep::Alerts, "UPDATE alerts SET incident_id = $2 WHERE incident_id = $1"),
     (MergeStep::Other, "UPDATE alert_groups SET incident_id = $2 WHERE incident_id = $1"),
-    (MergeStep::Actions, "UPDATE actions SET incident_id = $2 WHERE incident_id = $1"),
+    (
+        MergeStep::Actions,
+        "UPDATE actions SET incident_id = $2, \
+         incident_declared_at = (SELECT created_at FROM incidents WHERE id = $2) WHERE incident_id = $1",
+    ),
     (
         MergeStep::Other,
         "DELETE FROM incident_links WHERE (from_incident_id = $1 AND to_incident_id = $2) \
@@ -157,7 +161,8 @@ pub const MERGE_STATEMENTS: &[(MergeStep, &str)] = &[
     (MergeStep::Links, "UPDATE incident_links SET to_incident_id = $2 WHERE to_incident_id = $1"),
     (
         MergeStep::Postmortem,
-        "UPDATE postmortems SET incident_id = $2 WHERE incident_id = $1 \
+        "UPDATE postmortems SET incident_id = $2, \
+         incident_declared_at = (SELECT created_at FROM incidents WHERE id = $2) WHERE incident_id = $1 \
          AND NOT EXISTS (SELECT 1 FROM postmortems p WHERE p.incident_id = $2)",
     ),
     (MergeStep::Other, "DELETE FROM ack_reminders WHERE incident_id = $1"),

@@ -100,6 +100,10 @@ pub struct DbTime(pub DateTime<Utc>);
 #[derive(Debug, Clone, Default)]
 pub struct DbTexts(pub Vec<String>);
 
+/// A list of ids, written: `uuid[]` in Postgres, a JSON array of hyphenated ids in SQLite.
+#[derive(Debug, Clone, Default)]
+pub struct DbIds(pub Vec<uuid::Uuid>);
+
 impl Type<Postgres> for DbId {
     fn type_info() -> PgTypeInfo {
         <uuid::Uuid as Type<Postgres>>::type_info()
@@ -188,6 +192,27 @@ impl<'r> Decode<'r, Sqlite> for DbTexts {
     }
 }
 
+impl Type<Postgres> for DbIds {
+    fn type_info() -> PgTypeInfo {
+        <Vec<uuid::Uuid> as Type<Postgres>>::type_info()
+    }
+}
+impl Encode<'_, Postgres> for DbIds {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> std::result::Result<IsNull, BoxDynError> {
+        <Vec<uuid::Uuid> as Encode<Postgres>>::encode_by_ref(&self.0, buf)
+    }
+}
+impl Type<Sqlite> for DbIds {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+impl Encode<'_, Sqlite> for DbIds {
+    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> std::result::Result<IsNull, BoxDynError> {
+        <String as Encode<Sqlite>>::encode(serde_json::to_string(&self.0)?, buf)
+    }
+}
+
 /// An optional timestamp column.
 pub fn time(t: Option<DateTime<Utc>>) -> Option<DbTime> {
     t.map(DbTime)
@@ -217,6 +242,18 @@ pub fn parse_all<T: std::str::FromStr<Err = String>>(column: &str, values: &[Str
 pub fn insert_sql(table: &str, columns: &[&str]) -> String {
     let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
     format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), params.join(", "))
+}
+
+/// `INSERT INTO <table> (<columns>, incident_declared_at) VALUES ($1, …, <the declaration
+/// time of the incident whose id is parameter `incident`>)`: rows that carry when their
+/// incident was declared (it never changes), for the analytics.
+pub fn insert_declared_sql(table: &str, columns: &[&str], incident: usize) -> String {
+    let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+    format!(
+        "INSERT INTO {table} ({}, incident_declared_at) VALUES ({}, (SELECT created_at FROM incidents WHERE id = ${incident}))",
+        columns.join(", "),
+        params.join(", ")
+    )
 }
 
 /// `UPDATE <table> SET <every column but the first> WHERE <first column> = $1`, bound like

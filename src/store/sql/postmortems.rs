@@ -4,7 +4,9 @@ use std::sync::LazyLock;
 
 use sqlx::types::Json;
 
-use super::{DbId, DbTime, insert_sql, parse, parse_opt, read_row, select_sql, time, untime, update_sql, write_row};
+use super::{
+    DbId, DbTime, insert_declared_sql, parse, parse_opt, read_row, select_sql, time, untime, update_sql, write_row,
+};
 use crate::domain::postmortem::Postmortem;
 use crate::domain::{Error, Result};
 
@@ -126,8 +128,9 @@ impl TryFrom<PostmortemRow> for Postmortem {
 pub const POSTMORTEM_TABLE: &str = "postmortems";
 pub static SELECT_POSTMORTEM: LazyLock<String> =
     LazyLock::new(|| select_sql(PostmortemRow::COLUMNS, POSTMORTEM_TABLE, "WHERE incident_id = $1"));
+/// With the incident's declaration time (the incident is `$1`).
 pub static INSERT_POSTMORTEM: LazyLock<String> =
-    LazyLock::new(|| insert_sql(POSTMORTEM_TABLE, PostmortemWrite::COLUMNS));
+    LazyLock::new(|| insert_declared_sql(POSTMORTEM_TABLE, PostmortemWrite::COLUMNS, 1));
 pub static UPDATE_POSTMORTEM: LazyLock<String> =
     LazyLock::new(|| update_sql(POSTMORTEM_TABLE, PostmortemWrite::COLUMNS));
 
@@ -144,5 +147,6 @@ mod tests {
     #[test]
     fn every_column_read_is_written() {
         assert_eq!(PostmortemRow::COLUMNS, PostmortemWrite::COLUMNS);
+        assert_eq!(PostmortemWrite::COLUMNS[0], "incident_id", "the insert reads the declaration time of $1");
     }
 }

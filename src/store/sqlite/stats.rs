@@ -22,7 +22,7 @@ fn groups_sql(w: &StatsWindow) -> String {
     }
     month.push_str(" ELSE 0 END");
     format!(
-        "WITH w AS (SELECT id, severity, {month} AS month, \
+        "WITH w AS (SELECT id, severity, component_ids, {month} AS month, \
          CASE WHEN acknowledged_at IS NOT NULL THEN (acknowledged_at - created_at) / 1000000.0 END AS tta, \
          CASE WHEN resolved_at IS NOT NULL THEN (resolved_at - created_at) / 1000000.0 END AS ttr, \
          reopen_count > 0 AS reopened, (resolved_at IS NOT NULL OR reopen_count > 0) AS ever_resolved \
@@ -30,8 +30,8 @@ fn groups_sql(w: &StatsWindow) -> String {
          g AS (SELECT 'all' AS dim, '' AS key, tta, ttr, reopened, ever_resolved FROM w \
          UNION ALL SELECT 'severity', severity, tta, ttr, reopened, ever_resolved FROM w \
          UNION ALL SELECT 'month', CAST(month AS TEXT), tta, ttr, reopened, ever_resolved FROM w \
-         UNION ALL SELECT 'component', ic.component_id, w.tta, w.ttr, w.reopened, w.ever_resolved \
-         FROM w JOIN incident_components ic ON ic.incident_id = w.id)"
+         UNION ALL SELECT 'component', c.value, w.tta, w.ttr, w.reopened, w.ever_resolved \
+         FROM w, json_each(w.component_ids) c)"
     )
 }
 
