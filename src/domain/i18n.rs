@@ -118,7 +118,7 @@ catalogue! {
     cause: "Cause", "Ursache";
     merged_status: "Merged", "Zusammengeführt";
     postmortem: "Postmortem", "Nachbetrachtung";
-    postmortem_published: "Postmortem published", "Nachbetrachtung veröffentlicht";
+    published: "Published", "Veröffentlicht";
     cause_third_party: "A third party", "Ein Drittanbieter";
     last_updated: "Last updated", "Zuletzt aktualisiert";
     operational: "Operational", "Funktionsfähig";

@@ -1,6 +1,6 @@
 // Looks at a running incidentd's status page in a real browser: Debian's chromium, driven by
 // playwright-core, with axe-core checking accessibility. Usage:
-//   node status.mjs <base-url> <incident-reference> <screenshot-dir>
+//   node status.mjs <base-url> <incident-reference> <screenshot-dir> [<reference-with-a-postmortem>]
 // with INCIDENTD_BROWSER_TOOLS naming the folder whose node_modules hold playwright-core and
 // axe-core, and CHROMIUM the browser (default /usr/bin/chromium). Prints one JSON object
 // ({checks: [{name, ok, detail}]}) and exits 1 when a check failed.
@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
-const [base, reference, shots] = process.argv.slice(2);
+const [base, reference, shots, postmortem] = process.argv.slice(2);
 const tools = process.env.INCIDENTD_BROWSER_TOOLS;
 const require = createRequire(path.join(tools, 'package.json'));
 const { chromium } = require('playwright-core');
@@ -117,6 +117,25 @@ try {
     await page.screenshot({ path: path.join(shots, 'incident.png'), fullPage: true });
     await accessible('Incident page', page);
     await context.close();
+  }
+  // The page of an incident with a published postmortem: light and dark, English and German,
+  // on a phone.
+  if (postmortem) {
+    for (const [name, options, lang, heading] of [
+      ['postmortem-en', { colorScheme: 'light' }, 'en', 'Published'],
+      ['postmortem-de', { colorScheme: 'dark' }, 'de', 'Veröffentlicht'],
+      ['postmortem-375px', { viewport: { width: 375, height: 812 }, isMobile: true, hasTouch: true }, 'en', 'Postmortem'],
+    ]) {
+      const { page, context, response } = await open(`${base}/status/incidents/${postmortem}?lang=${lang}`, options);
+      const section = await page.$eval('.postmortem', (s) => s.innerText).catch(() => '');
+      check(`${name}: the postmortem section shows its summary`,
+        response.status() === 200 && section.includes(heading) && section.includes('rebuilt in the background'), section);
+      const width = await page.evaluate(() => document.documentElement.scrollWidth);
+      check(`${name}: no horizontal scrolling`, width <= (options.viewport?.width ?? 1280), width);
+      await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+      await accessible(`Postmortem page (${name})`, page);
+      await context.close();
+    }
   }
   {
     const { page, context, response } = await open(`${base}/status/history?lang=de`);

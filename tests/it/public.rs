@@ -1119,7 +1119,7 @@ async fn a_published_postmortem_reaches_the_page_the_json_the_feeds_and_subscrib
 
     // The incident's page in both languages, and the feeds.
     let page = visible_text(&get(&app, &format!("/status/incidents/{reference}?lang=en"), &[]).await.text());
-    assert!(page.contains("Postmortem published") && page.contains(summary), "{page}");
+    assert!(page.contains("Postmortem Published") && page.contains(summary), "{page}");
     let seite = visible_text(&get(&app, &format!("/status/incidents/{reference}?lang=de"), &[]).await.text());
     assert!(seite.contains("Nachbetrachtung") && seite.contains(summary), "{seite}");
     let feed = feedparser(&get(&app, "/history.atom", &[]).await.body);
@@ -1435,6 +1435,21 @@ async fn the_status_page_works_in_a_real_browser() {
         )
         .await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    // A published postmortem on the resolved incident, so that its section is looked at too.
+    let resolved = seeded.resolved["reference"].as_str().unwrap();
+    let pm = format!("/v1/incidents/{resolved}/postmortem");
+    let res = app
+        .post(
+            &pm,
+            json!({"public_summary": "Search indexes are now rebuilt in the background, a shard at a time, so \
+            searches stay fast while one is rebuilt.\n\nWe also alert when a search takes longer than a second.",
+            "recurrence_risk": "low", "recurrence_reason": "Tested"}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    for to in ["in_review", "published"] {
+        assert_eq!(app.post(&format!("{pm}/transitions"), json!({"to": to})).await.status, StatusCode::OK);
+    }
     settle(&app).await;
     let root = env!("CARGO_MANIFEST_DIR");
     let tools = std::env::var("INCIDENTD_BROWSER_TOOLS").unwrap_or_else(|_| format!("{root}/target/tools/browser"));
@@ -1446,7 +1461,7 @@ async fn the_status_page_works_in_a_real_browser() {
     let reference = seeded.active["reference"].as_str().unwrap();
     let run = tokio::process::Command::new("node")
         .arg(format!("{root}/tests/browser/status.mjs"))
-        .args([format!("http://{}", app.http), reference.to_string(), shots.clone()])
+        .args([format!("http://{}", app.http), reference.to_string(), shots.clone(), resolved.to_string()])
         .env("INCIDENTD_BROWSER_TOOLS", &tools)
         .kill_on_drop(true)
         .output();
@@ -1467,7 +1482,15 @@ async fn the_status_page_works_in_a_real_browser() {
     assert!(failed.is_empty(), "in the browser:\n{}", failed.join("\n"));
     assert!(checks.len() >= 15, "{report}");
     assert!(out.status.success());
-    for shot in ["status-en-light.png", "status-en-dark.png", "status-375px.png", "status-de.png"] {
+    for shot in [
+        "status-en-light.png",
+        "status-en-dark.png",
+        "status-375px.png",
+        "status-de.png",
+        "postmortem-en.png",
+        "postmortem-de.png",
+        "postmortem-375px.png",
+    ] {
         let meta = std::fs::metadata(format!("{shots}/{shot}")).expect("a screenshot");
         assert!(meta.len() > 10_000, "{shot} is {} bytes", meta.len());
     }
