@@ -6,7 +6,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::events::traced;
-use super::incidents::not_found;
+use super::incidents::lock_writable;
 use super::{Created, Service, claim, fingerprint, save_response};
 use crate::domain::action::{Action, ActionPatch, NewAction};
 use crate::domain::page::Page;
@@ -58,8 +58,7 @@ impl Service {
         if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
-        let incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
-        incident.ensure_not_merged()?;
+        let incident = lock_writable(tx.as_mut(), key).await?;
         let action = input.validate(Uuid::now_v7(), incident.id, now)?.with_overdue(self.today());
         tx.insert_action(&action).await?;
         let data = json!({"incident": {"id": incident.id, "reference": incident.reference}});

@@ -108,8 +108,7 @@ impl Service {
         caller.require(Permission::WriteIncidents)?;
         let now = now();
         let mut tx = self.store.begin().await?;
-        let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
-        incident.ensure_not_merged()?;
+        let mut incident = lock_writable(tx.as_mut(), key).await?;
         check_etag("incident", if_match, incident.version)?;
         let mut v = Violations::new();
         let related = match patch.related_incidents.take() {
@@ -151,8 +150,7 @@ impl Service {
     pub async fn delete_incident(&self, caller: &Caller, key: IncidentKey, if_match: Option<&str>) -> Result<()> {
         caller.require(Permission::WriteIncidents)?;
         let mut tx = self.store.begin().await?;
-        let incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
-        incident.ensure_not_merged()?;
+        let incident = lock_writable(tx.as_mut(), key).await?;
         check_etag("incident", if_match, incident.version)?;
         let now = now();
         let watched = if incident.is_open() { component_ids(&incident) } else { Vec::new() };
@@ -225,8 +223,7 @@ impl Service {
         if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
-        let mut incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
-        incident.ensure_not_merged()?;
+        let mut incident = lock_writable(tx.as_mut(), key).await?;
         let before = Milestones::of(&incident);
         let transition = match update.status {
             Some(to) => Some(incident.transition(to, now)?),
@@ -270,6 +267,14 @@ impl Service {
         let rows = self.store.list_timeline(incident.id, visibility, page.after.as_ref(), page.size + 1).await?;
         Ok(Page::from_rows(rows, page.size, |e| PageToken::Time { at: e.created_at, id: e.id }))
     }
+}
+
+/// Locks an incident to change it (or what belongs to it): not found is 404, a merged one is
+/// read-only (409, naming where it went).
+pub(super) async fn lock_writable(tx: &mut dyn Transaction, key: IncidentKey) -> Result<Incident> {
+    let incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
+    incident.ensure_not_merged()?;
+    Ok(incident)
 }
 
 /// Writes a new (validated) incident with what declaring it records: its first timeline

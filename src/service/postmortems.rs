@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::events::traced;
-use super::incidents::{not_found, transition_in};
+use super::incidents::{lock_writable, transition_in};
 use super::{Created, Service, claim, fingerprint, save_response};
 use crate::domain::postmortem::{NewPostmortem, Postmortem, PostmortemPatch, PostmortemStatus};
 use crate::domain::timeline::ValidTransition;
@@ -30,8 +30,7 @@ fn no_postmortem(incident: &Incident) -> Error {
 
 /// Locks the incident (it must not be merged) and its postmortem.
 async fn lock_both(tx: &mut dyn Transaction, key: IncidentKey) -> Result<(Incident, Postmortem)> {
-    let incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
-    incident.ensure_not_merged()?;
+    let incident = lock_writable(tx, key).await?;
     let postmortem = tx.lock_postmortem(incident.id).await?.ok_or_else(|| no_postmortem(&incident))?;
     Ok((incident, postmortem))
 }
@@ -54,8 +53,7 @@ impl Service {
         if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
-        let incident = tx.lock_incident(key).await?.ok_or_else(|| not_found(key))?;
-        incident.ensure_not_merged()?;
+        let incident = lock_writable(tx.as_mut(), key).await?;
         if tx.lock_postmortem(incident.id).await?.is_some() {
             return Err(Error::AlreadyExists {
                 resource: "postmortem",
