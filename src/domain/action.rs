@@ -29,6 +29,11 @@ pub const TRACKER_MAX: usize = 1_000;
 pub const FIRST_DUE_DATE: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
 pub const NO_DUE_DATE: NaiveDate = NaiveDate::from_ymd_opt(9999, 12, 31).expect("a date");
 
+/// A due date as requests write it on either transport: `YYYY-MM-DD`, spaces around ignored.
+pub fn parse_due_date(raw: &str) -> std::result::Result<NaiveDate, &'static str> {
+    raw.trim().parse().map_err(|_| "must be a date, YYYY-MM-DD")
+}
+
 /// A follow-up action of an incident.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Action {

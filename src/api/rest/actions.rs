@@ -15,7 +15,7 @@ use super::extract::{
 use super::incidents::IncidentPath;
 use super::problem::ApiError;
 use super::{created, tagged};
-use crate::domain::action::{Action, ActionPatch, ActionPriority, ActionStatus, NewAction};
+use crate::domain::action::{Action, ActionPatch, ActionPriority, ActionStatus, NewAction, parse_due_date};
 use crate::domain::validate::Violations;
 use crate::domain::{IncidentKey, PageRequest};
 use crate::service::{ActionQuery, Created, Service};
@@ -24,7 +24,7 @@ use crate::service::{ActionQuery, Created, Service};
 fn date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
     match Option::<String>::deserialize(d)? {
         None => Ok(None),
-        Some(s) => s.trim().parse().map(Some).map_err(|_| serde::de::Error::custom("must be a date, YYYY-MM-DD")),
+        Some(s) => parse_due_date(&s).map(Some).map_err(serde::de::Error::custom),
     }
 }
 

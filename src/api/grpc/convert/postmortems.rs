@@ -9,7 +9,7 @@ use super::{
     link_kind_to_pb, mask_paths, postmortem_status_to_pb, recurrence_risk_from_pb, recurrence_risk_to_pb,
     root_cause_from_pb, root_cause_to_pb, severity_to_pb, status_to_pb, ts,
 };
-use crate::domain::action::{Action, ActionPatch, NewAction};
+use crate::domain::action::{Action, ActionPatch, NewAction, parse_due_date};
 use crate::domain::link::Link;
 use crate::domain::postmortem::{NewPostmortem, Postmortem, PostmortemPatch};
 use crate::domain::stats::{Durations, Stats};
@@ -189,7 +189,7 @@ fn due_date(v: &mut Violations, raw: &str) -> Option<NaiveDate> {
     if raw.trim().is_empty() {
         return None;
     }
-    raw.trim().parse().map_err(|_| v.add("due_date", "must be a date, YYYY-MM-DD")).ok()
+    parse_due_date(raw).map_err(|m| v.add("due_date", m)).ok()
 }
 
 /// The create input; `incident_id` is returned apart (the service looks it up).
