@@ -267,27 +267,40 @@ fn health_services() -> impl Iterator<Item = &'static str> {
     std::iter::once("").chain(grpc::SERVICE_NAMES.iter().copied())
 }
 
+/// How often the readiness watcher asks the database while it answers, and while it does not.
+const READINESS_EVERY: Duration = Duration::from_secs(2);
+const READINESS_RETRY: Duration = Duration::from_millis(500);
+
 /// Keeps the gRPC health status in step with the database: NOT_SERVING while it is
-/// unreachable.
+/// unreachable. Logs the loss once (WARN) and the recovery once (INFO); stops watching when the
+/// process drains, whose NOT_SERVING is planned and not worth a warning.
 async fn watch_readiness(service: Service, health: tonic_health::server::HealthReporter, stop: CancellationToken) {
-    let mut last = ServingStatus::Serving;
+    let mut lost: Option<std::time::Instant> = None;
     loop {
-        let status = match service.ready().await {
-            Ok(()) => ServingStatus::Serving,
-            Err(e) => {
-                tracing::warn!(error = %e, "database unreachable");
-                ServingStatus::NotServing
-            }
-        };
-        if last != status {
-            for name in health_services() {
-                health.set_service_status(name, status).await;
-            }
-            last = status;
-        }
+        let pause = if lost.is_some() { READINESS_RETRY } else { READINESS_EVERY };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+        let answer = service.ping_database().await;
+        if service.is_draining() {
+            return;
+        }
+        let status = match (answer, lost) {
+            (Err(e), None) => {
+                tracing::warn!(error = %e, "database unreachable: not serving until it answers");
+                lost = Some(std::time::Instant::now());
+                ServingStatus::NotServing
+            }
+            (Ok(()), Some(since)) => {
+                tracing::info!(unreachable_for = ?since.elapsed(), "database reachable again: serving");
+                lost = None;
+                ServingStatus::Serving
+            }
+            _ => continue,
+        };
+        for name in health_services() {
+            health.set_service_status(name, status).await;
         }
     }
 }

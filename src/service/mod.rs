@@ -166,6 +166,11 @@ impl Service {
         self.store.ping().await
     }
 
+    /// Whether the database answers, draining or not.
+    pub async fn ping_database(&self) -> Result<()> {
+        self.store.ping().await
+    }
+
     /// Starts the shutdown: readiness fails from now on, so load balancers stop sending
     /// traffic while requests already routed here are still served.
     pub fn start_draining(&self) {

@@ -25,6 +25,7 @@ mod postmortems;
 mod production;
 mod public;
 mod receivers;
+mod reliability;
 mod stats;
 mod storage;
 mod subscribers;

@@ -17,6 +17,7 @@ pub mod problem;
 pub mod stats;
 pub mod subscribers;
 pub mod subscriptions;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -27,7 +28,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -279,7 +279,7 @@ pub fn router(
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::http_request_span::<axum::body::Body>))
+        .layer(trace::layer())
         .with_state(service);
     Ok(match cors(settings)? {
         Some(cors) => router.layer(cors),
@@ -297,7 +297,7 @@ pub fn operations_router(service: Service, serve_metrics: bool) -> Router {
     router
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not_found", "no such route (this process runs no API)") })
         .layer(axum::Extension(MetricsHere(true)))
-        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::http_request_span::<axum::body::Body>))
+        .layer(trace::layer())
         .with_state(service)
 }
 
@@ -372,8 +372,10 @@ async fn readyz(State(service): State<Service>) -> Response {
     match service.ready().await {
         Ok(()) => Json(Health { status: "ready" }).into_response(),
         Err(_) if service.is_draining() => problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "shutting down"),
+        // The readiness watcher logs the database going away and coming back; a probe's
+        // answer is not worth a line each.
         Err(e) => {
-            tracing::warn!(error = %e, "not ready");
+            tracing::debug!(error = %e, "not ready");
             problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is unreachable")
         }
     }
