@@ -40,7 +40,12 @@ pub struct Application {
 
 /// Connects to the database the URL names and applies migrations.
 pub async fn migrate(database_url: &str, max_connections: u32) -> anyhow::Result<DynStore> {
-    let store = store::connect(database_url, max_connections)
+    migrate_with(database_url, store::PoolSettings::new(max_connections)).await
+}
+
+/// [`migrate`] with the pool's limits spelled out.
+pub async fn migrate_with(database_url: &str, pool: store::PoolSettings) -> anyhow::Result<DynStore> {
+    let store = store::connect_with(database_url, pool)
         .await
         .with_context(|| format!("connecting to {}", store::redact_url(database_url)))?;
     store.migrate().await.context("applying migrations")?;
@@ -96,9 +101,9 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let url = config.database_url.expose_secret();
         let store = if config.migrate_on_start {
-            migrate(url, config.database_max_connections).await?
+            migrate_with(url, config.pool_settings()).await?
         } else {
-            store::connect(url, config.database_max_connections)
+            store::connect_with(url, config.pool_settings())
                 .await
                 .with_context(|| format!("connecting to {}", store::redact_url(url)))?
         };

@@ -106,6 +106,11 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_DATABASE_MAX_CONNECTIONS", default_value_t = 16, global = true)]
     pub database_max_connections: u32,
 
+    /// The longest a request waits for a database connection, in milliseconds, before it
+    /// fails with 503 / UNAVAILABLE (Postgres).
+    #[arg(long, env = "INCIDENTD_DATABASE_ACQUIRE_TIMEOUT_MS", default_value_t = 2000, global = true)]
+    pub database_acquire_timeout_ms: u64,
+
     /// Log format.
     #[arg(long, env = "INCIDENTD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -350,6 +355,14 @@ impl Config {
     }
 
     /// What the service is built from: access control, how notifications are sent and made.
+    /// The database pool's limits.
+    pub fn pool_settings(&self) -> crate::store::PoolSettings {
+        crate::store::PoolSettings {
+            max_connections: self.database_max_connections,
+            acquire_timeout: std::time::Duration::from_millis(self.database_acquire_timeout_ms.max(1)),
+        }
+    }
+
     pub fn service_settings(&self) -> anyhow::Result<crate::service::ServiceSettings> {
         use std::num::NonZeroU32;
         let hours = |h: u64| std::time::Duration::from_secs(h * 3600);
@@ -413,6 +426,7 @@ impl Config {
             grpc_addr: "127.0.0.1:0".parse().expect("valid address"),
             database_url: SecretString::from(database_url.to_string()),
             database_max_connections: 8,
+            database_acquire_timeout_ms: 2000,
             log_format: LogFormat::Text,
             log: "warn".into(),
             admin_token: None,

@@ -45,6 +45,15 @@ pub enum Error {
     RateLimited { retry_after: std::time::Duration },
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The database's disk is full: the change was not stored (nothing acknowledged is lost).
+    #[error("the database's disk is full: {0}")]
+    StorageFull(String),
+    /// The database accepts no writes (a read-only disk or file, a standby server).
+    #[error("the database is read-only: {0}")]
+    ReadOnly(String),
+    /// This process is at its limit of requests in flight.
+    #[error("the server is at its limit of {limit} requests in flight; retry shortly")]
+    Overloaded { limit: usize },
     /// This deployment is not set up for it (email without `INCIDENTD_SMTP_URL`).
     #[error("{0}")]
     NotConfigured(String),
@@ -66,6 +75,8 @@ pub enum ErrorCode {
     PermissionDenied,
     RateLimited,
     Unavailable,
+    InsufficientStorage,
+    Overloaded,
     NotConfigured,
     Internal,
 }
@@ -85,6 +96,8 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::InsufficientStorage => "insufficient_storage",
+            ErrorCode::Overloaded => "overloaded",
             ErrorCode::NotConfigured => "not_configured",
             ErrorCode::Internal => "internal",
         }
@@ -104,6 +117,8 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "Permission denied",
             ErrorCode::RateLimited => "Too many requests",
             ErrorCode::Unavailable => "Service unavailable",
+            ErrorCode::InsufficientStorage => "Insufficient storage",
+            ErrorCode::Overloaded => "Overloaded",
             ErrorCode::NotConfigured => "Not configured",
             ErrorCode::Internal => "Internal error",
         }
@@ -123,9 +138,22 @@ impl Error {
             Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
-            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Unavailable(_) | Error::ReadOnly(_) => ErrorCode::Unavailable,
+            Error::StorageFull(_) => ErrorCode::InsufficientStorage,
+            Error::Overloaded { .. } => ErrorCode::Overloaded,
             Error::NotConfigured(_) => ErrorCode::NotConfigured,
             Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// How long a client should wait before retrying, when retrying later can succeed
+    /// (`Retry-After`, gRPC `RetryInfo`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::RateLimited { retry_after } => Some(*retry_after),
+            Error::Unavailable(_) | Error::Overloaded { .. } => Some(RETRY_UNAVAILABLE),
+            Error::StorageFull(_) | Error::ReadOnly(_) => Some(RETRY_STORAGE),
+            _ => None,
         }
     }
 
@@ -166,6 +194,13 @@ impl Error {
         self.prefix_fields_except(prefix, &[])
     }
 }
+
+/// The wait suggested while the database is unreachable or the process is overloaded: a
+/// restarted database is back within seconds, and retries then spread out.
+pub const RETRY_UNAVAILABLE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The wait suggested while the database cannot write (a full or read-only disk): an operator
+/// has to act.
+pub const RETRY_STORAGE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Whole seconds to wait before retrying, rounded up and at least 1 (`Retry-After`).
 pub fn retry_after_secs(d: std::time::Duration) -> u64 {

@@ -147,12 +147,35 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// The connection pool's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// The longest a request waits for a connection before it fails with `Unavailable`
+    /// (Postgres; SQLite's writers queue for its one write connection instead).
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl PoolSettings {
+    /// The default acquire timeout: a database that does not answer fails requests within 2 s.
+    pub const DEFAULT_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+    pub fn new(max_connections: u32) -> Self {
+        Self { max_connections, acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT }
+    }
+}
+
 /// Connects to the store the URL's scheme names: `postgres://` / `postgresql://` or
 /// `sqlite:`.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DynStore> {
+    connect_with(url, PoolSettings::new(max_connections)).await
+}
+
+/// [`connect`] with the pool's limits spelled out.
+pub async fn connect_with(url: &str, pool: PoolSettings) -> anyhow::Result<DynStore> {
     match url.split_once(':').map(|(scheme, _)| scheme) {
-        Some("postgres" | "postgresql") => Ok(Arc::new(postgres::PgStore::connect(url, max_connections).await?)),
-        Some("sqlite") => Ok(Arc::new(sqlite::SqliteStore::connect(url, max_connections).await?)),
+        Some("postgres" | "postgresql") => Ok(Arc::new(postgres::PgStore::connect(url, pool).await?)),
+        Some("sqlite") => Ok(Arc::new(sqlite::SqliteStore::connect(url, pool.max_connections).await?)),
         _ => anyhow::bail!("unsupported database URL (expected postgres://… or sqlite:…): {}", redact_url(url)),
     }
 }

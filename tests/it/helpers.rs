@@ -566,8 +566,21 @@ pub struct Served {
 /// logs at info, rate limiting off and loopback receivers allowed, then `env` on top; returns
 /// once it listens.
 pub async fn serve_binary(url: &str, token: &str, env: &[(&str, &str)]) -> Served {
+    serve_binary_wrapped(&[], url, token, env).await
+}
+
+/// [`serve_binary`] run through `wrapper` (a program and its arguments that end by executing
+/// the command line after them, as `unshare … sh -c '… exec "$@"'` does).
+pub async fn serve_binary_wrapped(wrapper: &[&str], url: &str, token: &str, env: &[(&str, &str)]) -> Served {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_incidentd"));
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg(env!("CARGO_BIN_EXE_incidentd"));
+            c
+        }
+        None => tokio::process::Command::new(env!("CARGO_BIN_EXE_incidentd")),
+    };
     command
         .env_remove("DATABASE_URL")
         .env_remove("OTEL_SDK_DISABLED")

@@ -57,3 +57,133 @@ async fn a_planned_drain_logs_no_warning_or_error() {
     assert_eq!(alarming(&logs), Vec::<String>::new(), "warnings or errors during a planned drain");
     drop_database(&url);
 }
+
+/// Creates one incident with a 9 KB summary; returns the response's status and body.
+async fn create_big(client: &reqwest::Client, base: &str, n: usize) -> (u16, Value, Option<String>) {
+    let res = client
+        .post(format!("{base}/v1/incidents"))
+        .bearer_auth(TOKEN)
+        .json(
+            &serde_json::json!({"title": format!("Disk filler {n}"), "severity": "sev3", "summary": "x".repeat(9000)}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let retry_after = res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    (status, res.json().await.unwrap_or_default(), retry_after)
+}
+
+/// The titles of every incident the API lists.
+async fn all_titles(client: &reqwest::Client, base: &str) -> Vec<String> {
+    let mut titles = Vec::new();
+    let mut token = String::new();
+    loop {
+        let res = client
+            .get(format!("{base}/v1/incidents?page_size=100&page_token={token}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let page: Value = res.json().await.unwrap();
+        titles.extend(page["incidents"].as_array().unwrap().iter().map(|i| i["title"].as_str().unwrap().to_string()));
+        match page["next_page_token"].as_str() {
+            Some(t) if !t.is_empty() => token = t.to_string(),
+            _ => return titles,
+        }
+    }
+}
+
+/// SQLite on a disk that fills up: the service keeps its data on a small tmpfs of its own (a
+/// mount namespace made with `unshare`), the disk is filled to the last byte, and writes then
+/// fail with 507 `insufficient_storage` naming the cause (not 500), again and again, while
+/// reads go on; once space is freed, writes work again in the same process (the writer does
+/// not stay broken), and every incident that got a 201 is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_on_a_full_disk_refuses_writes_clearly_and_recovers_when_space_is_freed() {
+    let dir = std::env::temp_dir().join(format!("incidentd_full_{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_str = dir.display().to_string();
+    let url = format!("sqlite:{dir_str}/incidentd.db");
+    let script = r#"mount -t tmpfs -o size=8m tmpfs "$0" && exec "$@""#;
+    let wrapper = ["unshare", "-Urm", "--propagation", "private", "sh", "-c", script, dir_str.as_str()];
+    let mut served = crate::helpers::serve_binary_wrapped(&wrapper, &url, TOKEN, &[]).await;
+    let client = crate::helpers::http_client();
+    let base = served.base.clone();
+    // The service's view of its directory (the tmpfs), through its own root.
+    let pid = served.child.id().unwrap();
+    let inside = std::path::PathBuf::from(format!("/proc/{pid}/root{dir_str}"));
+    assert!(inside.join("incidentd.db").exists(), "the database is on the tmpfs");
+
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        let (status, body, _) = create_big(&client, &base, n).await;
+        assert_eq!(status, 201, "{body}");
+        acknowledged.push(format!("Disk filler {n}"));
+    }
+    // Fill the disk to the last byte.
+    let ballast = inside.join("ballast");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&ballast).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                    break;
+                }
+            }
+        }
+        // The last partial chunk, byte by byte in small pieces.
+        while file.write(&[0u8; 512]).is_ok_and(|n| n > 0) {}
+    }
+
+    // Writes until the database needs a new page: each answers 201 (stored) or 507.
+    let mut refused = None;
+    for n in 20..2000 {
+        let (status, body, retry_after) = create_big(&client, &base, n).await;
+        match status {
+            201 => acknowledged.push(format!("Disk filler {n}")),
+            507 => {
+                refused = Some((body, retry_after));
+                break;
+            }
+            other => panic!("a write on a full disk answered {other}: {body}"),
+        }
+    }
+    let (body, retry_after) = refused.expect("the disk never filled up");
+    assert_eq!(body["code"], "insufficient_storage", "{body}");
+    assert_eq!(body["status"], 507);
+    assert!(body["detail"].as_str().unwrap().contains("disk is full"), "{body}");
+    assert!(retry_after.is_some(), "507 without Retry-After");
+    // Again: the same clear answer, not a writer stuck in a failed transaction.
+    for n in 0..5 {
+        let (status, body, _) = create_big(&client, &base, 5000 + n).await;
+        assert_eq!(status, 507, "{body}");
+    }
+    // Reads go on, and show every acknowledged write and nothing else.
+    let mut titles = all_titles(&client, &base).await;
+    titles.sort();
+    acknowledged.sort();
+    assert_eq!(titles, acknowledged, "what the API lists on a full disk");
+
+    // Space is freed: writes work again in the same process.
+    std::fs::remove_file(&ballast).unwrap();
+    let (status, body, _) = create_big(&client, &base, 9999).await;
+    assert_eq!(status, 201, "after freeing space: {body}");
+    acknowledged.push("Disk filler 9999".into());
+    let mut titles = all_titles(&client, &base).await;
+    titles.sort();
+    acknowledged.sort();
+    assert_eq!(titles, acknowledged);
+
+    sigterm(&served.child);
+    let status = tokio::time::timeout(Duration::from_secs(20), served.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit status {status}");
+    served.logs_done.await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

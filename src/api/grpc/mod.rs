@@ -82,6 +82,10 @@ pub fn server<H: Health>(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The error details every failed call may carry (google.rpc.ErrorInfo, BadRequest,
+            // PreconditionFailure, RetryInfo, ...): reflection-driven clients such as grpcurl
+            // resolve their type URLs here and print them instead of "not recognized".
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;

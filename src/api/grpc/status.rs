@@ -22,7 +22,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::EtagMismatch => Code::Aborted,
         ErrorCode::Unauthenticated => Code::Unauthenticated,
         ErrorCode::PermissionDenied => Code::PermissionDenied,
-        ErrorCode::RateLimited => Code::ResourceExhausted,
+        ErrorCode::RateLimited | ErrorCode::InsufficientStorage | ErrorCode::Overloaded => Code::ResourceExhausted,
         ErrorCode::AlreadyExists => Code::AlreadyExists,
         ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::NotConfigured => Code::Unimplemented,
@@ -57,16 +57,15 @@ pub fn to_status(e: Error) -> Status {
         Error::EtagMismatch { current, .. } => {
             metadata.insert("current_etag".to_string(), current.clone());
         }
-        Error::RateLimited { retry_after } => {
-            details.set_retry_info(Some(*retry_after));
-        }
         _ => {}
+    }
+    if let Some(wait) = e.retry_after() {
+        details.set_retry_info(Some(wait));
     }
     details.set_error_info(code.as_str().to_ascii_uppercase(), ERROR_DOMAIN, metadata);
     let mut status = Status::with_error_details(grpc_code(code), message, details);
-    if let Error::RateLimited { retry_after } = &e {
-        let secs = crate::domain::error::retry_after_secs(*retry_after);
-        status.metadata_mut().insert("retry-after", secs.into());
+    if let Some(wait) = e.retry_after() {
+        status.metadata_mut().insert("retry-after", crate::domain::error::retry_after_secs(wait).into());
     }
     status
 }

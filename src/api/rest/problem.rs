@@ -20,7 +20,8 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
         // The feature is not there on this deployment (as if the route were absent).
         ErrorCode::NotConfigured => StatusCode::NOT_FOUND,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,21 +96,12 @@ impl IntoResponse for ApiError {
             errors: self.0.violations().to_vec(),
             allowed_transitions,
         });
-        match &self.0 {
-            Error::Unavailable(_) => {
-                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            Error::RateLimited { retry_after } => {
-                res.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(crate::domain::error::retry_after_secs(*retry_after)),
-                );
-            }
-            Error::Unauthenticated(_) => {
-                res.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"incidentd\""));
-            }
-            _ => {}
+        if let Some(wait) = self.0.retry_after() {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(crate::domain::error::retry_after_secs(wait)));
+        }
+        if let Error::Unauthenticated(_) = &self.0 {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"incidentd\""));
         }
         res
     }

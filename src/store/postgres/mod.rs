@@ -43,7 +43,7 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects (creating the database if it does not exist yet and the role may create it).
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, settings: super::PoolSettings) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         let options = options.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
         if !Postgres::database_exists(url).await.unwrap_or(true) {
@@ -56,8 +56,8 @@ impl PgStore {
             }
         }
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
             // sqlx pings every connection on acquire by default: a round trip per request on
             // top of the query (and the ping it makes on release). A connection used within
             // the last half second is known good; one idle for longer (it may have been cut
@@ -92,6 +92,10 @@ const TRUST_RECENTLY_USED: Duration = Duration::from_millis(500);
 /// Maps a driver error: connection trouble is `Unavailable`, everything else `Internal`.
 fn db_err(e: sqlx::Error) -> Error {
     match &e {
+        // disk_full: the server could not write the change, which was rolled back.
+        sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "53100") => Error::StorageFull(e.to_string()),
+        // read_only_sql_transaction: a standby (a failover in progress) or a read-only database.
+        sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "25006") => Error::ReadOnly(e.to_string()),
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
             Error::Unavailable(e.to_string())
         }

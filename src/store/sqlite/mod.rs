@@ -72,6 +72,7 @@ impl SqliteStore {
                 .max_connections(1)
                 .min_connections(1)
                 .acquire_timeout(BUSY_TIMEOUT)
+                .after_release(|conn, _| Box::pin(leave_no_transaction_open(conn)))
                 .connect_with(options.clone())
                 .await;
             match opened {
@@ -107,8 +108,37 @@ fn db_err(e: sqlx::Error) -> Error {
     match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => Error::Unavailable(e.to_string()),
         sqlx::Error::Database(_) if is_locked(&e) => Error::Unavailable(e.to_string()),
+        sqlx::Error::Database(d) => match d.code().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff) {
+            // SQLITE_FULL: the disk (or the size limit) is full; the statement and its
+            // transaction were not applied.
+            Some(13) => Error::StorageFull(e.to_string()),
+            // SQLITE_READONLY: a read-only file, directory or file system.
+            Some(8) => Error::ReadOnly(e.to_string()),
+            // SQLITE_IOERR, SQLITE_CANTOPEN: the disk failed the read or write.
+            Some(10 | 14) => Error::Unavailable(e.to_string()),
+            _ => Error::Internal(e.to_string()),
+        },
         _ => Error::Internal(e.to_string()),
     }
+}
+
+/// Keeps the writer usable after a failed commit. When COMMIT fails (a full disk), SQLite
+/// may already have rolled the transaction back; the ROLLBACK that sqlx then sends fails, and
+/// sqlx still counts the connection as inside a transaction, so every later `BEGIN` would
+/// fail until the process restarts. Such a connection is closed on release instead, and the
+/// pool opens a fresh one.
+async fn leave_no_transaction_open(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<bool> {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // The rollback of a dropped transaction is queued on the connection: let it land.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("the SQLite writer was left inside a failed transaction; reopening it");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// SQLITE_BUSY (5) or SQLITE_LOCKED (6), with their extended codes.
