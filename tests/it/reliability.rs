@@ -187,3 +187,93 @@ async fn sqlite_on_a_full_disk_refuses_writes_clearly_and_recovers_when_space_is
     served.logs_done.await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs grpcurl (a reflection-driven client: it knows no proto file of ours) against `app`;
+/// returns what it printed, out and err together.
+async fn grpcurl(app: &crate::helpers::TestApp, method: &str, data: Value) -> String {
+    let out = tokio::process::Command::new("grpcurl")
+        .args(["-plaintext", "-max-time", "10", "-H"])
+        .arg(format!("authorization: Bearer {}", app.admin_token))
+        .arg("-d")
+        .arg(data.to_string())
+        .arg(app.grpc.to_string())
+        .arg(method)
+        .output()
+        .await
+        .expect("grpcurl is on the PATH (./scripts/test unpacks it into target/tools/grpcurl)");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The error details of a failed call, as grpcurl prints them: each `@type` it could resolve
+/// through server reflection, with its fields.
+fn details(printed: &str) -> Vec<Value> {
+    printed
+        .lines()
+        .filter_map(|l| l.split_once(")\t").map(|(_, json)| json))
+        .map(|json| serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}\n{printed}")))
+        .collect()
+}
+
+/// grpcurl, which learns every type from server reflection, prints each error detail the
+/// service sends (`ErrorInfo`, `BadRequest`, `PreconditionFailure`, `RetryInfo`) with its
+/// fields, instead of "not recognized".
+#[tokio::test]
+async fn grpc_error_details_are_decodable_through_reflection() {
+    let app = crate::helpers::TestApp::spawn_with(|c| {
+        c.rate_limit_per_second = 1;
+        c.rate_limit_burst = 3;
+    })
+    .await;
+    let printed = grpcurl(
+        &app,
+        "incidentd.v1.IncidentService/CreateIncident",
+        serde_json::json!({"incident": {"title": "", "severity": "SEVERITY_SEV2"}}),
+    )
+    .await;
+    assert!(printed.contains("Code: InvalidArgument"), "{printed}");
+    assert!(!printed.contains("not recognized"), "{printed}");
+    let found = details(&printed);
+    assert_eq!(found[0]["@type"], "type.googleapis.com/google.rpc.ErrorInfo", "{printed}");
+    assert_eq!(found[0]["reason"], "INVALID_ARGUMENT");
+    assert_eq!(found[0]["domain"], "incidentd");
+    assert_eq!(found[1]["@type"], "type.googleapis.com/google.rpc.BadRequest", "{printed}");
+    assert_eq!(found[1]["fieldViolations"][0]["field"], "incident.title");
+
+    // A transition the lifecycle forbids: PreconditionFailure names the allowed targets.
+    let printed = grpcurl(
+        &app,
+        "incidentd.v1.IncidentService/CreateIncident",
+        serde_json::json!({"incident": {"title": "Checkout down", "severity": "SEVERITY_SEV2"}}),
+    )
+    .await;
+    let created: Value = serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"));
+    let id = created["incident"]["id"].as_str().unwrap().to_string();
+    let printed = grpcurl(
+        &app,
+        "incidentd.v1.IncidentService/TransitionIncident",
+        serde_json::json!({"id": id, "to": "INCIDENT_STATUS_CLOSED"}),
+    )
+    .await;
+    assert!(printed.contains("Code: FailedPrecondition"), "{printed}");
+    let found = details(&printed);
+    let failure = found.iter().find(|d| d["@type"] == "type.googleapis.com/google.rpc.PreconditionFailure");
+    let failure = failure.unwrap_or_else(|| panic!("no PreconditionFailure: {printed}"));
+    assert_eq!(failure["violations"][0]["type"], "STATUS_TRANSITION", "{printed}");
+    assert!(failure["violations"][0]["description"].as_str().unwrap().contains("resolved"), "{printed}");
+
+    // Over the rate limit: RetryInfo says when to come back.
+    let mut limited = None;
+    for _ in 0..10 {
+        let printed = grpcurl(&app, "incidentd.v1.IncidentService/GetIncident", serde_json::json!({"id": id})).await;
+        if printed.contains("Code: ResourceExhausted") {
+            limited = Some(printed);
+            break;
+        }
+    }
+    let printed = limited.expect("the rate limit never applied");
+    let found = details(&printed);
+    let retry = found.iter().find(|d| d["@type"] == "type.googleapis.com/google.rpc.RetryInfo");
+    let retry = retry.unwrap_or_else(|| panic!("no RetryInfo: {printed}"));
+    assert!(retry["retryDelay"].as_str().unwrap().ends_with('s'), "{printed}");
+    assert!(!printed.contains("not recognized"), "{printed}");
+}
