@@ -244,7 +244,88 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
 
     #[command(flatten)]
+    pub retention: RetentionConfig,
+
+    #[command(flatten)]
     pub status: StatusPageConfig,
+}
+
+/// How long what piles up is kept. Periods are `30d`, `24h`, `90m` or `45s`; `0` keeps
+/// forever. The worker processes prune in small batches; what is still needed (pending
+/// deliveries, unsequenced or undelivered events, an open incident's alerts) is never pruned.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionConfig {
+    /// Finished deliveries (delivered, failed, cancelled) and their attempts, counted from the
+    /// last attempt.
+    #[arg(long = "retention-deliveries", env = "INCIDENTD_RETENTION_DELIVERIES", default_value = "30d", global = true)]
+    pub deliveries: String,
+
+    /// The event log (`/v1/events`, stream resumption): a client resuming from an older
+    /// cursor gets 410 / OUT_OF_RANGE.
+    #[arg(long = "retention-events", env = "INCIDENTD_RETENTION_EVENTS", default_value = "30d", global = true)]
+    pub events: String,
+
+    /// Received alerts, except those of an open incident.
+    #[arg(long = "retention-alerts", env = "INCIDENTD_RETENTION_ALERTS", default_value = "90d", global = true)]
+    pub alerts: String,
+
+    /// Audit records.
+    #[arg(long = "retention-audit", env = "INCIDENTD_RETENTION_AUDIT", default_value = "365d", global = true)]
+    pub audit: String,
+
+    /// Idempotency records: also how long a key replays its first response.
+    #[arg(
+        long = "retention-idempotency-keys",
+        env = "INCIDENTD_RETENTION_IDEMPOTENCY_KEYS",
+        default_value = "24h",
+        global = true
+    )]
+    pub idempotency_keys: String,
+
+    /// How often the workers prune (`s`, `m`, `h`).
+    #[arg(long = "retention-interval", env = "INCIDENTD_RETENTION_INTERVAL", default_value = "5m", global = true)]
+    pub interval: String,
+
+    /// Rows deleted per statement; the workers pause briefly after each full batch.
+    #[arg(long = "retention-batch-size", env = "INCIDENTD_RETENTION_BATCH_SIZE", default_value_t = 500, global = true)]
+    pub batch_size: u32,
+}
+
+impl RetentionConfig {
+    /// The defaults (as documented above).
+    pub fn defaults() -> Self {
+        RetentionConfig {
+            deliveries: "30d".into(),
+            events: "30d".into(),
+            alerts: "90d".into(),
+            audit: "365d".into(),
+            idempotency_keys: "24h".into(),
+            interval: "5m".into(),
+            batch_size: 500,
+        }
+    }
+
+    /// The policy these settings describe.
+    pub fn policy(&self) -> anyhow::Result<crate::domain::retention::RetentionPolicy> {
+        use crate::domain::retention::{RetentionPolicy, parse_retention};
+        let period = |name: &str, value: &str| {
+            parse_retention(value).map_err(|e| anyhow::anyhow!("INCIDENTD_RETENTION_{name}: {e}"))
+        };
+        let every =
+            crate::domain::alert::parse_duration(&self.interval).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+                anyhow::anyhow!("INCIDENTD_RETENTION_INTERVAL: {:?} is not a period such as 5m", self.interval)
+            })?;
+        Ok(RetentionPolicy {
+            deliveries: period("DELIVERIES", &self.deliveries)?,
+            events: period("EVENTS", &self.events)?,
+            alerts: period("ALERTS", &self.alerts)?,
+            audit_events: period("AUDIT", &self.audit)?,
+            idempotency_keys: period("IDEMPOTENCY_KEYS", &self.idempotency_keys)?,
+            every,
+            batch_size: self.batch_size.clamp(1, 10_000),
+            ..RetentionPolicy::default()
+        })
+    }
 }
 
 /// The public status page and everything customers read without a key: `/status`, the
@@ -394,6 +475,7 @@ impl Config {
             ack_policy: crate::domain::alert::AckPolicy::parse(&self.ack_deadlines, &self.ack_repeat)
                 .map_err(|e| anyhow::anyhow!("INCIDENTD_ACK_DEADLINES / INCIDENTD_ACK_REPEAT: {e}"))?,
             postmortem_closes_incident: self.postmortem_closes_incident,
+            retention: self.retention.policy()?,
         })
     }
 
@@ -454,6 +536,7 @@ impl Config {
             roles: vec![Role::Api, Role::Worker],
             migrate_on_start: true,
             metrics_addr: None,
+            retention: RetentionConfig::defaults(),
             status: StatusPageConfig {
                 name: "Acme status".into(),
                 logo_url: None,

@@ -54,6 +54,13 @@ pub enum Error {
     /// This process is at its limit of requests in flight.
     #[error("the server is at its limit of {limit} requests in flight; retry shortly")]
     Overloaded { limit: usize },
+    /// A cursor into the event log older than what is kept: events after it were pruned
+    /// (retention). `oldest` is the oldest cursor still complete.
+    #[error(
+        "events after cursor {cursor} are no longer kept (event retention); the oldest cursor still \
+         available is {oldest}: resume from it (or from now) and re-read what may have changed in between"
+    )]
+    CursorExpired { cursor: i64, oldest: i64 },
     /// This deployment is not set up for it (email without `INCIDENTD_SMTP_URL`).
     #[error("{0}")]
     NotConfigured(String),
@@ -77,6 +84,7 @@ pub enum ErrorCode {
     Unavailable,
     InsufficientStorage,
     Overloaded,
+    CursorExpired,
     NotConfigured,
     Internal,
 }
@@ -98,6 +106,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::InsufficientStorage => "insufficient_storage",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::CursorExpired => "cursor_expired",
             ErrorCode::NotConfigured => "not_configured",
             ErrorCode::Internal => "internal",
         }
@@ -119,6 +128,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "Service unavailable",
             ErrorCode::InsufficientStorage => "Insufficient storage",
             ErrorCode::Overloaded => "Overloaded",
+            ErrorCode::CursorExpired => "Cursor expired",
             ErrorCode::NotConfigured => "Not configured",
             ErrorCode::Internal => "Internal error",
         }
@@ -141,6 +151,7 @@ impl Error {
             Error::Unavailable(_) | Error::ReadOnly(_) => ErrorCode::Unavailable,
             Error::StorageFull(_) => ErrorCode::InsufficientStorage,
             Error::Overloaded { .. } => ErrorCode::Overloaded,
+            Error::CursorExpired { .. } => ErrorCode::CursorExpired,
             Error::NotConfigured(_) => ErrorCode::NotConfigured,
             Error::Internal(_) => ErrorCode::Internal,
         }

@@ -20,6 +20,7 @@ pub mod patch;
 pub mod postmortem;
 pub mod public;
 pub mod query;
+pub mod retention;
 pub mod stats;
 pub mod subscriber;
 pub mod subscriber_list;

@@ -1,9 +1,10 @@
 //! Every background loop of a process, started in one place and stopped together: the
 //! listener for other processes' notices, the sequencer, the dispatcher, the maintenance
-//! schedule, the mail outbox, acknowledgement deadlines, overdue follow-up actions and the
-//! customer mails (worker role), the hourly upkeep and the memory trim; the application adds the
-//! ones that belong to a transport (gRPC health) through [`Background::spawn`]. Stopping cancels them all and waits
-//! for each (the dispatcher after handing back or recording what it holds).
+//! schedule, the mail outbox, acknowledgement deadlines, overdue follow-up actions, the
+//! customer mails and retention (worker role), the hourly upkeep and the memory trim; the
+//! application adds the ones that belong to a transport (gRPC health) through
+//! [`Background::spawn`]. Stopping cancels them all and waits for each (the dispatcher after
+//! handing back or recording what it holds).
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,7 +13,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Service;
-use super::idempotency::IDEMPOTENCY_TTL;
 use crate::domain::Result;
 use crate::store::Notice;
 
@@ -57,7 +57,8 @@ impl Background {
 
 impl Service {
     /// Starts the background work of this process: on a shared database the listener for
-    /// other processes' notices, the sequencer, with `worker` the dispatcher, and the upkeep.
+    /// other processes' notices, the sequencer, with `worker` the dispatcher and retention, and
+    /// the upkeep.
     pub async fn start_background(&self, worker: bool) -> Result<Background> {
         self.signals.note_sequenced(self.store.latest_event_seq().await?);
         let mut background = Background::new();
@@ -111,6 +112,9 @@ impl Service {
                     async move { service.send_due_customer_mails().await }
                 })
             });
+            // Deletes what is older than it is kept, in small batches (`retention.rs`).
+            let service = self.clone();
+            background.spawn("retention", |stop| service.run_retention(stop));
         }
         let service = self.clone();
         background.spawn("upkeep", |stop| service.run_upkeep(stop));
@@ -149,15 +153,10 @@ impl Service {
         }
     }
 
-    /// At start and then every hour: removes expired idempotency records and refreshes the
-    /// planner's statistics (a database opened for the first time gets them now).
+    /// At start and then every hour: refreshes the planner's statistics (a database opened
+    /// for the first time gets them now). Expired records go in the workers' retention loop.
     async fn run_upkeep(self, stop: CancellationToken) {
         loop {
-            match self.store.purge_idempotency_keys(crate::domain::now() - IDEMPOTENCY_TTL).await {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(removed = n, "purged expired idempotency keys"),
-                Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
-            }
             if let Err(e) = self.store.refresh_statistics().await {
                 tracing::warn!(error = %e, "refreshing the query planner's statistics failed");
             }

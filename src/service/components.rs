@@ -33,7 +33,7 @@ impl Service {
         let fingerprint = fingerprint(idempotency_key, &input)?;
         let component = input.validate(Uuid::now_v7(), now())?;
         let mut tx = self.store.begin().await?;
-        if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
+        if let Some(replay) = claim(tx.as_mut(), &self.retention, &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
         tx.insert_component(&component).await?;

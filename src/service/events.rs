@@ -89,7 +89,8 @@ impl Service {
         self.signals.sequenced.subscribe()
     }
 
-    /// Events after the cursor `after`, in commit order.
+    /// Events after the cursor `after`, in commit order; 0 reads from the oldest event kept.
+    /// A cursor older than what is kept fails with `CursorExpired` (never a silent gap).
     pub async fn list_events(
         &self,
         caller: &Caller,
@@ -98,7 +99,10 @@ impl Service {
         limit: u32,
     ) -> Result<Vec<Event>> {
         caller.require(Permission::ReadIncidents)?;
-        self.store.list_events(after, filter, limit).await
+        let from = if after == 0 { self.store.events_pruned_through().await? } else { after };
+        let events = self.store.list_events(from, filter, limit).await?;
+        self.check_cursor(after).await?;
+        Ok(events)
     }
 
     /// The cursor of the latest event, for readers that start from now.
@@ -117,8 +121,10 @@ impl Service {
 const WATCH_POLL: Duration = Duration::from_secs(5);
 
 impl Service {
-    /// Streams events after `after` (from now when `None`) as they are sequenced, in order,
-    /// each once. The stream ends when the receiver is dropped.
+    /// Streams events after `after` (from now when `None`, from the oldest kept when 0) as
+    /// they are sequenced, in order, each once. The stream ends when the receiver is dropped;
+    /// it fails with `CursorExpired` (before it starts, or as its last item if pruning
+    /// overtakes a slow reader) when events after its cursor are no longer kept.
     pub async fn watch_events(
         &self,
         caller: &Caller,
@@ -127,10 +133,15 @@ impl Service {
     ) -> Result<tokio::sync::mpsc::Receiver<Result<Event>>> {
         caller.require(Permission::ReadIncidents)?;
         let mut cursor = match after {
-            Some(c) => c,
+            Some(0) => self.store.events_pruned_through().await?,
+            Some(c) => {
+                self.check_cursor(c).await?;
+                c
+            }
             None => self.store.latest_event_seq().await?,
         };
         let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let service = self.clone();
         let store = self.store.clone();
         let mut sequenced = self.watch_sequenced();
         let closing = self.closing.clone();
@@ -138,7 +149,8 @@ impl Service {
             loop {
                 // Everything up to `known` is visible once this query runs.
                 let known = *sequenced.borrow_and_update();
-                let batch = match store.list_events(cursor, &filter, 500).await {
+                let read = store.list_events(cursor, &filter, 500).await;
+                let batch = match service.check_cursor(cursor).await.and(read) {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;

@@ -6,11 +6,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use crate::domain::retention::RetentionPolicy;
 use crate::domain::{Error, IdempotencyKey, Result};
 use crate::store::{IdempotencyClaim, Transaction};
-
-/// How long a stored idempotent response is replayed.
-pub const IDEMPOTENCY_TTL: chrono::Duration = chrono::Duration::hours(24);
 
 /// The fingerprint of a request made with an idempotency key: SHA-256 of its canonical JSON
 /// (taken from the transport-neutral input, so REST and gRPC agree). `None` without a key.
@@ -25,15 +23,19 @@ pub(super) fn fingerprint(key: Option<&IdempotencyKey>, request: &impl Serialize
 /// Claims an idempotency key inside `tx`. Returns the stored response when the key was used
 /// before with the same request (same fingerprint), refuses it when used with a different one,
 /// and returns `None` when the caller should go ahead (and then call [`save_response`]).
+/// A key is remembered as long as idempotency records are kept (`retention`, 24 h by
+/// default): a record older than that is replaced, as if pruned already.
 pub(super) async fn claim<T: DeserializeOwned>(
     tx: &mut dyn Transaction,
+    retention: &RetentionPolicy,
     scope: &str,
     key: Option<&IdempotencyKey>,
     fingerprint: Option<[u8; 32]>,
 ) -> Result<Option<T>> {
     let (Some(key), Some(hash)) = (key, fingerprint) else { return Ok(None) };
     let now = crate::domain::now();
-    match tx.claim_idempotency_key(scope, key.as_str(), &hash, now, now - IDEMPOTENCY_TTL).await? {
+    let expired_before = retention.idempotency_expired_before(now);
+    match tx.claim_idempotency_key(scope, key.as_str(), &hash, now, expired_before).await? {
         IdempotencyClaim::Claimed => Ok(None),
         IdempotencyClaim::Existing { request_hash, response } => {
             if request_hash.as_slice() != hash.as_slice() {

@@ -57,7 +57,7 @@ impl Service {
         let fingerprint = fingerprint(idempotency_key, &input)?;
         let IncidentDraft { mut incident, related } = input.validate(Uuid::now_v7(), now)?;
         let mut tx = self.store.begin().await?;
-        if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
+        if let Some(replay) = claim(tx.as_mut(), &self.retention, &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
         let mut v = Violations::new();
@@ -220,7 +220,7 @@ impl Service {
         let update = input.validate(&caller.name)?;
         let now = now();
         let mut tx = self.store.begin().await?;
-        if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
+        if let Some(replay) = claim(tx.as_mut(), &self.retention, &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
         let mut incident = lock_writable(tx.as_mut(), key).await?;

@@ -48,7 +48,7 @@ impl Service {
         let mut maintenance = input.validate(Uuid::now_v7(), now)?;
         maintenance.settle_reminder(now, self.maintenance_reminder);
         let mut tx = self.store.begin().await?;
-        if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
+        if let Some(replay) = claim(tx.as_mut(), &self.retention, &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
         refuse_unknown_components(tx.as_mut(), "components", &maintenance.components, |_| true).await?;
@@ -144,7 +144,7 @@ impl Service {
         let fingerprint = fingerprint(idempotency_key, &UpdateRequest { maintenance: id, update: &input })?;
         let now = now();
         let mut tx = self.store.begin().await?;
-        if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
+        if let Some(replay) = claim(tx.as_mut(), &self.retention, &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
         let mut maintenance = tx.lock_maintenance(id).await?.ok_or_else(|| not_found(id))?;

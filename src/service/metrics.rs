@@ -50,6 +50,7 @@ pub struct Metrics {
     database_up: IntGauge,
     status_rebuild: HistogramVec,
     status_documents: IntGauge,
+    pruned: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -159,6 +160,13 @@ impl Metrics {
                 LATENCY_BUCKETS,
             ),
             status_documents: gauge(&r, "status_snapshot_documents", "Documents the public status snapshot serves"),
+            pruned: counter(
+                &r,
+                "retention_pruned_rows_total",
+                "Rows deleted by retention, by table (deliveries, delivery_attempts, events, alerts, audit_events, \
+                 idempotency_keys)",
+                &["table"],
+            ),
             registry: r,
         }
     }
@@ -187,6 +195,11 @@ impl Metrics {
 
     pub(super) fn observe_attempt(&self, channel: &str, elapsed: Duration) {
         self.attempt_duration.with_label_values(&[channel]).observe(elapsed.as_secs_f64());
+    }
+
+    /// Rows retention deleted from `table`.
+    pub(super) fn count_pruned(&self, table: &str, rows: u64) {
+        self.pruned.with_label_values(&[table]).inc_by(rows);
     }
 
     pub(super) fn count_outcome(&self, channel: &str, outcome: &str) {

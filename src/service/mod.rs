@@ -20,6 +20,7 @@ mod maintenance;
 mod metrics;
 mod postmortems;
 mod public;
+mod retention;
 mod stats;
 mod subscriber_list;
 mod subscribers;
@@ -35,10 +36,10 @@ pub use alerts::GroupOutcome;
 pub use background::Background;
 pub use dispatch::{Clock, DispatchSettings, ManualClock, SystemClock};
 pub use history::{DEFAULT_UPTIME_WINDOW, MAX_UPTIME_WINDOW, backfill_component_history};
-pub use idempotency::IDEMPOTENCY_TTL;
 pub use integrations::IntegrationWithSecret;
 pub use metrics::Metrics;
 pub use public::HISTORY_DAYS;
+pub use retention::Pruned;
 pub use subscribers::SubscribeRequest;
 pub use subscriptions::{SubscriptionWithSecret, delivery_status};
 
@@ -66,6 +67,8 @@ pub struct ServiceSettings {
     pub ack_policy: crate::domain::alert::AckPolicy,
     /// Whether publishing a resolved incident's postmortem closes the incident.
     pub postmortem_closes_incident: bool,
+    /// How long what piles up is kept, and how the workers prune it.
+    pub retention: crate::domain::retention::RetentionPolicy,
 }
 
 /// The service every transport calls. Cheap to clone: one reference count (every request
@@ -86,6 +89,7 @@ pub struct Parts {
     page_name: String,
     ack_policy: crate::domain::alert::AckPolicy,
     postmortem_closes_incident: bool,
+    retention: crate::domain::retention::RetentionPolicy,
     /// The key customers' links are signed with, read from the database on first use.
     link_key: tokio::sync::OnceCell<crate::domain::subscriber::LinkKey>,
     /// Set at shutdown: readiness fails from then on.
@@ -120,6 +124,7 @@ impl Service {
             page_name,
             ack_policy,
             postmortem_closes_incident,
+            retention,
         } = settings;
         let public_url = sender.public_url.trim_end_matches('/').to_string();
         let sender = Sender::new(SenderSettings { public_url: public_url.clone(), ..sender })?;
@@ -138,6 +143,7 @@ impl Service {
             page_name,
             ack_policy,
             postmortem_closes_incident,
+            retention,
             link_key: Default::default(),
             draining: Default::default(),
             closing: Default::default(),

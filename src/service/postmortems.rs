@@ -50,7 +50,7 @@ impl Service {
         let fingerprint = fingerprint(idempotency_key, &CreateRequest { incident: key, postmortem: &input })?;
         let now = now();
         let mut tx = self.store.begin().await?;
-        if let Some(replay) = claim(tx.as_mut(), &scope, idempotency_key, fingerprint).await? {
+        if let Some(replay) = claim(tx.as_mut(), &self.retention, &scope, idempotency_key, fingerprint).await? {
             return Ok(Created { value: replay, replayed: true });
         }
         let incident = lock_writable(tx.as_mut(), key).await?;

@@ -1,4 +1,5 @@
-//! Idempotency keys: the stored responses of creates made with a key.
+//! Idempotency keys: the stored responses of creates made with a key (expired records are
+//! pruned with the rest, in `retention.rs`).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,12 +13,6 @@ pub enum IdempotencyClaim {
     Claimed,
     /// The key was used before: its request hash and stored response.
     Existing { request_hash: Vec<u8>, response: serde_json::Value },
-}
-
-#[async_trait]
-pub trait IdempotencyStore {
-    /// Removes idempotency records created before `before`; returns how many.
-    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64>;
 }
 
 #[async_trait]

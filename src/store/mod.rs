@@ -21,6 +21,7 @@ mod links;
 mod maintenance;
 pub mod postgres;
 mod postmortems;
+mod retention;
 pub mod sql;
 pub mod sqlite;
 mod stats;
@@ -37,12 +38,13 @@ pub use actions::{ActionStore, ActionTx};
 pub use components::{ComponentStore, ComponentTx};
 pub use events::{EventStore, EventTx, Notice};
 pub use history::{HistoryStore, HistoryTx, Imposition};
-pub use idempotency::{IdempotencyClaim, IdempotencyStore, IdempotencyTx};
+pub use idempotency::{IdempotencyClaim, IdempotencyTx};
 pub use incidents::{IncidentStore, IncidentTx};
 pub use integrations::{AckCandidate, AlertsOf, IntegrationStore, IntegrationTx};
 pub use links::{LinkStore, LinkTx, Moved};
 pub use maintenance::{MaintenanceFilter, MaintenanceStore, MaintenanceTx};
 pub use postmortems::{PostmortemStore, PostmortemTx};
+pub use retention::{PrunedBatch, RetentionStore};
 pub use stats::StatsStore;
 pub use subscribers::{ClaimedCustomerMail, SubscriberFigures, SubscriberStore, SubscriberTx};
 pub use subscriptions::{AttemptResult, ClaimedDelivery, Lease, NewDelivery, SubscriptionStore, SubscriptionTx};
@@ -65,7 +67,7 @@ pub trait Store:
     + SubscriberStore
     + SubscriptionStore
     + EventStore
-    + IdempotencyStore
+    + RetentionStore
     + Send
     + Sync
     + 'static

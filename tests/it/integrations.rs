@@ -17,7 +17,7 @@ pub async fn integration(app: &TestApp, body: Value) -> (String, String) {
 }
 
 /// An Alertmanager webhook notification (version 4) for `group` with these alerts.
-fn notification(group: &str, alerts: &[(&str, &str, &str)]) -> Value {
+pub fn notification(group: &str, alerts: &[(&str, &str, &str)]) -> Value {
     let alerts: Vec<Value> = alerts
         .iter()
         .map(|(status, instance, fingerprint)| {
@@ -47,7 +47,7 @@ fn notification(group: &str, alerts: &[(&str, &str, &str)]) -> Value {
     })
 }
 
-async fn push(app: &TestApp, path: &str, secret: &str, body: &Value) -> crate::helpers::Res {
+pub async fn push(app: &TestApp, path: &str, secret: &str, body: &Value) -> crate::helpers::Res {
     app.send(crate::helpers::http_client().post(app.url(path)).bearer_auth(secret).json(body)).await
 }
 

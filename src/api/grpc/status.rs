@@ -25,6 +25,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         ErrorCode::RateLimited | ErrorCode::InsufficientStorage | ErrorCode::Overloaded => Code::ResourceExhausted,
         ErrorCode::AlreadyExists => Code::AlreadyExists,
         ErrorCode::Unavailable => Code::Unavailable,
+        ErrorCode::CursorExpired => Code::OutOfRange,
         ErrorCode::NotConfigured => Code::Unimplemented,
         ErrorCode::Internal => Code::Internal,
     }
@@ -56,6 +57,9 @@ pub fn to_status(e: Error) -> Status {
         }
         Error::EtagMismatch { current, .. } => {
             metadata.insert("current_etag".to_string(), current.clone());
+        }
+        Error::CursorExpired { oldest, .. } => {
+            metadata.insert("oldest_cursor".to_string(), oldest.to_string());
         }
         _ => {}
     }

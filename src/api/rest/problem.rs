@@ -22,6 +22,8 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Unavailable | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        // The events after the cursor are gone for good (pruned): resuming cannot succeed.
+        ErrorCode::CursorExpired => StatusCode::GONE,
         // The feature is not there on this deployment (as if the route were absent).
         ErrorCode::NotConfigured => StatusCode::NOT_FOUND,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -44,6 +46,9 @@ pub struct Problem {
     /// For `invalid_transition`: the statuses the incident (or maintenance) may move to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_transitions: Option<Vec<String>>,
+    /// For `cursor_expired` (410): the oldest event cursor still complete, to resume from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_cursor: Option<String>,
 }
 
 /// An error on its way to becoming a problem response.
@@ -68,6 +73,7 @@ pub fn problem(status: StatusCode, code: &str, detail: impl Into<String>) -> Res
         code: code.to_string(),
         errors: Vec::new(),
         allowed_transitions: None,
+        oldest_cursor: None,
     })
 }
 
@@ -87,6 +93,10 @@ impl IntoResponse for ApiError {
             Error::InvalidTransition { allowed, .. } => Some(allowed.iter().map(|s| s.to_string()).collect()),
             _ => None,
         };
+        let oldest_cursor = match &self.0 {
+            Error::CursorExpired { oldest, .. } => Some(oldest.to_string()),
+            _ => None,
+        };
         let mut res = problem_response(Problem {
             type_: format!("urn:incidentd:problem:{}", code.as_str()),
             title: code.title().to_string(),
@@ -95,6 +105,7 @@ impl IntoResponse for ApiError {
             code: code.as_str().to_string(),
             errors: self.0.violations().to_vec(),
             allowed_transitions,
+            oldest_cursor,
         });
         if let Some(wait) = self.0.retry_after() {
             res.headers_mut()

@@ -12,6 +12,7 @@ mod integrations;
 mod links;
 mod maintenance;
 mod postmortems;
+mod retention;
 mod stats;
 mod subscribers;
 mod subscriptions;

@@ -7,7 +7,6 @@ pub const CLAIM_KEY: &str = "INSERT INTO idempotency_keys (scope, key, request_h
      created_at = excluded.created_at WHERE idempotency_keys.created_at < $5";
 pub const SELECT_CLAIMED: &str = "SELECT request_hash, response FROM idempotency_keys WHERE scope = $1 AND key = $2";
 pub const SAVE_RESPONSE: &str = "UPDATE idempotency_keys SET response = $3 WHERE scope = $1 AND key = $2";
-pub const PURGE_BEFORE: &str = "DELETE FROM idempotency_keys WHERE created_at < $1";
 
 /// What [`SELECT_CLAIMED`] found for a key the claim did not take: the earlier request's
 /// hash and response.

@@ -4,19 +4,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::{SqliteStore, SqliteTx, db_err};
+use super::{SqliteTx, db_err};
 use crate::domain::Result;
 use crate::store::sql::DbTime;
-use crate::store::sql::idempotency::{CLAIM_KEY, PURGE_BEFORE, SAVE_RESPONSE, SELECT_CLAIMED, existing};
-use crate::store::{IdempotencyClaim, IdempotencyStore, IdempotencyTx};
-
-#[async_trait]
-impl IdempotencyStore for SqliteStore {
-    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64> {
-        let done = sqlx::query(PURGE_BEFORE).bind(DbTime(before)).execute(&self.writer).await.map_err(db_err)?;
-        Ok(done.rows_affected())
-    }
-}
+use crate::store::sql::idempotency::{CLAIM_KEY, SAVE_RESPONSE, SELECT_CLAIMED, existing};
+use crate::store::{IdempotencyClaim, IdempotencyTx};
 
 #[async_trait]
 impl IdempotencyTx for SqliteTx {

@@ -18,6 +18,7 @@ mod integrations;
 mod links;
 mod maintenance;
 mod postmortems;
+mod retention;
 mod stats;
 mod subscribers;
 mod subscriptions;
