@@ -35,7 +35,7 @@ pub struct EventList {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct ListEventsParams {
-    /// Events after this cursor (a `sequence`); default: from the first.
+    /// Events after this cursor (a `sequence`); default (and 0): from the oldest event kept.
     after: Option<String>,
     /// Only these types (repeatable), e.g. `incident.created`.
     #[param(inline)]
@@ -53,7 +53,8 @@ pub struct ListEventsParams {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub struct StreamEventsParams {
-    /// Resume after this cursor; `Last-Event-ID` takes precedence. Default: from now.
+    /// Resume after this cursor; `Last-Event-ID` takes precedence. Default: from now; 0: from the
+    /// oldest event kept.
     after: Option<String>,
     /// Only these types (repeatable).
     #[param(inline)]
@@ -86,6 +87,7 @@ fn filter(q: &QueryParams, v: &mut Violations) -> EventFilter {
     responses(
         (status = 200, description = "Events in commit order", body = EventList),
         (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 410, description = "The events after `after` are no longer kept (`cursor_expired`): resume from `oldest_cursor`"),
     )
 )]
 pub async fn list_events(
@@ -117,6 +119,7 @@ pub async fn list_events(
         (status = 200, description = "Server-Sent Events: `id` is the cursor, `event` the type, `data` the CloudEvent",
             content_type = "text/event-stream", body = String),
         (status = 400, description = "Invalid request: `errors` names each bad field"),
+        (status = 410, description = "The events after the cursor are no longer kept (`cursor_expired`): resume from `oldest_cursor`"),
     )
 )]
 pub async fn stream_events(
