@@ -34,6 +34,9 @@ pub struct Application {
     api: bool,
     worker: bool,
     max_message_bytes: usize,
+    /// Requests in flight at once (REST and gRPC together).
+    max_in_flight: usize,
+    http_limits: crate::api::serve::HttpLimits,
     drain_delay: Duration,
     shutdown_timeout: Duration,
 }
@@ -154,11 +157,18 @@ impl Application {
                 max_body_bytes: config.max_request_bytes,
                 cors_allowed_origins: config.cors_allowed_origins.clone(),
                 serve_metrics: metrics.is_none(),
+                body_read_timeout: Duration::from_secs(config.body_read_timeout_secs.max(1)),
             },
             metrics,
             api,
             worker: config.runs(Role::Worker),
             max_message_bytes: config.max_request_bytes,
+            max_in_flight: config.max_in_flight,
+            http_limits: crate::api::serve::HttpLimits {
+                header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
+                max_header_bytes: config.max_header_bytes,
+                http2_max_concurrent_streams: config.http2_max_concurrent_streams.max(1),
+            },
             drain_delay: Duration::from_secs(config.drain_delay_secs),
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
         })
@@ -210,16 +220,22 @@ impl Application {
         // Closing the listeners waits for the drain delay; `shutdown` only starts the drain.
         let closing = CancellationToken::new();
         let mut servers = Vec::new();
+        let admission = crate::api::admission::Admission::new(self.max_in_flight, self.service.clone());
         let router = match self.api {
-            true => rest::router(self.service.clone(), &self.rest, self.public.clone())?,
+            true => rest::router(self.service.clone(), &self.rest, self.public.clone(), admission.clone())?,
             false => rest::operations_router(self.service.clone(), self.rest.serve_metrics),
         };
-        // The peer address feeds the public routes' rate limit.
-        let rest_server = axum::serve(self.http, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(closing.clone().cancelled_owned());
+        // The peer address (ConnectInfo) feeds the public routes' rate limit.
+        let rest_server =
+            crate::api::serve::serve(self.http, router, self.http_limits, closing.clone().cancelled_owned());
         servers.push(tokio::spawn(async move { rest_server.await.context("REST server") }));
         if let Some(listener) = self.grpc {
-            let grpc_server = grpc::server(self.service.clone(), health_service, self.max_message_bytes)?
+            let limits = grpc::GrpcLimits {
+                max_message_bytes: self.max_message_bytes,
+                max_concurrent_streams: self.http_limits.http2_max_concurrent_streams,
+                max_header_list_bytes: u32::try_from(self.http_limits.max_header_bytes).unwrap_or(u32::MAX),
+            };
+            let grpc_server = grpc::server(self.service.clone(), health_service, limits, admission)?
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     closing.clone().cancelled_owned(),

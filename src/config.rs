@@ -137,6 +137,28 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_request_bytes: usize,
 
+    /// Requests this process serves at once (REST and gRPC together, health and metrics
+    /// aside); more get 503 `overloaded` / RESOURCE_EXHAUSTED at once, with Retry-After.
+    #[arg(long, env = "INCIDENTD_MAX_IN_FLIGHT", default_value_t = 512, global = true)]
+    pub max_in_flight: usize,
+
+    /// Seconds an HTTP/1 client has to send a request's headers (slow clients are cut off).
+    #[arg(long, env = "INCIDENTD_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a request body may stall between two reads before the request fails with 408.
+    #[arg(long, env = "INCIDENTD_BODY_READ_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub body_read_timeout_secs: u64,
+
+    /// Largest header section a request may send, in bytes (HTTP/1: 431; HTTP/2 and gRPC: the
+    /// advertised SETTINGS_MAX_HEADER_LIST_SIZE).
+    #[arg(long, env = "INCIDENTD_MAX_HEADER_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub max_header_bytes: usize,
+
+    /// Streams one HTTP/2 or gRPC connection may have open at once.
+    #[arg(long, env = "INCIDENTD_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 100, global = true)]
+    pub http2_max_concurrent_streams: u32,
+
     /// Origins browsers may call the REST API from (comma-separated, or `*`); empty turns CORS
     /// off.
     #[arg(long, env = "INCIDENTD_CORS_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
@@ -433,6 +455,11 @@ impl Config {
             rate_limit_per_second: 0,
             rate_limit_burst: 1,
             max_request_bytes: 1024 * 1024,
+            max_in_flight: 512,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            max_header_bytes: 64 * 1024,
+            http2_max_concurrent_streams: 100,
             cors_allowed_origins: Vec::new(),
             bootstrap_key_file: None,
             public_url: "http://localhost:8080".into(),
