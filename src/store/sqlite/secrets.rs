@@ -46,6 +46,13 @@ impl SecretStore for SqliteStore {
                 sqlx::query(r.sql).bind(r.new).bind(r.key).bind(r.old).execute(&self.writer).await.map_err(db_err)?;
             tally.resealed += done.rows_affected();
         }
+        if tally.resealed > 0 {
+            // The replaced values' old pages leave the write-ahead log (best effort: a reader
+            // in progress may keep part of it until the next checkpoint).
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.writer).await {
+                tracing::debug!(error = %e, "could not truncate the write-ahead log after encrypting secrets");
+            }
+        }
         Ok(tally)
     }
 }
