@@ -54,10 +54,8 @@ impl ClassifyResponse for HealthAwareClassifier {
     }
 }
 
-/// The trace layer of every HTTP router: spans named and parented as in
-/// [`crate::telemetry::http_request_span`]; server errors logged at ERROR, a health route's
-/// 503 at debug.
-pub fn layer() -> TraceLayer<
+/// The trace layer [`layer`] builds.
+pub type HttpTraceLayer = TraceLayer<
     HealthAware,
     fn(&Request<axum::body::Body>) -> tracing::Span,
     tower_http::trace::DefaultOnRequest,
@@ -65,7 +63,12 @@ pub fn layer() -> TraceLayer<
     tower_http::trace::DefaultOnBodyChunk,
     tower_http::trace::DefaultOnEos,
     DefaultOnFailure,
-> {
+>;
+
+/// The trace layer of every HTTP router: spans named and parented as in
+/// [`crate::telemetry::http_request_span`]; server errors logged at ERROR, a health route's
+/// 503 at debug.
+pub fn layer() -> HttpTraceLayer {
     TraceLayer::new(HealthAware)
         .make_span_with(crate::telemetry::http_request_span::<axum::body::Body> as fn(&_) -> _)
         .on_failure(DefaultOnFailure::new().level(Level::ERROR))
