@@ -26,6 +26,7 @@ mod production;
 mod public;
 mod receivers;
 mod reliability;
+mod secrets;
 mod stats;
 mod storage;
 mod subscribers;

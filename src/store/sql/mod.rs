@@ -19,6 +19,7 @@ pub mod integrations;
 pub mod links;
 pub mod maintenance;
 pub mod postmortems;
+pub mod secrets;
 pub mod stats;
 pub mod subscribers;
 pub mod subscriptions;
