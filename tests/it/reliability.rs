@@ -9,9 +9,14 @@ use crate::helpers::{drop_database, fresh_database_url, serve_binary, sigterm};
 
 const TOKEN: &str = "reliability-admin-token";
 
-/// The log lines at `WARN` or `ERROR` among JSON log lines.
-fn alarming(logs: &[String]) -> Vec<String> {
-    logs.iter()
+/// The log lines at `WARN` or `ERROR` among JSON log lines, from the first line containing
+/// `from` on (the start's own warnings, such as unencrypted secrets on Postgres without a key,
+/// are not what these tests look at).
+fn alarming(logs: &[String], from: &str) -> Vec<String> {
+    let start =
+        logs.iter().position(|l| l.contains(from)).unwrap_or_else(|| panic!("no line with {from:?}: {logs:#?}"));
+    logs[start..]
+        .iter()
         .filter(|l| {
             let json: Value = serde_json::from_str(l).unwrap_or_default();
             matches!(json["level"].as_str(), Some("WARN" | "ERROR"))
@@ -54,7 +59,7 @@ async fn a_planned_drain_logs_no_warning_or_error() {
     served.logs_done.await.unwrap();
     let logs = served.logs.lock().unwrap().clone();
     assert!(logs.iter().any(|l| l.contains("stopping: not ready any more")), "the drain is logged: {logs:?}");
-    assert_eq!(alarming(&logs), Vec::<String>::new(), "warnings or errors during a planned drain");
+    assert_eq!(alarming(&logs, "received SIGTERM"), Vec::<String>::new(), "warnings or errors during a planned drain");
     drop_database(&url);
 }
 
@@ -651,7 +656,7 @@ async fn a_postgres_outage_under_load_fails_fast_recovers_and_loses_no_acknowled
     served.logs_done.await.unwrap();
     let logs = served.logs.lock().unwrap().clone();
     // One warning for the outage, not one per request or per background retry.
-    let alarms = alarming(&logs);
+    let alarms = alarming(&logs, "incidentd listening");
     assert_eq!(alarms.len(), 1, "warnings and errors in an outage: {alarms:#?}");
     assert!(alarms[0].contains("database unreachable"), "{alarms:#?}");
     assert!(logs.iter().any(|l| l.contains("database reachable again")), "the recovery is logged");
