@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +15,7 @@ use tonic_health::ServingStatus;
 
 use crate::api::{grpc, rest};
 use crate::config::{Config, Role};
+use crate::secrets::{KeyRing, Reseal};
 use crate::service::Service;
 use crate::store::{self, DynStore};
 
@@ -34,23 +36,111 @@ pub struct Application {
     api: bool,
     worker: bool,
     max_message_bytes: usize,
+    /// Requests in flight at once (REST and gRPC together).
+    max_in_flight: usize,
+    http_limits: crate::api::serve::HttpLimits,
     drain_delay: Duration,
     shutdown_timeout: Duration,
 }
 
-/// Connects to the database the URL names and applies migrations.
+/// Connects to the database the URL names and applies migrations (without the keys of the
+/// stored secrets: for what writes none).
 pub async fn migrate(database_url: &str, max_connections: u32) -> anyhow::Result<DynStore> {
     migrate_with(database_url, store::PoolSettings::new(max_connections)).await
 }
 
 /// [`migrate`] with the pool's limits spelled out.
 pub async fn migrate_with(database_url: &str, pool: store::PoolSettings) -> anyhow::Result<DynStore> {
-    let store = store::connect_with(database_url, pool)
+    let store = store::connect_with(database_url, pool, Arc::new(KeyRing::unencrypted()))
         .await
         .with_context(|| format!("connecting to {}", store::redact_url(database_url)))?;
     store.migrate().await.context("applying migrations")?;
     crate::service::backfill_component_history(&store).await.context("replaying the component status history")?;
     Ok(store)
+}
+
+/// Connects to the configured database, sealing stored secrets with `keys`; migrates first
+/// when `migrate`.
+async fn connect_configured(config: &Config, keys: KeyRing, migrate: bool) -> anyhow::Result<DynStore> {
+    let url = config.database_url.expose_secret();
+    let store = store::connect_with(url, config.pool_settings(), Arc::new(keys))
+        .await
+        .with_context(|| format!("connecting to {}", store::redact_url(url)))?;
+    if migrate {
+        store.migrate().await.context("applying migrations")?;
+        crate::service::backfill_component_history(&store).await.context("replaying the component status history")?;
+    }
+    Ok(store)
+}
+
+/// Connects to the configured database with the keys of the stored secrets, and migrates it.
+pub async fn open_store(config: &Config) -> anyhow::Result<DynStore> {
+    connect_configured(config, secret_keys(config)?, true).await
+}
+
+/// The keys that seal the stored secrets: `INCIDENTD_SECRET_KEY`; else, with SQLite, the key
+/// file beside the database (generated on the first start); else none (Postgres: stored
+/// unencrypted, with a warning).
+pub fn secret_keys(config: &Config) -> anyhow::Result<KeyRing> {
+    if let Some(value) = &config.secret_key {
+        let keys = KeyRing::parse(value.expose_secret(), crate::secrets::ENV)?;
+        tracing::info!(keys = %keys.key_ids().join(","), "stored secrets are encrypted with INCIDENTD_SECRET_KEY");
+        return Ok(keys);
+    }
+    if config.database_url.expose_secret().starts_with("sqlite:") {
+        let Some(path) = config.secret_key_path() else {
+            // An in-memory database lives as long as the process: so does its key.
+            return Ok(KeyRing::parse(&KeyRing::generate_key(), "a generated key").expect("a valid key"));
+        };
+        let (value, generated) = read_or_create_key_file(&path)?;
+        let keys = KeyRing::parse(&value, &path.display().to_string())?;
+        match generated {
+            true => tracing::info!(file = %path.display(), keys = %keys.key_ids().join(","),
+                "generated the key of the stored secrets (mode 0600); back it up with the database"),
+            false => tracing::info!(file = %path.display(), keys = %keys.key_ids().join(","),
+                "stored secrets are encrypted with the key file"),
+        }
+        return Ok(keys);
+    }
+    tracing::warn!("secrets are stored unencrypted; set INCIDENTD_SECRET_KEY (openssl rand -base64 32)");
+    Ok(KeyRing::unencrypted())
+}
+
+/// The key file's content, generating it first when it does not exist; and whether it was
+/// generated. A new key is written under a temporary name and linked into place, so a
+/// process starting at the same moment either creates the file or reads the other's whole.
+fn read_or_create_key_file(path: &Path) -> anyhow::Result<(String, bool)> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).with_context(|| format!("reading the secret key file {}", path.display()))
+    };
+    if path.exists() {
+        return Ok((read(path)?, false));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let key = KeyRing::generate_key();
+    let temporary = path.with_extension(format!("key.{}.tmp", std::process::id()));
+    write_secret_file(&temporary, &key)
+        .with_context(|| format!("writing the secret key file {}", temporary.display()))?;
+    let linked = std::fs::hard_link(&temporary, path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok((key, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((read(path)?, false)),
+        Err(e) => Err(e).with_context(|| format!("writing the secret key file {}", path.display())),
+    }
+}
+
+/// Encrypts the stored secrets still in plaintext (from before a key was set) and checks
+/// that every encrypted one decrypts with the configured keys, so a missing key stops the
+/// start instead of failing deliveries later.
+async fn seal_stored_secrets(store: &DynStore) -> anyhow::Result<()> {
+    let done = store.reseal_secrets(Reseal::Plaintext).await.context("checking the stored secrets")?;
+    if done.resealed > 0 {
+        tracing::info!(encrypted = done.resealed, "encrypted stored secrets that were in plaintext");
+    }
+    Ok(())
 }
 
 /// Writes the generated admin key to `path`, readable by its owner only.
@@ -99,14 +189,8 @@ impl Application {
         config: &Config,
         clock: std::sync::Arc<dyn crate::service::Clock>,
     ) -> anyhow::Result<Self> {
-        let url = config.database_url.expose_secret();
-        let store = if config.migrate_on_start {
-            migrate_with(url, config.pool_settings()).await?
-        } else {
-            store::connect_with(url, config.pool_settings())
-                .await
-                .with_context(|| format!("connecting to {}", store::redact_url(url)))?
-        };
+        let store = connect_configured(config, secret_keys(config)?, config.migrate_on_start).await?;
+        seal_stored_secrets(&store).await?;
         let mut settings = config.service_settings()?;
         settings.dispatch.clock = clock;
         let service = Service::new(store, settings)?;
@@ -154,11 +238,18 @@ impl Application {
                 max_body_bytes: config.max_request_bytes,
                 cors_allowed_origins: config.cors_allowed_origins.clone(),
                 serve_metrics: metrics.is_none(),
+                body_read_timeout: Duration::from_secs(config.body_read_timeout_secs.max(1)),
             },
             metrics,
             api,
             worker: config.runs(Role::Worker),
             max_message_bytes: config.max_request_bytes,
+            max_in_flight: config.max_in_flight,
+            http_limits: crate::api::serve::HttpLimits {
+                header_read_timeout: Duration::from_secs(config.header_read_timeout_secs.max(1)),
+                max_header_bytes: config.max_header_bytes,
+                http2_max_concurrent_streams: config.http2_max_concurrent_streams.max(1),
+            },
             drain_delay: Duration::from_secs(config.drain_delay_secs),
             shutdown_timeout: Duration::from_secs(config.shutdown_timeout_secs),
         })
@@ -210,16 +301,22 @@ impl Application {
         // Closing the listeners waits for the drain delay; `shutdown` only starts the drain.
         let closing = CancellationToken::new();
         let mut servers = Vec::new();
+        let admission = crate::api::admission::Admission::new(self.max_in_flight, self.service.clone());
         let router = match self.api {
-            true => rest::router(self.service.clone(), &self.rest, self.public.clone())?,
+            true => rest::router(self.service.clone(), &self.rest, self.public.clone(), admission.clone())?,
             false => rest::operations_router(self.service.clone(), self.rest.serve_metrics),
         };
-        // The peer address feeds the public routes' rate limit.
-        let rest_server = axum::serve(self.http, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(closing.clone().cancelled_owned());
+        // The peer address (ConnectInfo) feeds the public routes' rate limit.
+        let rest_server =
+            crate::api::serve::serve(self.http, router, self.http_limits, closing.clone().cancelled_owned());
         servers.push(tokio::spawn(async move { rest_server.await.context("REST server") }));
         if let Some(listener) = self.grpc {
-            let grpc_server = grpc::server(self.service.clone(), health_service, self.max_message_bytes)?
+            let limits = grpc::GrpcLimits {
+                max_message_bytes: self.max_message_bytes,
+                max_concurrent_streams: self.http_limits.http2_max_concurrent_streams,
+                max_header_list_bytes: u32::try_from(self.http_limits.max_header_bytes).unwrap_or(u32::MAX),
+            };
+            let grpc_server = grpc::server(self.service.clone(), health_service, limits, admission)?
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     closing.clone().cancelled_owned(),
@@ -339,7 +436,7 @@ pub async fn api_key_command(config: &Config, command: crate::config::ApiKeyComm
     use crate::domain::access::NewApiKey;
     use crate::domain::{Caller, PageRequest, Scope};
 
-    let store = migrate(config.database_url.expose_secret(), 1).await?;
+    let store = open_store(config).await?;
     let service = Service::new(store, config.service_settings()?)?;
     let system = Caller::system();
     match command {
@@ -384,6 +481,28 @@ pub async fn api_key_command(config: &Config, command: crate::config::ApiKeyComm
         ApiKeyCommand::Revoke { id } => {
             let key = service.revoke_api_key(&system, id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("revoked API key {} ({})", key.id, key.name);
+        }
+    }
+    Ok(())
+}
+
+/// `incidentd secrets …`: the encryption of the stored secrets.
+pub async fn secrets_command(config: &Config, command: crate::config::SecretsCommand) -> anyhow::Result<()> {
+    match command {
+        crate::config::SecretsCommand::Rotate => {
+            let keys = secret_keys(config)?;
+            let Some(first) = keys.key_ids().first().map(|id| id.to_string()) else {
+                anyhow::bail!("INCIDENTD_SECRET_KEY is not set: there is no key to encrypt the stored secrets with");
+            };
+            let store = connect_configured(config, keys, config.migrate_on_start).await?;
+            let done = store
+                .reseal_secrets(Reseal::NotUnderFirstKey)
+                .await
+                .map_err(|e| anyhow::anyhow!("re-encrypting the stored secrets: {e}"))?;
+            println!(
+                "re-encrypted {} of {} stored secrets under key {first}; keys other than {first} can now be removed",
+                done.resealed, done.checked
+            );
         }
     }
     Ok(())

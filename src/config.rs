@@ -33,6 +33,9 @@ pub enum Command {
     /// Manage API keys directly in the configured database.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Manage the encryption of stored secrets (INCIDENTD_SECRET_KEY).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Fill the configured database with a realistic dataset (for benchmarks and demos):
     /// 20 components and N incidents with labels, updates and resolutions.
     Seed {
@@ -67,6 +70,14 @@ pub enum ApiKeyCommand {
         /// The key's id.
         id: uuid::Uuid,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-encrypt every stored secret under the first key of INCIDENTD_SECRET_KEY and print
+    /// how many were re-encrypted; the other keys can then be removed. Fails, naming it, on a
+    /// value no configured key decrypts.
+    Rotate,
 }
 
 /// What a process runs. A process runs one or both.
@@ -124,6 +135,14 @@ pub struct Config {
     #[arg(long, env = "INCIDENTD_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret, global = true)]
     pub admin_token: Option<SecretString>,
 
+    /// Keys that encrypt the stored secrets the service uses (webhook signing secrets, the
+    /// subscriber-link key): base64 of 32 random bytes (`openssl rand -base64 32`), several
+    /// comma-separated while rotating (the first encrypts, any decrypts). Unset: with SQLite, a
+    /// key is generated on the first start into `incidentd-secret.key` beside the database
+    /// (mode 0600); with Postgres, secrets are stored unencrypted (with a warning at every start).
+    #[arg(long, env = "INCIDENTD_SECRET_KEY", hide_env_values = true, value_parser = parse_secret, global = true)]
+    pub secret_key: Option<SecretString>,
+
     /// Requests per second each API key may make on average (token bucket refill); 0 turns
     /// rate limiting off.
     #[arg(long, env = "INCIDENTD_RATE_LIMIT_PER_SECOND", default_value_t = 100, global = true)]
@@ -136,6 +155,28 @@ pub struct Config {
     /// Largest accepted request: REST body or gRPC message, in bytes.
     #[arg(long, env = "INCIDENTD_MAX_REQUEST_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_request_bytes: usize,
+
+    /// Requests this process serves at once (REST and gRPC together, health and metrics
+    /// aside); more get 503 `overloaded` / RESOURCE_EXHAUSTED at once, with Retry-After.
+    #[arg(long, env = "INCIDENTD_MAX_IN_FLIGHT", default_value_t = 512, global = true)]
+    pub max_in_flight: usize,
+
+    /// Seconds an HTTP/1 client has to send a request's headers (slow clients are cut off).
+    #[arg(long, env = "INCIDENTD_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a request body may stall between two reads before the request fails with 408.
+    #[arg(long, env = "INCIDENTD_BODY_READ_TIMEOUT_SECS", default_value_t = 30, global = true)]
+    pub body_read_timeout_secs: u64,
+
+    /// Largest header section a request may send, in bytes (HTTP/1: 431; HTTP/2 and gRPC: the
+    /// advertised SETTINGS_MAX_HEADER_LIST_SIZE).
+    #[arg(long, env = "INCIDENTD_MAX_HEADER_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub max_header_bytes: usize,
+
+    /// Streams one HTTP/2 or gRPC connection may have open at once.
+    #[arg(long, env = "INCIDENTD_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 100, global = true)]
+    pub http2_max_concurrent_streams: u32,
 
     /// Origins browsers may call the REST API from (comma-separated, or `*`); empty turns CORS
     /// off.
@@ -490,14 +531,23 @@ impl Config {
         if let Some(p) = &self.bootstrap_key_file {
             return p.clone();
         }
+        self.sqlite_dir().unwrap_or_default().join("incidentd-admin.key")
+    }
+
+    /// Where the generated key of the stored secrets goes when `INCIDENTD_SECRET_KEY` is
+    /// unset: beside the SQLite database file. `None` with Postgres or an in-memory database.
+    pub fn secret_key_path(&self) -> Option<PathBuf> {
+        self.sqlite_dir().map(|d| d.join("incidentd-secret.key"))
+    }
+
+    /// The folder of the SQLite database file (empty: the working directory); `None` with
+    /// Postgres or an in-memory database.
+    fn sqlite_dir(&self) -> Option<PathBuf> {
         let url = self.database_url.expose_secret();
-        let dir = url
-            .strip_prefix("sqlite:")
+        url.strip_prefix("sqlite:")
             .map(|p| p.trim_start_matches("//").split('?').next().unwrap_or_default())
-            .filter(|p| !p.contains(":memory:"))
+            .filter(|p| !p.contains(":memory:") && !url.contains("mode=memory"))
             .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
-            .unwrap_or_default();
-        dir.join("incidentd-admin.key")
     }
 
     /// Settings for tests: loopback, OS-chosen ports, the given database, no rate limit,
@@ -512,9 +562,15 @@ impl Config {
             log_format: LogFormat::Text,
             log: "warn".into(),
             admin_token: None,
+            secret_key: None,
             rate_limit_per_second: 0,
             rate_limit_burst: 1,
             max_request_bytes: 1024 * 1024,
+            max_in_flight: 512,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            max_header_bytes: 64 * 1024,
+            http2_max_concurrent_streams: 100,
             cors_allowed_origins: Vec::new(),
             bootstrap_key_file: None,
             public_url: "http://localhost:8080".into(),

@@ -9,6 +9,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod notify;
+pub mod secrets;
 pub mod seed;
 pub mod service;
 pub mod store;

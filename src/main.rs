@@ -15,8 +15,10 @@ async fn main() -> anyhow::Result<()> {
 async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
     match command.unwrap_or(Command::Serve) {
         Command::ApiKey(command) => incidentd::app::api_key_command(&config, command).await,
+        Command::Secrets(command) => incidentd::app::secrets_command(&config, command).await,
         Command::Seed { incidents, concurrency } => {
-            let store = incidentd::app::migrate(config.database_url.expose_secret(), concurrency as u32).await?;
+            let seeding = Config { database_max_connections: concurrency as u32, ..config.clone() };
+            let store = incidentd::app::open_store(&seeding).await?;
             let service = incidentd::service::Service::new(store, config.service_settings()?)?;
             let seeded = incidentd::seed::seed(&service, incidents, concurrency).await?;
             tracing::info!(

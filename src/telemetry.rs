@@ -95,6 +95,8 @@ fn resource() -> opentelemetry_sdk::Resource {
 /// Installs the global subscriber: logs to stderr filtered by `filter`, spans to
 /// OpenTelemetry. Safe to call more than once (later calls install nothing).
 pub fn init(format: LogFormat, filter: &str) -> Telemetry {
+    let filter = with_quiet_pool(filter);
+    let filter = filter.as_str();
     let log_filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
         eprintln!("invalid log filter {filter:?} ({e}); using \"info\"");
         EnvFilter::new("info")
@@ -124,6 +126,13 @@ pub fn init(format: LogFormat, filter: &str) -> Telemetry {
     };
     let installed = tracing_subscriber::registry().with(otel).with(logs.with_filter(log_filter)).try_init().is_ok();
     Telemetry { provider: installed.then_some(provider), exporting: installed && exporting }
+}
+
+/// The log filter with sqlx's pool held to errors, unless the filter names sqlx itself: the
+/// pool warns once per pooled connection when the database goes away, which the readiness
+/// watcher already reports in one line.
+fn with_quiet_pool(filter: &str) -> String {
+    if filter.contains("sqlx") { filter.to_string() } else { format!("{filter},sqlx_core::pool=error") }
 }
 
 /// Reads W3C trace context from request headers.

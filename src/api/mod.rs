@@ -1,9 +1,11 @@
 //! The transports: thin adapters that convert, call the [`crate::service::Service`], and
 //! convert back.
 
+pub mod admission;
 pub mod grpc;
 pub mod public;
 pub mod rest;
+pub mod serve;
 
 /// The message a caller gets for an error. Internal errors and an unavailable database are
 /// logged here, and the caller gets a fixed sentence instead of their detail (it may name

@@ -168,6 +168,12 @@ impl Error {
         }
     }
 
+    /// Whether this is the database being away (unreachable, timed out): background work that
+    /// fails on it retries quietly, since the readiness watcher reports the outage once.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+
     /// A single-field validation error.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Validation(vec![FieldViolation::new(field, message)])

@@ -143,8 +143,10 @@ impl Service {
         Fut: Future<Output = Result<T>>,
     {
         loop {
-            if let Err(e) = step().await {
-                tracing::warn!(error = %e, "{what} failed; trying again");
+            match step().await {
+                Err(e) if e.is_outage() => tracing::debug!(error = %e, "{what} failed; trying again"),
+                Err(e) => tracing::warn!(error = %e, "{what} failed; trying again"),
+                Ok(_) => {}
             }
             tokio::select! {
                 _ = stop.cancelled() => return,

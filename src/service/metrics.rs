@@ -51,6 +51,7 @@ pub struct Metrics {
     status_rebuild: HistogramVec,
     status_documents: IntGauge,
     pruned: IntCounterVec,
+    requests_shed: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -103,6 +104,12 @@ impl Metrics {
                 LATENCY_BUCKETS,
             ),
             grpc_requests: counter(&r, "grpc_requests_total", "gRPC calls answered", &["method", "code"]),
+            requests_shed: counter(
+                &r,
+                "requests_shed_total",
+                "Requests refused at once because the process had its limit of requests in flight",
+                &["transport"],
+            ),
             grpc_duration: histogram(
                 &r,
                 "grpc_request_duration_seconds",
@@ -186,6 +193,11 @@ impl Metrics {
         let labels = [method, route, status.as_str()];
         self.http_requests.with_label_values(&labels).inc();
         self.http_duration.with_label_values(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// A request refused by admission control (`transport`: `http` or `grpc`).
+    pub fn observe_shed(&self, transport: &str) {
+        self.requests_shed.with_label_values(&[transport]).inc();
     }
 
     pub fn observe_grpc(&self, method: &str, code: &str, elapsed: Duration) {

@@ -22,6 +22,7 @@ mod maintenance;
 pub mod postgres;
 mod postmortems;
 mod retention;
+mod secrets;
 pub mod sql;
 pub mod sqlite;
 mod stats;
@@ -45,11 +46,13 @@ pub use links::{LinkStore, LinkTx, Moved};
 pub use maintenance::{MaintenanceFilter, MaintenanceStore, MaintenanceTx};
 pub use postmortems::{PostmortemStore, PostmortemTx};
 pub use retention::{PrunedBatch, RetentionStore};
+pub use secrets::{Resealed, SecretStore};
 pub use stats::StatsStore;
 pub use subscribers::{ClaimedCustomerMail, SubscriberFigures, SubscriberStore, SubscriberTx};
 pub use subscriptions::{AttemptResult, ClaimedDelivery, Lease, NewDelivery, SubscriptionStore, SubscriptionTx};
 
 use crate::domain::{Result, Severity, Status};
+use crate::secrets::KeyRing;
 
 /// The reads and process-wide operations of a backend: one supertrait per feature.
 #[async_trait]
@@ -68,6 +71,7 @@ pub trait Store:
     + SubscriptionStore
     + EventStore
     + RetentionStore
+    + SecretStore
     + Send
     + Sync
     + 'static
@@ -168,16 +172,17 @@ impl PoolSettings {
 }
 
 /// Connects to the store the URL's scheme names: `postgres://` / `postgresql://` or
-/// `sqlite:`.
+/// `sqlite:`, storing secrets as given (no key: for what stores no secret, such as
+/// migrations).
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DynStore> {
-    connect_with(url, PoolSettings::new(max_connections)).await
+    connect_with(url, PoolSettings::new(max_connections), Arc::new(KeyRing::unencrypted())).await
 }
 
-/// [`connect`] with the pool's limits spelled out.
-pub async fn connect_with(url: &str, pool: PoolSettings) -> anyhow::Result<DynStore> {
+/// [`connect`] with the pool's limits spelled out, sealing stored secrets with `keys`.
+pub async fn connect_with(url: &str, pool: PoolSettings, keys: Arc<KeyRing>) -> anyhow::Result<DynStore> {
     match url.split_once(':').map(|(scheme, _)| scheme) {
-        Some("postgres" | "postgresql") => Ok(Arc::new(postgres::PgStore::connect(url, pool).await?)),
-        Some("sqlite") => Ok(Arc::new(sqlite::SqliteStore::connect(url, pool.max_connections).await?)),
+        Some("postgres" | "postgresql") => Ok(Arc::new(postgres::PgStore::connect(url, pool, keys).await?)),
+        Some("sqlite") => Ok(Arc::new(sqlite::SqliteStore::connect(url, pool.max_connections, keys).await?)),
         _ => anyhow::bail!("unsupported database URL (expected postgres://… or sqlite:…): {}", redact_url(url)),
     }
 }

@@ -27,6 +27,7 @@ mod public;
 mod receivers;
 mod reliability;
 mod retention;
+mod secrets;
 mod stats;
 mod storage;
 mod subscribers;

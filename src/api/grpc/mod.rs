@@ -73,11 +73,23 @@ pub const HEALTH_SERVICE_NAME: &str = "grpc.health.v1.Health";
 
 /// The gRPC router with every service added. Messages over `max_message_bytes` are refused
 /// (RESOURCE_EXHAUSTED).
+/// The limits of the gRPC server's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcLimits {
+    /// Largest message, in bytes.
+    pub max_message_bytes: usize,
+    /// Streams (calls) one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Largest header list (metadata) a call may send, in bytes.
+    pub max_header_list_bytes: u32,
+}
+
 pub fn server<H: Health>(
     service: Service,
     health: HealthServer<H>,
-    max_message_bytes: usize,
-) -> anyhow::Result<Router<Stack<MetricsLayer, Identity>>> {
+    limits: GrpcLimits,
+    admission: crate::api::admission::Admission,
+) -> anyhow::Result<Router<Stack<crate::api::admission::Admission, Stack<MetricsLayer, Identity>>>> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -90,14 +102,17 @@ pub fn server<H: Health>(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_bytes)
         .layer(MetricsLayer(service.clone()))
+        .layer(admission)
         .trace_fn(|req| {
             crate::telemetry::grpc_request_span(req, method_label(req.uri().path()).trim_start_matches('/'))
         })
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    Ok(add_api_services(router, &service, max_message_bytes))
+    Ok(add_api_services(router, &service, limits.max_message_bytes))
 }
 
 /// Authenticates the caller from the `authorization` metadata (`Bearer <key>`) and checks

@@ -179,7 +179,7 @@ impl Public {
 
     /// Reads, renders and installs a new snapshot; returns how many documents it serves.
     async fn build(&self, service: &Service) -> anyhow::Result<usize> {
-        let state = service.public_state().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let state = service.public_state().await?;
         let previous = self.current();
         let generation = previous.as_ref().map_or(1, |p| p.generation + 1);
         let settings = self.settings.clone();
@@ -197,8 +197,14 @@ impl Public {
         let mut changes = service.watch_public();
         loop {
             let started = tokio::time::Instant::now();
-            if let Err(e) = self.rebuild(&service).await {
-                tracing::warn!(error = %e, "rebuilding the public status snapshot failed; serving the last one");
+            match self.rebuild(&service).await {
+                Err(e) if e.downcast_ref::<crate::domain::Error>().is_some_and(|e| e.is_outage()) => {
+                    tracing::debug!(error = %e, "rebuilding the public status snapshot failed; serving the last one")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "rebuilding the public status snapshot failed; serving the last one")
+                }
+                Ok(()) => {}
             }
             // Changes come in bursts (a change and its component moves): take them together,
             // and under a storm of changes rebuild at most half the time, so that the

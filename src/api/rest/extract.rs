@@ -120,11 +120,30 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<(HeaderMap, Bytes), BodyRejection> {
     let headers = req.headers().clone();
     let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+        if timed_out(&e) {
+            return BodyRejection::Transport {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "request_timeout",
+                detail: "the request body did not arrive in time; send it again".into(),
+            };
+        }
         let status = e.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "bad_body" };
         BodyRejection::Transport { status, code, detail: e.body_text() }
     })?;
     Ok((headers, bytes))
+}
+
+/// Whether reading the body failed on the body read deadline.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 fn decode<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, BodyRejection> {

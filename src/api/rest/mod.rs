@@ -66,11 +66,18 @@ pub struct RestSettings {
     pub cors_allowed_origins: Vec<String>,
     /// Whether `/metrics` is served here (not when it has a port of its own).
     pub serve_metrics: bool,
+    /// Time a client has to send a request's whole body (408 after).
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl Default for RestSettings {
     fn default() -> Self {
-        RestSettings { max_body_bytes: 1024 * 1024, cors_allowed_origins: Vec::new(), serve_metrics: true }
+        RestSettings {
+            max_body_bytes: 1024 * 1024,
+            cors_allowed_origins: Vec::new(),
+            serve_metrics: true,
+            body_read_timeout: std::time::Duration::from_secs(30),
+        }
     }
 }
 
@@ -261,6 +268,7 @@ pub fn router(
     service: Service,
     settings: &RestSettings,
     public: Arc<crate::api::public::Public>,
+    admission: crate::api::admission::Admission,
 ) -> anyhow::Result<Router> {
     let (routes, mut doc) = api(public);
     secure(&mut doc);
@@ -279,7 +287,11 @@ pub fn router(
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(settings.body_read_timeout))
         .layer(trace::layer())
+        // Outside the trace layer: a shed request costs no span and no log line (it is counted
+        // in `incidentd_requests_shed_total`).
+        .layer(axum::middleware::from_fn_with_state(admission, crate::api::admission::admit_http))
         .with_state(service);
     Ok(match cors(settings)? {
         Some(cors) => router.layer(cors),

@@ -233,8 +233,10 @@ impl Dispatcher {
         *self.stop.lock().expect("stop lock") = Some(stop.clone());
         let mut sequenced = self.signals.sequenced.subscribe();
         loop {
-            if let Err(e) = self.dispatch_due(&stop).await {
-                tracing::warn!(error = %e, "claiming deliveries failed");
+            match self.dispatch_due(&stop).await {
+                Err(e) if e.is_outage() => tracing::debug!(error = %e, "claiming deliveries failed"),
+                Err(e) => tracing::warn!(error = %e, "claiming deliveries failed"),
+                Ok(_) => {}
             }
             tokio::select! {
                 _ = stop.cancelled() => break,

@@ -78,6 +78,7 @@ impl Dispatcher {
                 // A backlog (a start after downtime, a burst): its batches are freed now.
                 Ok(n) if n >= TRIM_AFTER_EVENTS => crate::alloc::release_free_memory(),
                 Ok(_) => {}
+                Err(e) if e.is_outage() => tracing::debug!(error = %e, "sequencing events failed"),
                 Err(e) => tracing::warn!(error = %e, "sequencing events failed"),
             }
             tokio::select! {

@@ -48,8 +48,9 @@ impl EventStore for PgStore {
                             return;
                         }
                     }
+                    // The database going away is reported by the readiness watcher.
                     Err(e) => {
-                        tracing::warn!(error = %e, "listening for notifications failed; retrying");
+                        tracing::debug!(error = %e, "listening for notifications failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }

@@ -13,10 +13,12 @@ mod links;
 mod maintenance;
 mod postmortems;
 mod retention;
+mod secrets;
 mod stats;
 mod subscribers;
 mod subscriptions;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,19 +34,22 @@ use super::sql::{self, insert_many_sql};
 use super::{Observed, PoolStats, Store, Transaction, Waiting};
 use crate::domain::history::StatusChange;
 use crate::domain::{AuditEvent, Error, Event, Result, TimelineEntry};
+use crate::secrets::KeyRing;
 
 /// Migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub struct PgStore {
     pool: PgPool,
+    /// Seals and opens the stored secrets.
+    keys: Arc<KeyRing>,
     /// Tasks waiting for a connection (see `PoolStats`).
     waiting: std::sync::atomic::AtomicI64,
 }
 
 impl PgStore {
     /// Connects (creating the database if it does not exist yet and the role may create it).
-    pub async fn connect(url: &str, settings: super::PoolSettings) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, settings: super::PoolSettings, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         let options = options.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
         if !Postgres::database_exists(url).await.unwrap_or(true) {
@@ -75,7 +80,7 @@ impl PgStore {
             })
             .connect_with(options)
             .await?;
-        Ok(Self { pool, waiting: Default::default() })
+        Ok(Self { pool, keys, waiting: Default::default() })
     }
 
     /// A pooled connection, counted as waited for until it is handed out.
@@ -150,7 +155,12 @@ impl Store for PgStore {
         let waiting = Waiting::enter(&self.waiting);
         let tx = self.pool.begin().await.map_err(db_err)?;
         drop(waiting);
-        Ok(Box::new(PgTx { tx, deferred: Vec::new(), _span: crate::telemetry::transaction_span("postgresql") }))
+        Ok(Box::new(PgTx {
+            tx,
+            keys: self.keys.clone(),
+            deferred: Vec::new(),
+            _span: crate::telemetry::transaction_span("postgresql"),
+        }))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -181,6 +191,7 @@ impl Store for PgStore {
 
 struct PgTx {
     tx: sqlx::Transaction<'static, Postgres>,
+    keys: Arc<KeyRing>,
     /// Timeline entries, events and audit records not yet written: they go in one statement
     /// before the next one of this transaction (or the commit), saving a round trip each.
     deferred: Vec<Deferred>,

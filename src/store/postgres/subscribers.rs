@@ -14,6 +14,7 @@ use crate::domain::subscriber::{OutboundMail, Subscriber};
 use crate::domain::subscriber_list::SubscriberFilter;
 use crate::domain::{Event, Result};
 use crate::store::sql::events::EventRow;
+use crate::store::sql::secrets::{open_service_key, seal_service_key};
 use crate::store::sql::subscribers::{
     ANY_CUSTOMER_MAIL_DUE, ANY_MAIL_DUE, CustomerMailClaimRow, INSERT_MAIL, INSERT_SERVICE_KEY, INSERT_SUBSCRIBER,
     MailRow, MailWrite, SELECT_SERVICE_KEY, SELECT_SUBSCRIBER_BY_EMAIL, SELECT_SUBSCRIBER_BY_ID, SELECT_SUBSCRIBERS,
@@ -179,17 +180,18 @@ impl SubscriberTx for PgTx {
     }
 
     async fn service_key(&mut self, name: &str, generated: &[u8], now: DateTime<Utc>) -> Result<Vec<u8>> {
+        let sealed = seal_service_key(&self.keys, name, generated);
         let conn = self.conn().await?;
         sqlx::query(INSERT_SERVICE_KEY)
             .bind(name)
-            .bind(generated)
+            .bind(sealed)
             .bind(DbTime(now))
             .execute(&mut *conn)
             .await
             .map_err(db_err)?;
         let (value,): (Vec<u8>,) =
             sqlx::query_as(SELECT_SERVICE_KEY).bind(name).fetch_one(conn).await.map_err(db_err)?;
-        Ok(value)
+        open_service_key(&self.keys, name, &value)
     }
 
     async fn insert_mail(&mut self, m: &OutboundMail) -> Result<()> {

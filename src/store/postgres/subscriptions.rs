@@ -112,7 +112,7 @@ impl SubscriptionStore for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        join_claims(deliveries, events, &subs)
+        join_claims(deliveries, events, &subs, &self.keys)
     }
 
     async fn extend_leases(&self, owner: &str, ids: &[Uuid], until: DateTime<Utc>) -> Result<()> {
@@ -144,7 +144,7 @@ impl SubscriptionStore for PgStore {
 #[async_trait]
 impl SubscriptionTx for PgTx {
     async fn insert_subscription(&mut self, subscription: &Subscription, secrets: &SigningSecrets) -> Result<()> {
-        SubscriptionWrite::new(subscription, secrets)
+        SubscriptionWrite::new(subscription, secrets, &self.keys)
             .bind(sqlx::query(INSERT_SUBSCRIPTION.as_str()))
             .execute(self.conn().await?)
             .await
@@ -158,11 +158,11 @@ impl SubscriptionTx for PgTx {
             .fetch_optional(self.conn().await?)
             .await
             .map_err(db_err)?;
-        row.as_ref().map(subscription_with_secrets).transpose()
+        row.as_ref().map(|r| subscription_with_secrets(r, &self.keys)).transpose()
     }
 
     async fn update_subscription(&mut self, subscription: &Subscription, secrets: &SigningSecrets) -> Result<()> {
-        SubscriptionWrite::new(subscription, secrets)
+        SubscriptionWrite::new(subscription, secrets, &self.keys)
             .bind(sqlx::query(UPDATE_SUBSCRIPTION.as_str()))
             .execute(self.conn().await?)
             .await
@@ -178,7 +178,7 @@ impl SubscriptionTx for PgTx {
     async fn fanout_subscriptions(&mut self) -> Result<Vec<(Subscription, SigningSecrets)>> {
         let rows =
             sqlx::query(SELECT_FANOUT_SUBSCRIPTIONS.as_str()).fetch_all(self.conn().await?).await.map_err(db_err)?;
-        rows.iter().map(subscription_with_secrets).collect()
+        rows.iter().map(|r| subscription_with_secrets(r, &self.keys)).collect()
     }
 
     async fn record_attempts(&mut self, results: &[AttemptResult]) -> Result<u64> {

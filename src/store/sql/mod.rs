@@ -20,6 +20,7 @@ pub mod links;
 pub mod maintenance;
 pub mod postmortems;
 pub mod retention;
+pub mod secrets;
 pub mod stats;
 pub mod subscribers;
 pub mod subscriptions;

@@ -9,6 +9,7 @@ use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
 use super::events::EventRow;
+use super::secrets::{open_signing_secrets, seal_signing_secrets};
 use super::{
     DbId, DbTime, insert_sql, parse, parse_all, parse_opt, push_newest_first, read_row, row_err, select_sql, time,
     untime, update_sql, write_row,
@@ -17,6 +18,7 @@ use crate::domain::page::PageToken;
 use crate::domain::query::AttemptsOf;
 use crate::domain::subscription::SigningSecrets;
 use crate::domain::{Delivery, DeliveryAttempt, DeliveryStatus, Error, Event, Result, Subscription};
+use crate::secrets::KeyRing;
 use crate::store::ClaimedDelivery;
 
 read_row! {
@@ -67,14 +69,15 @@ write_row! {
         updated_at: DbTime,
         created_by: &'a str,
         version: i64,
-        secret: Option<&'a str>,
-        previous_secret: Option<&'a str>,
+        secret: Option<String>,
+        previous_secret: Option<String>,
         previous_secret_expires_at: Option<DbTime>,
     }
 }
 
 impl<'a> SubscriptionWrite<'a> {
-    pub fn new(subscription: &'a Subscription, secrets: &'a SigningSecrets) -> Self {
+    /// The row to write, its secrets sealed with `keys`.
+    pub fn new(subscription: &'a Subscription, secrets: &'a SigningSecrets, keys: &KeyRing) -> Self {
         let Subscription {
             id,
             channel,
@@ -92,7 +95,7 @@ impl<'a> SubscriptionWrite<'a> {
             created_by,
             version,
         } = subscription;
-        let SigningSecrets { current, previous, previous_expires_at } = secrets;
+        let (secret, previous_secret) = seal_signing_secrets(keys, *id, secrets);
         SubscriptionWrite {
             id: DbId(*id),
             channel: channel.as_str(),
@@ -109,9 +112,9 @@ impl<'a> SubscriptionWrite<'a> {
             updated_at: DbTime(*updated_at),
             created_by,
             version: *version,
-            secret: current.as_deref(),
-            previous_secret: previous.as_deref(),
-            previous_secret_expires_at: time(*previous_expires_at),
+            secret,
+            previous_secret,
+            previous_secret_expires_at: time(secrets.previous_expires_at),
         }
     }
 }
@@ -156,26 +159,27 @@ impl TryFrom<SubscriptionRow> for Subscription {
     }
 }
 
-impl From<SecretsRow> for SigningSecrets {
-    fn from(row: SecretsRow) -> SigningSecrets {
-        let SecretsRow { secret, previous_secret, previous_secret_expires_at } = row;
-        SigningSecrets {
-            current: secret,
-            previous: previous_secret,
-            previous_expires_at: untime(previous_secret_expires_at),
-        }
+impl SecretsRow {
+    /// The secrets of subscription `id`, opened with `keys`.
+    fn open(self, keys: &KeyRing, id: Uuid) -> Result<SigningSecrets> {
+        let SecretsRow { secret, previous_secret, previous_secret_expires_at } = self;
+        let (current, previous) = open_signing_secrets(keys, id, secret, previous_secret)?;
+        Ok(SigningSecrets { current, previous, previous_expires_at: untime(previous_secret_expires_at) })
     }
 }
 
-/// A subscription and its signing secrets, from a row carrying both column sets.
-pub fn subscription_with_secrets<R: sqlx::Row>(row: &R) -> Result<(Subscription, SigningSecrets)>
+/// A subscription and its signing secrets (opened with `keys`), from a row carrying both
+/// column sets.
+pub fn subscription_with_secrets<R: sqlx::Row>(row: &R, keys: &KeyRing) -> Result<(Subscription, SigningSecrets)>
 where
     for<'r> SubscriptionRow: sqlx::FromRow<'r, R>,
     for<'r> SecretsRow: sqlx::FromRow<'r, R>,
 {
     let subscription: SubscriptionRow = sqlx::FromRow::from_row(row).map_err(row_err)?;
     let secrets: SecretsRow = sqlx::FromRow::from_row(row).map_err(row_err)?;
-    Ok((Subscription::try_from(subscription)?, secrets.into()))
+    let subscription = Subscription::try_from(subscription)?;
+    let secrets = secrets.open(keys, subscription.id)?;
+    Ok((subscription, secrets))
 }
 
 /// `SELECT <subscription columns>, <secret columns> FROM subscriptions` followed by `rest`.
@@ -410,6 +414,7 @@ pub fn join_claims<R: sqlx::Row>(
     deliveries: Vec<Delivery>,
     events: Vec<EventRow>,
     subscriptions: &[R],
+    keys: &KeyRing,
 ) -> Result<Vec<ClaimedDelivery>>
 where
     for<'r> SubscriptionRow: sqlx::FromRow<'r, R>,
@@ -422,7 +427,7 @@ where
     }
     let mut subs = HashMap::with_capacity(subscriptions.len());
     for row in subscriptions {
-        let (s, secrets) = subscription_with_secrets(row)?;
+        let (s, secrets) = subscription_with_secrets(row, keys)?;
         subs.insert(s.id, (Arc::new(s), Arc::new(secrets)));
     }
     deliveries

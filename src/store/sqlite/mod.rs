@@ -19,11 +19,13 @@ mod links;
 mod maintenance;
 mod postmortems;
 mod retention;
+mod secrets;
 mod stats;
 mod subscribers;
 mod subscriptions;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,6 +35,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Sqlite};
 use super::sql;
 use super::{Observed, PoolStats, Store, Transaction, Waiting};
 use crate::domain::{Error, Result};
+use crate::secrets::KeyRing;
 
 /// Migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -47,12 +50,14 @@ pub struct SqliteStore {
     waiting: std::sync::atomic::AtomicI64,
     /// An in-memory database has one pool: `readers` is `writer`.
     one_pool: bool,
+    /// Seals and opens the stored secrets.
+    keys: Arc<KeyRing>,
 }
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file the URL names, e.g. `sqlite:incidentd.db`
     /// or `sqlite:///var/lib/incidentd/incidentd.db`.
-    pub async fn connect(url: &str, max_readers: u32) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, max_readers: u32, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -74,7 +79,9 @@ impl SqliteStore {
                 .min_connections(1)
                 .acquire_timeout(BUSY_TIMEOUT)
                 .after_release(|conn, _| Box::pin(leave_no_transaction_open(conn)))
-                .connect_with(options.clone())
+                // What a write replaces or deletes is zeroed in the pages it writes anyway (no
+                // extra I/O), so a secret encrypted in place leaves no plaintext behind.
+                .connect_with(options.clone().pragma("secure_delete", "FAST"))
                 .await;
             match opened {
                 Err(e) if attempt < 10 && is_locked(&e) => {
@@ -94,7 +101,7 @@ impl SqliteStore {
                 .await?
         };
         tracing::info!(path = %path.display(), "using SQLite");
-        Ok(Self { writer, readers, waiting: Default::default(), one_pool: in_memory })
+        Ok(Self { writer, readers, waiting: Default::default(), one_pool: in_memory, keys })
     }
 
     /// A write transaction outside the service's (for the dispatcher's claims).
@@ -209,7 +216,7 @@ impl Store for SqliteStore {
         let waiting = Waiting::enter(&self.waiting);
         let tx = self.begin_write().await?;
         drop(waiting);
-        Ok(Box::new(SqliteTx { tx, _span: crate::telemetry::transaction_span("sqlite") }))
+        Ok(Box::new(SqliteTx { tx, keys: self.keys.clone(), _span: crate::telemetry::transaction_span("sqlite") }))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -241,6 +248,7 @@ impl Store for SqliteStore {
 /// reads are already serialized with every other writer: no row locks are needed.
 struct SqliteTx {
     tx: sqlx::Transaction<'static, Sqlite>,
+    keys: Arc<KeyRing>,
     /// Open from `begin` until commit or rollback (drop).
     _span: tracing::Span,
 }

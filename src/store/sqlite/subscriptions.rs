@@ -116,7 +116,7 @@ impl SubscriptionStore for SqliteStore {
             .await
             .map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
-        join_claims(deliveries, events, &subs)
+        join_claims(deliveries, events, &subs, &self.keys)
     }
 
     async fn extend_leases(&self, owner: &str, ids: &[Uuid], until: DateTime<Utc>) -> Result<()> {
@@ -151,7 +151,7 @@ impl SubscriptionStore for SqliteStore {
 #[async_trait]
 impl SubscriptionTx for SqliteTx {
     async fn insert_subscription(&mut self, subscription: &Subscription, secrets: &SigningSecrets) -> Result<()> {
-        SubscriptionWrite::new(subscription, secrets)
+        SubscriptionWrite::new(subscription, secrets, &self.keys)
             .bind(sqlx::query(INSERT_SUBSCRIPTION.as_str()))
             .execute(self.conn())
             .await
@@ -165,11 +165,11 @@ impl SubscriptionTx for SqliteTx {
             .fetch_optional(self.conn())
             .await
             .map_err(db_err)?;
-        row.as_ref().map(subscription_with_secrets).transpose()
+        row.as_ref().map(|r| subscription_with_secrets(r, &self.keys)).transpose()
     }
 
     async fn update_subscription(&mut self, subscription: &Subscription, secrets: &SigningSecrets) -> Result<()> {
-        SubscriptionWrite::new(subscription, secrets)
+        SubscriptionWrite::new(subscription, secrets, &self.keys)
             .bind(sqlx::query(UPDATE_SUBSCRIPTION.as_str()))
             .execute(self.conn())
             .await
@@ -184,7 +184,7 @@ impl SubscriptionTx for SqliteTx {
 
     async fn fanout_subscriptions(&mut self) -> Result<Vec<(Subscription, SigningSecrets)>> {
         let rows = sqlx::query(SELECT_FANOUT_SUBSCRIPTIONS.as_str()).fetch_all(self.conn()).await.map_err(db_err)?;
-        rows.iter().map(subscription_with_secrets).collect()
+        rows.iter().map(|r| subscription_with_secrets(r, &self.keys)).collect()
     }
 
     async fn record_attempts(&mut self, results: &[AttemptResult]) -> Result<u64> {

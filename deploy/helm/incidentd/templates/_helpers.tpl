@@ -143,8 +143,16 @@ createSecret, or by you). The admin token and SMTP Secrets: their own existingSe
 {{- end }}
 
 {{/*
-Environment variables read from Secrets (database URL required; admin token and SMTP URL
-optional keys).
+The Secret holding INCIDENTD_SECRET_KEY: secretKey.existingSecret, else the one the chart
+generates (<fullname>-secret-key).
+*/}}
+{{- define "incidentd.secretKeySecretName" -}}
+{{- default (printf "%s-secret-key" (include "incidentd.fullname" .)) .Values.secretKey.existingSecret }}
+{{- end }}
+
+{{/*
+Environment variables read from Secrets (database URL and secret key required; admin token
+and SMTP URL optional keys).
 */}}
 {{- define "incidentd.secretEnv" -}}
 - name: INCIDENTD_DATABASE_URL
@@ -164,6 +172,11 @@ optional keys).
       name: {{ include "incidentd.smtpSecretName" . }}
       key: {{ .Values.smtp.urlKey }}
       optional: true
+- name: INCIDENTD_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "incidentd.secretKeySecretName" . }}
+      key: {{ .Values.secretKey.key }}
 {{- end }}
 
 {{/*

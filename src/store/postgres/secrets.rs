@@ -1,0 +1,49 @@
+//! Sealing stored secrets again on Postgres (the statements are in `sql/secrets.rs`).
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{PgStore, db_err};
+use crate::domain::Result;
+use crate::secrets::Reseal;
+use crate::store::SecretStore;
+use crate::store::sql::DbId;
+use crate::store::sql::secrets::{
+    RESEAL_BATCH, Resealed, SERVICE_KEYS, SUBSCRIPTION_SECRETS_PAGE, reseal_service_keys, reseal_subscriptions,
+};
+
+#[async_trait]
+impl SecretStore for PgStore {
+    async fn reseal_secrets(&self, scope: Reseal) -> Result<Resealed> {
+        let mut tally = Resealed::default();
+        let mut after = Uuid::nil();
+        loop {
+            let rows: Vec<(DbId, Option<String>, Option<String>)> = sqlx::query_as(SUBSCRIPTION_SECRETS_PAGE)
+                .bind(DbId(after))
+                .bind(RESEAL_BATCH)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+            let Some((last, _, _)) = rows.last() else { break };
+            after = last.0;
+            let replacements = reseal_subscriptions(&self.keys, rows, scope, &mut tally)?;
+            if replacements.is_empty() {
+                continue;
+            }
+            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            for r in replacements {
+                let done =
+                    sqlx::query(r.sql).bind(r.new).bind(r.key).bind(r.old).execute(&mut *tx).await.map_err(db_err)?;
+                tally.resealed += done.rows_affected();
+            }
+            tx.commit().await.map_err(db_err)?;
+        }
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(SERVICE_KEYS).fetch_all(&self.pool).await.map_err(db_err)?;
+        for r in reseal_service_keys(&self.keys, rows, scope, &mut tally)? {
+            let done =
+                sqlx::query(r.sql).bind(r.new).bind(r.key).bind(r.old).execute(&self.pool).await.map_err(db_err)?;
+            tally.resealed += done.rows_affected();
+        }
+        Ok(tally)
+    }
+}
