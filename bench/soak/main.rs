@@ -7,8 +7,8 @@
 //! idempotency key) and resolve it, one in five is an Alertmanager group firing and then
 //! clearing (an incident opened and auto-resolved). So deliveries, their attempts, events,
 //! audit records, idempotency records and received alerts all grow. Every `--sample` seconds it
-//! counts each table's rows (on Postgres also `pg_total_relation_size`; on SQLite the file
-//! size), the rows pruned so far (`incidentd_retention_pruned_rows_total`) and the latency of
+//! counts each table's rows, their size (`pg_total_relation_size` on Postgres, `dbstat` on
+//! SQLite) and the whole database's, the rows pruned so far (`incidentd_retention_pruned_rows_total`) and the latency of
 //! the writes made since the last sample, and prints a table per backend: the retained tables
 //! level off after one retention period, while incidents (kept for good) grow.
 //!
@@ -89,14 +89,31 @@ impl Db {
         })
     }
 
-    /// Bytes the bounded tables take: their relations with indexes and TOAST (Postgres), or
-    /// the database file with its WAL (SQLite, all tables).
+    /// Bytes the bounded tables take with their indexes: their relations with TOAST
+    /// (Postgres), or the pages of their b-trees in use (SQLite's `dbstat`; pages freed by
+    /// deletes go to the free list, which later inserts reuse).
     async fn bytes(&self) -> anyhow::Result<i64> {
         match self {
             Db::Pg(_) => {
                 let sizes: Vec<String> = BOUNDED.iter().map(|t| format!("pg_total_relation_size('{t}')")).collect();
                 self.scalar(&format!("SELECT ({})::int8", sizes.join(" + "))).await
             }
+            Db::Lite(..) => {
+                let names: Vec<String> = BOUNDED.iter().map(|t| format!("'{t}'")).collect();
+                self.scalar(&format!(
+                    "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN \
+                     (SELECT name FROM sqlite_master WHERE tbl_name IN ({}))",
+                    names.join(", ")
+                ))
+                .await
+            }
+        }
+    }
+
+    /// The whole database (Postgres), or the database file with its WAL (SQLite), in bytes.
+    async fn database_bytes(&self) -> anyhow::Result<i64> {
+        match self {
+            Db::Pg(_) => self.scalar("SELECT pg_database_size(current_database())").await,
             Db::Lite(_, path) => {
                 let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len() as i64).unwrap_or(0);
                 let wal =
@@ -223,6 +240,7 @@ struct Sample {
     counts: Vec<i64>,
     incidents: i64,
     bytes: i64,
+    database_bytes: i64,
     pruned: u64,
     writes: usize,
     p50: f64,
@@ -313,6 +331,7 @@ async fn run(
             counts,
             incidents: db.scalar("SELECT count(*) FROM incidents").await?,
             bytes: db.bytes().await?,
+            database_bytes: db.database_bytes().await?,
             pruned: pruned_so_far(client, base).await?,
             writes: window.len(),
             p50: percentile(&window, 50.0),
@@ -321,11 +340,9 @@ async fn run(
         };
         eprintln!("{}", row(backend, &sample, args.sample));
         samples.push(sample);
-        if vacuum {
-            if let Db::Pg(p) = &db {
-                for table in BOUNDED {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM {table}"))).execute(p).await?;
-                }
+        if vacuum && let Db::Pg(p) = &db {
+            for table in BOUNDED {
+                sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM {table}"))).execute(p).await?;
             }
         }
         if Instant::now() >= deadline {
@@ -344,11 +361,12 @@ async fn run(
 fn row(backend: &str, s: &Sample, every: u64) -> String {
     let counts: Vec<String> = s.counts.iter().map(|c| format!("{c:>6}")).collect();
     format!(
-        "| {backend:<8} | {:>4} | {} | {:>9} | {:>8.1} | {:>9} | {:>8.1} | {:>6.1} | {:>7.1} | {:>7.0} |",
+        "| {backend:<8} | {:>4} | {} | {:>9} | {:>8.1} | {:>6.1} | {:>9} | {:>8.1} | {:>6.1} | {:>7.1} | {:>7.0} |",
         s.at,
         counts.join(" | "),
         s.incidents,
         s.bytes as f64 / (1024.0 * 1024.0),
+        s.database_bytes as f64 / (1024.0 * 1024.0),
         s.pruned,
         s.writes as f64 / every as f64,
         s.p50,
@@ -382,10 +400,10 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| backend  |    t | deliv. | attem. | events |  audit |  idem. | alerts | incidents | size MiB |    pruned | writes/s | p50 ms | p99 ms |  max ms |"
+        "| backend  |    t | deliv. | attem. | events |  audit |  idem. | alerts | incidents | size MiB | db MiB |    pruned | writes/s | p50 ms | p99 ms |  max ms |"
     );
     println!(
-        "|----------|-----:|-------:|-------:|-------:|-------:|-------:|-------:|----------:|---------:|----------:|---------:|-------:|-------:|--------:|"
+        "|----------|-----:|-------:|-------:|-------:|-------:|-------:|-------:|----------:|---------:|-------:|----------:|---------:|-------:|-------:|--------:|"
     );
     for (backend, samples) in &results {
         for s in samples {
@@ -394,8 +412,9 @@ async fn main() -> anyhow::Result<()> {
     }
     println!();
     println!("Rows per table at each sample (t: seconds since the load started); size: the six retained tables");
-    println!("with their indexes (Postgres) or the database file and its WAL (SQLite); pruned: rows deleted by");
-    println!("retention so far; writes/s and latencies: the writes completed since the previous sample.");
+    println!("with their indexes (Postgres: pg_total_relation_size; SQLite: their pages in use, dbstat); db: the");
+    println!("whole database (Postgres) or its file and WAL (SQLite), incidents included; pruned: rows deleted");
+    println!("by retention so far; writes/s and latencies: the writes completed since the previous sample.");
     for (backend, samples) in &results {
         let half = args.duration / 2;
         let late: Vec<&Sample> = samples.iter().filter(|s| s.at > half).collect();
