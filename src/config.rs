@@ -36,6 +36,27 @@ pub enum Command {
     /// Manage the encryption of stored secrets (INCIDENTD_SECRET_KEY).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Copy the configured SQLite database to FILE, consistently, while the service runs
+    /// (`VACUUM INTO`). Postgres: use pg_dump.
+    Backup {
+        /// Where to write the copy (a new file).
+        file: std::path::PathBuf,
+    },
+    /// Write everything in the configured database (incidents, timelines, components and
+    /// their history, subscriptions and their secrets, API key hashes, events and their
+    /// sequence, audit, ...) as JSON Lines, to move it to another database with `import`.
+    Export {
+        /// The file to write (default: standard output).
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Read an export into the configured database, which must be new (migrated and empty),
+    /// in one transaction: all of it or nothing.
+    Import {
+        /// The file to read (default: standard input).
+        #[arg(long)]
+        input: Option<std::path::PathBuf>,
+    },
     /// Fill the configured database with a realistic dataset (for benchmarks and demos):
     /// 20 components and N incidents with labels, updates and resolutions.
     Seed {

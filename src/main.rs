@@ -29,6 +29,17 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Backup { file } => {
+            let bytes = incidentd::store::transfer::backup(config.database_url.expose_secret(), &file).await?;
+            tracing::info!(file = %file.display(), bytes, "backed up");
+            eprintln!(
+                "backed up to {} ({bytes} bytes); keep the secret key (INCIDENTD_SECRET_KEY or incidentd-secret.key) with it, apart",
+                file.display()
+            );
+            Ok(())
+        }
+        Command::Export { output } => incidentd::app::export_command(&config, output.as_deref()).await,
+        Command::Import { input } => incidentd::app::import_command(&config, input.as_deref()).await,
         Command::Openapi => {
             println!("{}", incidentd::api::rest::openapi().to_pretty_json()?);
             Ok(())

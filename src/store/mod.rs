@@ -28,6 +28,7 @@ pub mod sqlite;
 mod stats;
 mod subscribers;
 mod subscriptions;
+pub mod transfer;
 
 use std::sync::Arc;
 

@@ -31,4 +31,5 @@ mod secrets;
 mod stats;
 mod storage;
 mod subscribers;
+mod transfer;
 mod validation;

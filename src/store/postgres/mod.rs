@@ -17,6 +17,7 @@ mod secrets;
 mod stats;
 mod subscribers;
 mod subscriptions;
+pub mod transfer;
 
 use std::sync::Arc;
 use std::time::Duration;

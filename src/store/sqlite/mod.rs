@@ -23,6 +23,7 @@ mod secrets;
 mod stats;
 mod subscribers;
 mod subscriptions;
+pub mod transfer;
 
 use std::str::FromStr;
 use std::sync::Arc;
