@@ -669,3 +669,31 @@ async fn a_postgres_outage_under_load_fails_fast_recovers_and_loses_no_acknowled
         failed.len()
     );
 }
+
+/// A database that accepts no writes (here Postgres with `default_transaction_read_only`, as
+/// a standby during a failover would be): writes answer 503 naming the cause, with
+/// Retry-After, not 500; reads go on; nothing stored is touched.
+#[tokio::test]
+async fn a_read_only_database_refuses_writes_clearly_and_serves_reads() {
+    if crate::helpers::backend() != crate::helpers::Backend::Postgres {
+        return; // the SQLite pass runs the full-disk test; a read-only file is mapped the same way
+    }
+    let app = crate::helpers::TestApp::spawn().await;
+    let kept = app.incident("Stored before").await;
+    let database = app.database_url.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
+    let db = crate::helpers::Db::open(&app.database_url).await;
+    db.execute(&format!("ALTER DATABASE {database} SET default_transaction_read_only = on")).await;
+    db.close().await;
+    // New connections are read-only: a process started now sees a read-only database.
+    let read_only = crate::helpers::TestApp::spawn_on_with(&app.database_url, |c| c.migrate_on_start = false).await;
+    let res = read_only.post("/v1/incidents", serde_json::json!({"title": "Refused", "severity": "sev3"})).await;
+    assert_eq!(res.status, 503, "{}", res.body);
+    assert_eq!(res.body["code"], "unavailable");
+    assert!(res.body["detail"].as_str().unwrap().contains("read-only"), "{}", res.body);
+    assert!(res.headers.get("retry-after").is_some());
+    let got = read_only.get(&format!("/v1/incidents/{}", kept["id"].as_str().unwrap())).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    assert_eq!(got.body["title"], "Stored before");
+    drop(read_only);
+    // The database is dropped with `app`, from another database.
+}
