@@ -23,6 +23,7 @@ mod merge;
 mod parity;
 mod postmortems;
 mod production;
+mod properties;
 mod public;
 mod receivers;
 mod reliability;

@@ -18,6 +18,8 @@ mod serve;
 mod snapshot;
 pub mod statuspage;
 mod subscribe;
+/// The public subscribe form's JSON body (for the fuzz target `rest_bodies`).
+pub use subscribe::SubscribeIn;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -65,7 +65,9 @@ pub struct StreamEventsParams {
     public: Option<bool>,
 }
 
-fn cursor(v: &mut Violations, field: &str, raw: Option<&str>) -> Option<i64> {
+/// Reads an event cursor (`after`, `Last-Event-ID`): a sequence number, 0 or more. Public for
+/// the fuzz target `event_cursor`.
+pub fn cursor(v: &mut Violations, field: &str, raw: Option<&str>) -> Option<i64> {
     let raw = raw?.trim();
     raw.parse::<i64>().ok().filter(|n| *n >= 0).or_else(|| {
         v.add(field, format!("must be a cursor (a sequence number) from this API (got {raw:?})"));

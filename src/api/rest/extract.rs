@@ -168,7 +168,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Deserializes JSON, turning serde's error into a field violation.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let result: Result<T, _> = serde_path_to_error::deserialize(de);
+    let result: Result<T, _> = serde_path_to_error::deserialize(&mut *de);
     let value = result.map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -177,6 +177,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         let well_formed = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
         Error::Validation(vec![json_violation(&path, &inner, well_formed)])
     })?;
+    // One document and nothing after it but whitespace (`{"title":"x"} junk` is not JSON).
+    de.end().map_err(|e| Error::Validation(vec![json_violation("", &e, false)]))?;
     Ok(value)
 }
 
@@ -214,6 +216,8 @@ fn json_violation(path: &str, e: &serde_json::Error, well_formed: bool) -> Field
                 // The path already ends at the unknown field.
                 let expected = message.split_once(", expected ").map(|(_, rest)| rest).unwrap_or("");
                 let field = if path.is_empty() { name.to_string() } else { path.to_string() };
+                // A key that is empty (`{"": 1}`) is named as written, so the field is never blank.
+                let field = if field.is_empty() || field.ends_with('.') { format!("{field}\"\"") } else { field };
                 FieldViolation::new(field, format!("unknown field; expected {expected}"))
             } else {
                 FieldViolation::new(if path.is_empty() { "body" } else { path }, message)
@@ -382,5 +386,50 @@ impl QueryParams {
                 v.add(name, format!("must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z (got {raw:?})"))
             })
             .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        #[allow(dead_code)]
+        b: Option<i64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        a: Option<i64>,
+        #[allow(dead_code)]
+        inner: Option<Obj<Inner>>,
+    }
+
+    fn fields(bytes: &[u8]) -> Vec<String> {
+        match parse_json::<Obj<Body>>(bytes) {
+            Ok(b) => panic!("accepted: {b:?}"),
+            Err(e) => e.violations().iter().map(|v| v.field.clone()).collect(),
+        }
+    }
+
+    /// Found by the fuzz target `rest_bodies`: a body with text after its JSON document was
+    /// accepted (the rest ignored).
+    #[test]
+    fn text_after_the_document_is_refused() {
+        assert_eq!(fields(br#"{"a": 1} {"a": 2}"#), ["body"]);
+        assert_eq!(fields(br#"{"a": 1}: "internal"}"#), ["body"]);
+        let Obj(body) = parse_json::<Obj<Body>>(b"{\"a\": 1} \r\n\t").expect("whitespace after is fine");
+        assert_eq!(body.a, Some(1));
+    }
+
+    /// Found by the fuzz target `merge_patch`: an unknown empty key was reported with an
+    /// empty field name.
+    #[test]
+    fn an_unknown_empty_key_is_named() {
+        assert_eq!(fields(br#"{"": null}"#), [r#""""#]);
+        assert_eq!(fields(br#"{"inner": {"": 1}}"#), [r#"inner."""#]);
     }
 }

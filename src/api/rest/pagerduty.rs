@@ -128,13 +128,15 @@ fn check_context(event: &Map<String, Value>, field: &str, required: &str, errors
 }
 
 /// A parsed event: the routing key and the alert it carries.
-struct Parsed {
-    routing_key: String,
-    signal: AlertSignal,
+#[derive(Debug)]
+pub struct Parsed {
+    pub routing_key: String,
+    pub signal: AlertSignal,
 }
 
 /// Reads an alert event (`change` false) or a change event, with PagerDuty's error texts.
-fn parse_event(bytes: &[u8], change: bool) -> Result<Parsed, Vec<String>> {
+/// Public for the fuzz target `alert_payloads`.
+pub fn parse_event(bytes: &[u8], change: bool) -> Result<Parsed, Vec<String>> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| vec![format!("Malformed JSON: {e}")])?;
     if crate::domain::alert::contains_nul(&value) {
         return Err(vec!["Event object must not contain NUL characters (\\u0000)".into()]);

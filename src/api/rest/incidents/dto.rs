@@ -210,7 +210,7 @@ pub struct IncidentPatchIn {
 }
 
 impl IncidentPatchIn {
-    pub(super) fn into_patch(self) -> Result<IncidentPatch, ApiError> {
+    pub fn into_patch(self) -> Result<IncidentPatch, ApiError> {
         let IncidentPatchIn {
             title,
             summary,
