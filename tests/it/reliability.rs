@@ -401,11 +401,39 @@ async fn slow_headers_are_cut_off_and_oversized_headers_refused() {
     assert_eq!(app.get("/v1/incidents").await.status, 200);
 }
 
-/// HTTP/2 limits are advertised on both listeners: a client learns the stream limit from the
-/// server's SETTINGS (REST over h2c, and gRPC).
+/// Sends a request with a header of `padding` bytes on an HTTP/2 connection; whether it got a
+/// successful answer.
+async fn h2_with_header(
+    send: &mut h2::client::SendRequest<axum::body::Bytes>,
+    addr: std::net::SocketAddr,
+    path: &str,
+    content_type: &str,
+    padding: usize,
+) -> bool {
+    let request = axum::http::Request::post(format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+        .header("x-padding", "a".repeat(padding))
+        .body(())
+        .unwrap();
+    let Ok((response, mut stream)) = send.send_request(request, false) else { return false };
+    let _ = stream.send_data(axum::body::Bytes::from_static(&[0, 0, 0, 0, 0]), true);
+    match response.await {
+        Ok(r) => r.status().is_success() || r.status() == 405,
+        Err(_) => false,
+    }
+}
+
+/// HTTP/2 limits hold on both listeners (REST over h2c, and gRPC): a client learns the stream
+/// limit from the server's SETTINGS, and a header list over the limit is refused while one
+/// under it is served.
 #[tokio::test]
-async fn http2_stream_limits_are_advertised_on_rest_and_grpc() {
-    let app = crate::helpers::TestApp::spawn_with(|c| c.http2_max_concurrent_streams = 7).await;
+async fn http2_stream_and_header_limits_hold_on_rest_and_grpc() {
+    let app = crate::helpers::TestApp::spawn_with(|c| {
+        c.http2_max_concurrent_streams = 7;
+        c.max_header_bytes = 16 * 1024;
+    })
+    .await;
     for (addr, path, content_type) in
         [(app.http, "/healthz", "text/plain"), (app.grpc, "/grpc.health.v1.Health/Check", "application/grpc")]
     {
@@ -425,6 +453,18 @@ async fn http2_stream_limits_are_advertised_on_rest_and_grpc() {
         let response = response.await.unwrap();
         assert!(response.status().is_success() || response.status() == 405, "{addr}: {}", response.status());
         assert_eq!(send.current_max_send_streams(), 7, "the stream limit {addr} advertises");
+        let mut send = send.ready().await.unwrap();
+        assert!(h2_with_header(&mut send, addr, path, content_type, 4 * 1024).await, "{addr}: a 4 KiB header");
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut send = send.ready().await.unwrap();
+        assert!(
+            !h2_with_header(&mut send, addr, path, content_type, 32 * 1024).await,
+            "{addr}: a 32 KiB header was served"
+        );
     }
 }
 
