@@ -218,6 +218,38 @@ pub fn value_bytes(value: &Value) -> anyhow::Result<Vec<u8>> {
     (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).context("invalid hex in $bytes")).collect()
 }
 
+/// A quoted SQL identifier (column names come from the database's catalog).
+pub fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// The newest migration applied (both backends keep sqlx's ledger).
+pub const MIGRATION_SQL: &str = "SELECT coalesce(max(version), 0) FROM _sqlx_migrations";
+
+/// Refuses an export made at another migration than the target's.
+pub fn check_migration(export: i64, target: i64) -> anyhow::Result<()> {
+    if export != target {
+        bail!(
+            "the export is at migration {export} and the target at {target}: export and import with the same incidentd version"
+        );
+    }
+    Ok(())
+}
+
+/// The tables an import needs empty (the counters come with the schema), with the query
+/// telling whether each has a row.
+pub fn emptiness_checks() -> impl Iterator<Item = (&'static str, String)> {
+    TABLES.iter().filter(|t| **t != "counters").map(|t| (*t, format!("SELECT EXISTS (SELECT 1 FROM {t})")))
+}
+
+/// Refuses a target with rows in any of `not_empty`.
+pub fn check_empty(not_empty: &[&str]) -> anyhow::Result<()> {
+    if !not_empty.is_empty() {
+        bail!("the target database is not empty (rows in {}): import into a new database", not_empty.join(", "));
+    }
+    Ok(())
+}
+
 /// The columns to write to a target table: the source's, each of which the target must have.
 pub fn check_columns(table: &str, source: &[String], target: &[String]) -> anyhow::Result<()> {
     let missing: Vec<&String> = source.iter().filter(|c| !target.contains(c)).collect();

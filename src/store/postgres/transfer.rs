@@ -28,11 +28,7 @@ async fn columns(conn: &mut PgConnection, table: &str) -> anyhow::Result<Vec<(St
 }
 
 async fn migration(conn: &mut PgConnection) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM _sqlx_migrations").fetch_one(conn).await?)
-}
-
-fn quote(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
+    Ok(sqlx::query_scalar(transfer::MIGRATION_SQL).fetch_one(conn).await?)
 }
 
 /// A value as Postgres's `row_to_json` wrote it, in the export's representation.
@@ -113,7 +109,7 @@ pub async fn export(url: &str, out: impl Write + Send) -> anyhow::Result<Moved> 
         let columns = columns(&mut tx, table).await?;
         let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
         writer.table(table, &names)?;
-        let list = names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", ");
+        let list = names.iter().map(|n| transfer::quote(n)).collect::<Vec<_>>().join(", ");
         let sql = format!(
             "SELECT row_to_json(t)::text FROM (SELECT {list} FROM {table} ORDER BY {}) t",
             transfer::order_by(table)
@@ -145,25 +141,15 @@ pub async fn import<R: std::io::BufRead + Send>(url: &str, reader: &mut Reader<R
     let pool = PgPoolOptions::new().max_connections(1).connect(url).await.context("connecting to the target")?;
     let mut conn = pool.acquire().await?;
     let target = migration(&mut conn).await?;
-    if target != reader.header.migration {
-        bail!(
-            "the export is at migration {} and the target at {target}: export and import with the same incidentd version",
-            reader.header.migration
-        );
-    }
+    transfer::check_migration(reader.header.migration, target)?;
     let mut tx = conn.begin().await?;
     let mut not_empty = Vec::new();
-    for table in TABLES.iter().filter(|t| **t != "counters") {
-        let any: bool = sqlx::query_scalar(AssertSqlSafe(format!("SELECT EXISTS (SELECT 1 FROM {table})")))
-            .fetch_one(&mut *tx)
-            .await?;
-        if any {
-            not_empty.push(*table);
+    for (table, sql) in transfer::emptiness_checks() {
+        if sqlx::query_scalar::<_, bool>(AssertSqlSafe(sql)).fetch_one(&mut *tx).await? {
+            not_empty.push(table);
         }
     }
-    if !not_empty.is_empty() {
-        bail!("the target database is not empty (rows in {}): import into a new database", not_empty.join(", "));
-    }
+    transfer::check_empty(&not_empty)?;
 
     let mut moved = Moved::default();
     let mut end = None;
@@ -236,7 +222,7 @@ async fn flush(
     if rows.is_empty() {
         return Ok(());
     }
-    let list = columns.iter().map(|(n, _)| quote(n)).collect::<Vec<_>>().join(", ");
+    let list = columns.iter().map(|(n, _)| transfer::quote(n)).collect::<Vec<_>>().join(", ");
     let conflict = match table {
         // The target's migrations created the counters; the source's values replace them
         // (Postgres numbers incidents with a sequence, not the SQLite counter).

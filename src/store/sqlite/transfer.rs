@@ -26,11 +26,7 @@ async fn columns(conn: &mut SqliteConnection, table: &str) -> anyhow::Result<Vec
 }
 
 async fn migration(conn: &mut SqliteConnection) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM _sqlx_migrations").fetch_one(conn).await?)
-}
-
-fn quote(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
+    Ok(sqlx::query_scalar(transfer::MIGRATION_SQL).fetch_one(conn).await?)
 }
 
 /// Column `i` of a row, as stored.
@@ -67,7 +63,7 @@ pub async fn export(url: &str, out: impl Write + Send) -> anyhow::Result<Moved> 
     for table in TABLES {
         let columns = columns(&mut tx, table).await?;
         writer.table(table, &columns)?;
-        let list = columns.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", ");
+        let list = columns.iter().map(|n| transfer::quote(n)).collect::<Vec<_>>().join(", ");
         let sql = format!("SELECT {list} FROM {table} ORDER BY {}", transfer::order_by(table));
         let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *tx);
         while let Some(row) = rows.try_next().await? {
@@ -83,25 +79,15 @@ pub async fn import<R: std::io::BufRead + Send>(url: &str, reader: &mut Reader<R
     // References are checked once everything is in (rows of a table may refer to each other).
     let mut conn = open(url, false).await.context("opening the target")?;
     let target = migration(&mut conn).await?;
-    if target != reader.header.migration {
-        bail!(
-            "the export is at migration {} and the target at {target}: export and import with the same incidentd version",
-            reader.header.migration
-        );
-    }
+    transfer::check_migration(reader.header.migration, target)?;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let mut not_empty = Vec::new();
-    for table in TABLES.iter().filter(|t| **t != "counters") {
-        let any: bool = sqlx::query_scalar(AssertSqlSafe(format!("SELECT EXISTS (SELECT 1 FROM {table})")))
-            .fetch_one(&mut *tx)
-            .await?;
-        if any {
-            not_empty.push(*table);
+    for (table, sql) in transfer::emptiness_checks() {
+        if sqlx::query_scalar::<_, bool>(AssertSqlSafe(sql)).fetch_one(&mut *tx).await? {
+            not_empty.push(table);
         }
     }
-    if !not_empty.is_empty() {
-        bail!("the target database is not empty (rows in {}): import into a new database", not_empty.join(", "));
-    }
+    transfer::check_empty(&not_empty)?;
 
     let mut moved = Moved::default();
     let mut end = None;
@@ -114,7 +100,7 @@ pub async fn import<R: std::io::BufRead + Send>(url: &str, reader: &mut Reader<R
                 }
                 let target = columns(&mut tx, &start.table).await?;
                 transfer::check_columns(&start.table, &start.columns, &target)?;
-                let list = start.columns.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", ");
+                let list = start.columns.iter().map(|n| transfer::quote(n)).collect::<Vec<_>>().join(", ");
                 let marks = (1..=start.columns.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
                 let verb = if start.table == "counters" { "INSERT OR REPLACE" } else { "INSERT" };
                 let sql = format!("{verb} INTO {} ({list}) VALUES ({marks})", start.table);
