@@ -31,7 +31,28 @@ impl Service {
 
     /// The same, with more settings in the environment.
     pub async fn start_with(database_url: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_incidentd"))
+        Self::start_wrapped(database_url, env, &[], Duration::from_secs(60)).await
+    }
+
+    /// The same, run by `wrapper` (a command and its arguments, such as valgrind's), which
+    /// execs the service in its own process; waits up to `timeout` for it to listen.
+    pub async fn start_wrapped(
+        database_url: &str,
+        env: &[(&str, &str)],
+        wrapper: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let binary = env!("CARGO_BIN_EXE_incidentd");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
+            .arg("serve")
             .env_remove("DATABASE_URL")
             .env("INCIDENTD_DATABASE_URL", database_url)
             .env("INCIDENTD_ADMIN_TOKEN", TOKEN)
@@ -49,7 +70,7 @@ impl Service {
             .spawn()
             .context("starting incidentd")?;
         let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-        let (http, grpc) = tokio::time::timeout(Duration::from_secs(60), async {
+        let (http, grpc) = tokio::time::timeout(timeout, async {
             while let Some(line) = lines.next_line().await? {
                 let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
                 if json["message"] == "incidentd listening" {
@@ -63,7 +84,7 @@ impl Service {
             bail!("incidentd exited before listening")
         })
         .await
-        .context("incidentd did not start within 60 s")??;
+        .with_context(|| format!("incidentd did not start within {} s", timeout.as_secs()))??;
         // Keep draining the log so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Service {

@@ -16,6 +16,8 @@
 
 #[path = "../common.rs"]
 mod common;
+mod floor;
+mod instructions;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +32,8 @@ use proto::incident_service_client::IncidentServiceClient;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 use common::{Service, TOKEN, backend_database_url, percentile};
 
@@ -45,7 +49,7 @@ struct Args {
     /// the service); on Postgres a larger number is reached by copying those (see `amplify`).
     #[arg(long, default_value_t = 10_000)]
     incidents: usize,
-    /// Seconds per measurement.
+    /// Seconds per measurement; 0 skips the throughput and latency runs (and pgbench).
     #[arg(long, default_value_t = 10)]
     duration: u64,
     /// Concurrent clients in the fixed-concurrency runs (and pgbench clients).
@@ -54,9 +58,20 @@ struct Args {
     /// Requests per second in the fixed-rate runs; 0 skips them.
     #[arg(long, default_value_t = 500)]
     rate: u32,
-    /// Operations to measure (create, get_id, get_ref, list, transition, update).
-    #[arg(long, value_delimiter = ',', default_value = "get_id,get_ref,list,update,transition,create")]
+    /// Operations to measure (create, get_id, get_ref, list, transition, update, healthz).
+    #[arg(long, value_delimiter = ',', default_value = "get_id,get_ref,list,healthz,update,transition,create")]
     ops: Vec<String>,
+    /// On Postgres, leave out the floor (`bench/floor`: a minimal axum + sqlx server answering
+    /// get, list and hello world) that get_id, get_ref, list and healthz are compared with.
+    #[arg(long)]
+    no_floor: bool,
+    /// On Postgres, count the instructions per request of incidentd and the floor under
+    /// callgrind over this many sequential requests per operation (list: a tenth); 0 skips.
+    #[arg(long, default_value_t = 2000)]
+    instructions: u64,
+    /// Where callgrind's profiles are kept (for `callgrind_annotate`).
+    #[arg(long, default_value_t = std::env::temp_dir().join("incidentd_callgrind").display().to_string())]
+    callgrind_dir: String,
     /// The oha binary (`cargo install oha`).
     #[arg(long, default_value = "oha")]
     oha: String,
@@ -123,7 +138,22 @@ struct Row {
     stats: Stats,
     /// Throughput as a fraction of pgbench's for the same transaction and mode.
     ratio: Option<f64>,
+    /// Throughput as a fraction of the floor's for the same request and mode.
+    floor_ratio: Option<f64>,
 }
+
+/// Instructions per request of one server and operation.
+struct Counted {
+    server: &'static str,
+    transport: &'static str,
+    op: String,
+    per_request: f64,
+    requests: u64,
+    profile: std::path::PathBuf,
+}
+
+/// The operations the floor answers too.
+const FLOOR_OPS: [&str; 4] = ["get_id", "get_ref", "list", "healthz"];
 
 /// What the seeded dataset offers the operations.
 struct Targets {
@@ -145,12 +175,13 @@ async fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mut rows = Vec::new();
     let mut memory = Vec::new();
+    let mut counted = Vec::new();
     for backend in &args.backends {
         let url = backend_database_url(backend, &args.server.database_url, "api")?;
         let empty = Service::start(&url).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle_empty = empty.memory_kib("VmRSS").unwrap_or(0);
-        if args.ops.iter().any(|o| o == "list") && args.rate > 0 {
+        if args.ops.iter().any(|o| o == "list") && args.rate > 0 && args.duration > 0 {
             // The list's latency on an empty database: the reference the large dataset's
             // figure is compared with.
             eprintln!("{backend}: list REST on the empty database");
@@ -172,6 +203,7 @@ async fn main() -> anyhow::Result<()> {
                 mode,
                 stats,
                 ratio: None,
+                floor_ratio: None,
             });
         }
         empty.kill().await?;
@@ -198,9 +230,12 @@ async fn main() -> anyhow::Result<()> {
             peak: service.peak_rss_kib().unwrap_or(0),
         });
         service.stop().await?;
-        rows.extend(result?);
+        let (measured, instructions) = result?;
+        rows.extend(measured);
+        counted.extend(instructions);
     }
     print_table(&args, cores, &rows, &memory);
+    print_instructions(&counted);
     Ok(())
 }
 
@@ -292,7 +327,12 @@ async fn amplify(url: &str, factor: usize) -> anyhow::Result<()> {
 }
 
 /// Every operation on one backend.
-async fn measure_backend(args: &Args, backend: &str, url: &str, service: &Service) -> anyhow::Result<Vec<Row>> {
+async fn measure_backend(
+    args: &Args,
+    backend: &str,
+    url: &str,
+    service: &Service,
+) -> anyhow::Result<(Vec<Row>, Vec<Counted>)> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
     let targets = Arc::new(targets(&http, &service.base, args.concurrency).await?);
     // Like a load generator with one connection per virtual user, up to 8: one HTTP/2
@@ -303,17 +343,57 @@ async fn measure_backend(args: &Args, backend: &str, url: &str, service: &Servic
     }
     let modes: Vec<Mode> = std::iter::once(Mode::Closed(args.concurrency))
         .chain((args.rate > 0).then_some(Mode::Open(args.rate)))
+        .filter(|_| args.duration > 0)
         .collect();
     let duration = Duration::from_secs(args.duration);
+    let floor = if backend == "postgres"
+        && !args.no_floor
+        && !modes.is_empty()
+        && args.ops.iter().any(|o| FLOOR_OPS.contains(&o.as_str()))
+    {
+        Some(floor::Floor::start(&floor::binary().await?, url, &[], Duration::from_secs(60)).await?)
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     for op in &args.ops {
         for &mode in &modes {
             eprintln!("{backend}: {op} REST {mode}");
             let stats = rest(args, &http, &service.base, &targets, op, mode, duration).await?;
-            rows.push(Row { backend: backend.into(), transport: "REST", op: op.clone(), mode, stats, ratio: None });
+            rows.push(Row {
+                backend: backend.into(),
+                transport: "REST",
+                op: op.clone(),
+                mode,
+                stats,
+                ratio: None,
+                floor_ratio: None,
+            });
             eprintln!("{backend}: {op} gRPC {mode}");
             let stats = drive(grpc_call(&channels, &targets, op)?, mode, duration).await;
-            rows.push(Row { backend: backend.into(), transport: "gRPC", op: op.clone(), mode, stats, ratio: None });
+            rows.push(Row {
+                backend: backend.into(),
+                transport: "gRPC",
+                op: op.clone(),
+                mode,
+                stats,
+                ratio: None,
+                floor_ratio: None,
+            });
+            if let (Some(floor), true) = (&floor, FLOOR_OPS.contains(&op.as_str())) {
+                eprintln!("{backend}: {op} floor {mode}");
+                let url = format!("{}{}", floor.base, floor_path(op, &targets));
+                let stats = oha(args, "GET", &url, None, false, mode, duration).await?;
+                rows.push(Row {
+                    backend: backend.into(),
+                    transport: "floor",
+                    op: op.clone(),
+                    mode,
+                    stats,
+                    ratio: None,
+                    floor_ratio: None,
+                });
+            }
         }
     }
     if backend == "postgres" {
@@ -336,11 +416,127 @@ async fn measure_backend(args: &Args, backend: &str, url: &str, service: &Servic
                     mode,
                     stats,
                     ratio: None,
+                    floor_ratio: None,
                 });
             }
         }
     }
-    Ok(rows)
+    if let Some(floor) = floor {
+        floor.kill().await?;
+    }
+    for i in 0..rows.len() {
+        let (op, mode) = (rows[i].op.clone(), rows[i].mode);
+        let floor_rps =
+            rows.iter().find(|r| r.transport == "floor" && r.op == op && r.mode == mode).map(|r| r.stats.rps);
+        if let (Some(floor_rps), Mode::Closed(_), "REST" | "gRPC") = (floor_rps, mode, rows[i].transport) {
+            rows[i].floor_ratio = Some(rows[i].stats.rps / floor_rps);
+        }
+    }
+    let counted = if backend == "postgres" && args.instructions > 0 {
+        count_instructions(args, url, &targets).await?
+    } else {
+        Vec::new()
+    };
+    Ok((rows, counted))
+}
+
+/// The floor's path for `op`.
+fn floor_path(op: &str, t: &Targets) -> String {
+    match op {
+        "get_id" => format!("/incidents/{}", t.id),
+        "get_ref" => format!("/incidents/{}", t.reference),
+        "list" => format!("/incidents?{}", list_query(t)),
+        _ => "/hello".to_string(),
+    }
+}
+
+/// incidentd's REST path for a read `op`.
+fn rest_path(op: &str, t: &Targets) -> String {
+    match op {
+        "get_id" => format!("/v1/incidents/{}", t.id),
+        "get_ref" => format!("/v1/incidents/{}", t.reference),
+        "list" => format!("/v1/incidents?{}", list_query(t)),
+        _ => "/healthz".to_string(),
+    }
+}
+
+/// A GET of `url`, which must succeed, its body read.
+fn get_call(http: &reqwest::Client, url: String) -> Call {
+    let http = http.clone();
+    Arc::new(move |_| {
+        let (http, url) = (http.clone(), url.clone());
+        Box::pin(async move {
+            let res = http.get(&url).bearer_auth(TOKEN).send().await.map_err(|e| e.to_string())?;
+            if !res.status().is_success() {
+                return Err(format!("GET {url}: {}", res.status()));
+            }
+            res.bytes().await.map_err(|e| e.to_string())?;
+            Ok(())
+        })
+    })
+}
+
+/// Instructions per request of incidentd (REST and gRPC, API role only, default log level)
+/// and of the floor, each under callgrind, over `--instructions` sequential requests on one
+/// keep-alive connection per operation.
+async fn count_instructions(args: &Args, url: &str, t: &Arc<Targets>) -> anyhow::Result<Vec<Counted>> {
+    let dir = std::path::PathBuf::from(&args.callgrind_dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let ops: Vec<&str> = FLOOR_OPS.iter().copied().filter(|op| args.ops.iter().any(|o| o == op)).collect();
+    let requests = |op: &str| if op == "list" { (args.instructions / 10).max(1) } else { args.instructions };
+    let mut counted = Vec::new();
+    eprintln!("postgres: counting incidentd's instructions under callgrind");
+    let wrapper = instructions::wrapper(&dir, "incidentd");
+    let service =
+        Service::start_wrapped(url, &[("INCIDENTD_ROLES", "api")], &wrapper, instructions::START_TIMEOUT).await?;
+    let mut counter = instructions::Counter::new(service.pid().context("pid")?, &dir, "incidentd");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+    for op in &ops {
+        let call = get_call(&http, format!("{}{}", service.base, rest_path(op, t)));
+        let (per_request, profile) = counter.per_request(&call, requests(op)).await?;
+        counted.push(Counted {
+            server: "incidentd",
+            transport: "REST",
+            op: op.to_string(),
+            per_request,
+            requests: requests(op),
+            profile,
+        });
+    }
+    let channel = Channel::from_shared(service.grpc.clone())?.connect().await?;
+    for op in &ops {
+        let call = grpc_call(std::slice::from_ref(&channel), t, op)?;
+        let (per_request, profile) = counter.per_request(&call, requests(op)).await?;
+        counted.push(Counted {
+            server: "incidentd",
+            transport: "gRPC",
+            op: op.to_string(),
+            per_request,
+            requests: requests(op),
+            profile,
+        });
+    }
+    service.kill().await?;
+    eprintln!("postgres: counting the floor's instructions under callgrind");
+    let binary = floor::binary().await?;
+    let floor =
+        floor::Floor::start(&binary, url, &instructions::wrapper(&dir, "floor"), instructions::START_TIMEOUT).await?;
+    let mut counter = instructions::Counter::new(floor.pid().context("pid")?, &dir, "floor");
+    for op in &ops {
+        let call = get_call(&http, format!("{}{}", floor.base, floor_path(op, t)));
+        let (per_request, profile) = counter.per_request(&call, requests(op)).await?;
+        counted.push(Counted {
+            server: "floor",
+            transport: "REST",
+            op: op.to_string(),
+            per_request,
+            requests: requests(op),
+            profile,
+        });
+    }
+    floor.kill().await?;
+    Ok(counted)
 }
 
 /// Picks the incidents and component the operations work on from the seeded data.
@@ -415,9 +611,7 @@ async fn rest(
     let alternatives = |ids: &[String]| ids.join("|");
     let (method, url, body, regex) = match op {
         "create" => ("POST", format!("{base}/v1/incidents"), Some(CREATE_BODY), false),
-        "get_id" => ("GET", format!("{base}/v1/incidents/{}", t.id), None, false),
-        "get_ref" => ("GET", format!("{base}/v1/incidents/{}", t.reference), None, false),
-        "list" => ("GET", format!("{base}/v1/incidents?{}", list_query(t)), None, false),
+        "get_id" | "get_ref" | "list" | "healthz" => ("GET", format!("{base}{}", rest_path(op, t)), None, false),
         "update" => {
             ("POST", format!("{base}/v1/incidents/({})/updates", alternatives(&t.update_ids)), Some(UPDATE_BODY), true)
         }
@@ -447,6 +641,19 @@ async fn rest(
         }
         other => bail!("unknown operation {other:?}"),
     };
+    oha(args, method, &url, body, regex, mode, duration).await
+}
+
+/// One oha run: `method` on `url` (a pattern of URLs with `regex`), with `body` as JSON.
+async fn oha(
+    args: &Args,
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    regex: bool,
+    mode: Mode,
+    duration: Duration,
+) -> anyhow::Result<Stats> {
     let mut cmd = tokio::process::Command::new(&args.oha);
     cmd.args(["--no-tui", "--output-format", "json", "-z", &format!("{}s", duration.as_secs()), "-m", method]);
     cmd.args(["-H", &format!("authorization: Bearer {TOKEN}")]);
@@ -460,7 +667,7 @@ async fn rest(
     if regex {
         cmd.arg("--rand-regex-url");
     }
-    cmd.arg(&url);
+    cmd.arg(url);
     let out = cmd.output().await.with_context(|| format!("running {} (cargo install oha)", args.oha))?;
     if !out.status.success() {
         bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -493,6 +700,7 @@ const GRPC_CONNECTIONS: usize = 8;
 /// A gRPC call for `op`, spread round-robin over the channels.
 fn grpc_call(channels: &[Channel], t: &Arc<Targets>, op: &str) -> anyhow::Result<Call> {
     let clients: Vec<_> = channels.iter().map(|c| IncidentServiceClient::new(c.clone())).collect();
+    let health: Vec<_> = channels.iter().map(|c| HealthClient::new(c.clone())).collect();
     let t = t.clone();
     fn authed<T>(message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
@@ -501,13 +709,16 @@ fn grpc_call(channels: &[Channel], t: &Arc<Targets>, op: &str) -> anyhow::Result
     }
     let op = op.to_string();
     anyhow::ensure!(
-        ["create", "get_id", "get_ref", "list", "update", "transition"].contains(&op.as_str()),
+        ["create", "get_id", "get_ref", "list", "update", "transition", "healthz"].contains(&op.as_str()),
         "unknown operation {op:?}"
     );
     Ok(Arc::new(move |n| {
         let (mut client, t, op) = (clients[n as usize % clients.len()].clone(), t.clone(), op.clone());
+        let mut health = health[n as usize % health.len()].clone();
         Box::pin(async move {
             let result = match op.as_str() {
+                // The standard health check, as a probe sends it (no credentials).
+                "healthz" => health.check(HealthCheckRequest { service: String::new() }).await.map(drop),
                 "create" => client
                     .create_incident(authed(proto::CreateIncidentRequest {
                         incident: Some(proto::Incident {
@@ -668,13 +879,14 @@ fn print_table(args: &Args, cores: usize, rows: &[Row], memory: &[Memory]) {
         args.incidents, args.duration, args.concurrency, args.rate
     );
     println!();
-    println!("| backend | op | transport | load | req/s | p50 ms | p99 ms | p99.9 ms | errors | × pgbench |");
-    println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("| backend | op | transport | load | req/s | p50 ms | p99 ms | p99.9 ms | errors | × pgbench | × floor |");
+    println!("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let s = &r.stats;
         let ratio = r.ratio.map(|x| format!("{x:.2}")).unwrap_or_default();
+        let floor_ratio = r.floor_ratio.map(|x| format!("{x:.2}")).unwrap_or_default();
         println!(
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {ratio} |",
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {ratio} | {floor_ratio} |",
             r.backend, r.op, r.transport, r.mode, s.rps, s.p50, s.p99, s.p999, s.errors
         );
     }
@@ -688,5 +900,51 @@ fn print_table(args: &Args, cores: usize, rows: &[Row], memory: &[Memory]) {
             mib(m.idle_seeded),
             mib(m.peak)
         );
+    }
+}
+
+/// Instructions per request, incidentd against the floor (healthz against hello world).
+fn print_instructions(counted: &[Counted]) {
+    if counted.is_empty() {
+        return;
+    }
+    println!();
+    println!("Instructions per request (callgrind, sequential requests on one keep-alive connection, Postgres):");
+    println!();
+    println!("| op | requests | incidentd REST | incidentd gRPC | floor | REST ÷ floor | gRPC ÷ floor |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let find = |server: &str, transport: &str, op: &str| {
+        counted.iter().find(|c| c.server == server && c.transport == transport && c.op == op)
+    };
+    let mut ops: Vec<&str> = Vec::new();
+    for c in counted {
+        if !ops.contains(&c.op.as_str()) {
+            ops.push(&c.op);
+        }
+    }
+    for op in ops {
+        let figure = |c: Option<&Counted>| c.map(|c| format!("{:.0}", c.per_request)).unwrap_or_default();
+        let (rest, grpc, floor) =
+            (find("incidentd", "REST", op), find("incidentd", "gRPC", op), find("floor", "REST", op));
+        let ratio = |a: Option<&Counted>| match (a, floor) {
+            (Some(a), Some(f)) => format!("{:.2}", a.per_request / f.per_request),
+            _ => String::new(),
+        };
+        let requests = rest.or(floor).map(|c| c.requests).unwrap_or_default();
+        let name = if op == "healthz" { "healthz (floor: hello)" } else { op };
+        println!(
+            "| {name} | {requests} | {} | {} | {} | {} | {} |",
+            figure(rest),
+            figure(grpc),
+            figure(floor),
+            ratio(rest),
+            ratio(grpc)
+        );
+    }
+    if let Some(c) = counted.first()
+        && let Some(dir) = c.profile.parent()
+    {
+        println!();
+        println!("Profiles of the counted requests: {} (callgrind_annotate --inclusive=yes FILE)", dir.display());
     }
 }
