@@ -8,6 +8,7 @@
 //! holds it, up to the body read timeout); a live stream (SSE, gRPC server streaming) holds
 //! one only while it is being set up.
 
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,10 +26,46 @@ pub struct Admission {
     service: Service,
 }
 
-/// REST paths never refused.
-const REST_EXEMPT: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
-/// gRPC services never refused (by path prefix).
-const GRPC_EXEMPT: [&str; 2] = ["/grpc.health.v1.Health/", "/grpc.reflection."];
+/// How a transport answers, and which of its requests are never refused.
+pub trait Transport<R>: Send + Sync + 'static {
+    /// The `transport` label of `incidentd_requests_shed_total`.
+    const NAME: &'static str;
+    /// Whether a request for `path` is never refused (probes, metrics, reflection).
+    fn exempt(path: &str) -> bool;
+    /// The answer to a refused request.
+    fn refuse(error: Error) -> axum::http::Response<R>;
+}
+
+/// REST: 503 `overloaded` as a problem document; health, readiness and metrics exempt.
+pub struct Http;
+
+impl Transport<axum::body::Body> for Http {
+    const NAME: &'static str = "http";
+
+    fn exempt(path: &str) -> bool {
+        ["/healthz", "/readyz", "/metrics"].contains(&path)
+    }
+
+    fn refuse(error: Error) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        crate::api::rest::problem::ApiError(error).into_response()
+    }
+}
+
+/// gRPC: RESOURCE_EXHAUSTED; the health and reflection services exempt.
+pub struct Grpc;
+
+impl<R: Default> Transport<R> for Grpc {
+    const NAME: &'static str = "grpc";
+
+    fn exempt(path: &str) -> bool {
+        ["/grpc.health.v1.Health/", "/grpc.reflection."].iter().any(|p| path.starts_with(p))
+    }
+
+    fn refuse(error: Error) -> axum::http::Response<R> {
+        crate::api::grpc::status::to_status(error).into_http::<R>()
+    }
+}
 
 impl Admission {
     pub fn new(limit: usize, service: Service) -> Self {
@@ -44,48 +81,51 @@ impl Admission {
             Error::Overloaded { limit: self.limit }
         })
     }
-}
 
-/// The REST middleware (`axum::middleware::from_fn_with_state`).
-pub async fn admit_http(
-    axum::extract::State(admission): axum::extract::State<Admission>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if REST_EXEMPT.contains(&request.uri().path()) {
-        return next.run(request).await;
-    }
-    match admission.try_admit("http") {
-        Ok(permit) => {
-            let response = next.run(request).await;
-            drop(permit);
-            response
-        }
-        Err(e) => crate::api::rest::problem::ApiError(e).into_response(),
+    /// The layer admitting requests of transport `T` (`Http` or `Grpc`).
+    pub fn layer<T>(&self) -> AdmitLayer<T> {
+        AdmitLayer { admission: self.clone(), transport: PhantomData }
     }
 }
 
-/// The gRPC layer (`tonic::transport::Server::builder().layer(..)`).
-impl<S> tower::Layer<S> for Admission {
-    type Service = Admitted<S>;
+/// The tower layer of [`Admission::layer`].
+pub struct AdmitLayer<T> {
+    admission: Admission,
+    transport: PhantomData<fn() -> T>,
+}
 
-    fn layer(&self, inner: S) -> Admitted<S> {
-        Admitted { inner, admission: self.clone() }
+impl<T> Clone for AdmitLayer<T> {
+    fn clone(&self) -> Self {
+        AdmitLayer { admission: self.admission.clone(), transport: PhantomData }
     }
 }
 
-#[derive(Clone)]
-pub struct Admitted<S> {
+impl<S, T> tower::Layer<S> for AdmitLayer<T> {
+    type Service = Admitted<S, T>;
+
+    fn layer(&self, inner: S) -> Admitted<S, T> {
+        Admitted { inner, admission: self.admission.clone(), transport: PhantomData }
+    }
+}
+
+pub struct Admitted<S, T> {
     inner: S,
     admission: Admission,
+    transport: PhantomData<fn() -> T>,
 }
 
-impl<S, B, R> tower::Service<axum::http::Request<B>> for Admitted<S>
+impl<S: Clone, T> Clone for Admitted<S, T> {
+    fn clone(&self) -> Self {
+        Admitted { inner: self.inner.clone(), admission: self.admission.clone(), transport: PhantomData }
+    }
+}
+
+impl<S, B, R, T> tower::Service<axum::http::Request<B>> for Admitted<S, T>
 where
     S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
     S::Future: Send + 'static,
-    R: Default + Send + 'static,
+    R: Send + 'static,
+    T: Transport<R>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -96,11 +136,10 @@ where
     }
 
     fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let path = request.uri().path();
-        if GRPC_EXEMPT.iter().any(|p| path.starts_with(p)) {
+        if T::exempt(request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
-        match self.admission.try_admit("grpc") {
+        match self.admission.try_admit(T::NAME) {
             Ok(permit) => {
                 let call = self.inner.call(request);
                 Box::pin(async move {
@@ -110,7 +149,7 @@ where
                 })
             }
             Err(e) => {
-                let response = crate::api::grpc::status::to_status(e).into_http::<R>();
+                let response = T::refuse(e);
                 Box::pin(async move { Ok(response) })
             }
         }

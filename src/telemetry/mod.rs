@@ -14,12 +14,15 @@ use std::collections::HashMap;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+mod fields;
+mod ids;
 
 /// How log lines are written: human-readable text, or JSON objects carrying the trace and
 /// span ids.
@@ -104,13 +107,28 @@ pub fn init(format: LogFormat, filter: &str) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let exporter = exporter();
     let exporting = exporter.is_some();
-    let mut builder = SdkTracerProvider::builder().with_resource(resource());
-    if let Some(exporter) = exporter {
-        builder = builder.with_batch_exporter(exporter);
-    }
+    let mut builder =
+        SdkTracerProvider::builder().with_resource(resource()).with_id_generator(ids::PresetIds::default());
+    builder = match exporter {
+        Some(exporter) => builder.with_batch_exporter(exporter),
+        // Nothing is exported, so nothing is recorded: spans still have their ids (log lines
+        // and the `traceparent` of webhooks carry them), but not their attributes, events and
+        // timings, which nobody could read. A call in a trace its caller samples is still
+        // recorded, so the sampled flag passed on downstream is the caller's.
+        None => builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff))),
+    };
     let provider = builder.build();
+    // Entering a span does not make its OpenTelemetry context the current one (nothing here
+    // reads `opentelemetry::Context::current()`; parents are found through the tracing spans):
+    // that is a thread-local push and pop on every poll of every request.
+    // Without an exporter the source location, thread and busy and idle times of a span
+    // would be computed for every request and read by nobody.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("incidentd"))
+        .with_context_activation(false)
+        .with_location(exporting)
+        .with_threads(exporting)
+        .with_tracked_inactivity(exporting)
         .with_filter(EnvFilter::new(OTEL_FILTER));
     let logs = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
@@ -121,6 +139,7 @@ pub fn init(format: LogFormat, filter: &str) -> Telemetry {
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(true)
+            .fmt_fields(fields::JsonSpanFields)
             .with_writer(std::io::stderr)
             .boxed(),
     };
@@ -140,66 +159,85 @@ fn extract(headers: &axum::http::HeaderMap) -> opentelemetry::Context {
     opentelemetry::global::get_text_map_propagator(|p| p.extract(&opentelemetry_http::HeaderExtractor(headers)))
 }
 
-/// Records the span's trace and span ids in its `trace_id` and `span_id` fields (which the
-/// span must declare), so log lines inside it carry them.
-fn record_ids(span: &Span) {
-    let context = span.context();
-    let otel = context.span();
-    let ids = otel.span_context();
-    if ids.is_valid() {
-        span.record("trace_id", tracing::field::display(ids.trace_id()));
-        span.record("span_id", tracing::field::display(ids.span_id()));
-    }
-}
-
-/// The span of one REST request, continuing the caller's trace when it sent `traceparent`.
-/// It is named after the method until routing names the route ([`record_route`]): a path
-/// would give a span name per incident.
-pub fn http_request_span<B>(request: &axum::http::Request<B>) -> Span {
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = %request.method(),
-        otel.kind = "server",
-        http.request.method = %request.method(),
-        http.route = tracing::field::Empty,
-        url.path = %request.uri().path(),
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
-    let _ = span.set_parent(extract(request.headers()));
-    record_ids(&span);
+/// Starts `span` (which declares the `trace_id` and `span_id` `ids` were chosen for) in the
+/// trace of `parent`.
+fn started(
+    span: Span,
+    parent: opentelemetry::Context,
+    chosen: (opentelemetry::trace::TraceId, opentelemetry::trace::SpanId),
+) -> Span {
+    ids::start_with(&span, parent, chosen);
     span
 }
 
-/// Names a request span after its route template (`GET /v1/incidents/{id}`).
-pub fn record_route(span: &Span, method: &str, route: &str) {
-    let name = format!("{method} {route}");
-    span.record("http.route", route);
-    span.record("otel.name", name.as_str());
-    // The OpenTelemetry span already exists (its ids were read for the logs), so the layer
-    // no longer applies `otel.name`: rename it directly.
-    span.context().span().update_name(name);
+/// The span of one REST request, continuing the caller's trace when it sent `traceparent`.
+/// Made once the request is routed: it is named after the route template
+/// (`GET /v1/incidents/{id}`), never the path (which would give a span name per incident),
+/// or after the method alone when no route matched. Every field is set when the span is
+/// made (recording one later costs more than making the span).
+pub fn http_request_span<B>(request: &axum::http::Request<B>) -> Span {
+    let parent = extract(request.headers());
+    let chosen = ids::choose(&parent);
+    let (trace_id, span_id) = chosen;
+    let method = request.method().as_str();
+    let path = request.uri().path();
+    let span = match request.extensions().get::<axum::extract::MatchedPath>() {
+        Some(route) => {
+            let route = route.as_str();
+            tracing::info_span!(
+                "http.request",
+                otel.name = %format!("{method} {route}"),
+                otel.kind = "server",
+                http.request.method = method,
+                http.route = route,
+                url.path = path,
+                trace_id = %trace_id,
+                span_id = %span_id,
+            )
+        }
+        None => tracing::info_span!(
+            "http.request",
+            otel.name = method,
+            otel.kind = "server",
+            http.request.method = method,
+            url.path = path,
+            trace_id = %trace_id,
+            span_id = %span_id,
+        ),
+    };
+    started(span, parent, chosen)
 }
 
 /// The span of one gRPC call, continuing the caller's trace when it sent `traceparent`;
 /// `method` is the call's method (`incidentd.v1.IncidentService/GetIncident`, or `unknown`).
 pub fn grpc_request_span<B>(request: &axum::http::Request<B>, method: &str) -> Span {
+    let parent = extract(request.headers());
+    let chosen = ids::choose(&parent);
+    let (trace_id, span_id) = chosen;
     let span = tracing::info_span!(
         "grpc.request",
-        otel.name = %method,
+        otel.name = method,
         otel.kind = "server",
         rpc.system = "grpc",
-        rpc.method = %method,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
+        rpc.method = method,
+        trace_id = %trace_id,
+        span_id = %span_id,
     );
-    let _ = span.set_parent(extract(request.headers()));
-    record_ids(&span);
-    span
+    started(span, parent, chosen)
 }
 
 /// The span of one delivery attempt, in the trace of the request that caused the event.
 pub fn delivery_span(traceparent: Option<&str>, delivery: uuid::Uuid, channel: &str, attempt: i32) -> Span {
+    let parent = match traceparent {
+        Some(traceparent) => {
+            let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+            TraceContextPropagator::new().extract(&carrier)
+        }
+        // Where the event has no trace, the attempt is in the trace of the span it is made in.
+        None => Span::current().context(),
+    };
+    let chosen = ids::choose(&parent);
+    let (trace_id, span_id) = chosen;
     let span = tracing::info_span!(
         "delivery.attempt",
         otel.name = %format!("deliver {channel}"),
@@ -208,15 +246,10 @@ pub fn delivery_span(traceparent: Option<&str>, delivery: uuid::Uuid, channel: &
         delivery.channel = channel,
         delivery.attempt = attempt,
         http.response.status_code = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
+        trace_id = %trace_id,
+        span_id = %span_id,
     );
-    if let Some(traceparent) = traceparent {
-        let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
-        let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
-    }
-    record_ids(&span);
-    span
+    started(span, parent, chosen)
 }
 
 /// The span of one database transaction, a child of the current span; it ends when dropped.

@@ -23,6 +23,8 @@ use tonic::transport::server::Router;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tower::layer::util::{Identity, Stack};
 
+use crate::api::admission::{AdmitLayer, Grpc};
+
 use crate::proto::action_service_server::ActionServiceServer;
 use crate::proto::api_key_service_server::ApiKeyServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
@@ -71,8 +73,6 @@ api_services! {
 /// The standard health service, which reports on the server (`""`) and each API service.
 pub const HEALTH_SERVICE_NAME: &str = "grpc.health.v1.Health";
 
-/// The gRPC router with every service added. Messages over `max_message_bytes` are refused
-/// (RESOURCE_EXHAUSTED).
 /// The limits of the gRPC server's connections.
 #[derive(Debug, Clone, Copy)]
 pub struct GrpcLimits {
@@ -84,12 +84,17 @@ pub struct GrpcLimits {
     pub max_header_list_bytes: u32,
 }
 
+/// The layers every gRPC call passes: admission, then metrics.
+pub type Layers = Stack<AdmitLayer<Grpc>, Stack<MetricsLayer, Identity>>;
+
+/// The gRPC router with every service added. Messages over `max_message_bytes` are refused
+/// (RESOURCE_EXHAUSTED).
 pub fn server<H: Health>(
     service: Service,
     health: HealthServer<H>,
     limits: GrpcLimits,
     admission: crate::api::admission::Admission,
-) -> anyhow::Result<Router<Stack<crate::api::admission::Admission, Stack<MetricsLayer, Identity>>>> {
+) -> anyhow::Result<Router<Layers>> {
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -105,7 +110,7 @@ pub fn server<H: Health>(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_max_header_list_size(limits.max_header_list_bytes)
         .layer(MetricsLayer(service.clone()))
-        .layer(admission)
+        .layer(admission.layer::<Grpc>())
         .trace_fn(|req| {
             crate::telemetry::grpc_request_span(req, method_label(req.uri().path()).trim_start_matches('/'))
         })

@@ -22,6 +22,7 @@ pub mod trace;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::handler::Handler;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -232,6 +233,11 @@ fn secure(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// A path no route serves.
+async fn no_such_route() -> Response {
+    problem(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
 /// A route asked with a method it does not have.
 pub(crate) async fn method_not_allowed() -> Response {
     problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
@@ -275,7 +281,7 @@ pub fn router(
     let doc = Arc::new(doc.to_json().expect("the OpenAPI document serializes"));
     let router = routes
         .merge(crate::api::public::root())
-        .route_layer(axum::middleware::from_fn_with_state(service.clone(), record_request))
+        .route_layer(RecordLayer(service.clone()))
         .layer(axum::Extension(MetricsHere(settings.serve_metrics)))
         .route(
             "/openapi.json",
@@ -284,14 +290,16 @@ pub fn router(
                 async move { ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], doc.to_string()) }
             }),
         )
-        .fallback(|| async { problem(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .method_not_allowed_fallback(method_not_allowed)
+        // The request span is made once the request is routed, so that it is named after its
+        // route from the start; requests no route takes get theirs from the fallbacks.
+        .route_layer(trace::layer())
+        .fallback(no_such_route.layer(trace::layer()))
+        .method_not_allowed_fallback(method_not_allowed.layer(trace::layer()))
         .layer(axum::extract::DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(tower_http::timeout::RequestBodyDeadlineLayer::new(settings.body_read_timeout))
-        .layer(trace::layer())
         // Outside the trace layer: a shed request costs no span and no log line (it is counted
         // in `incidentd_requests_shed_total`).
-        .layer(axum::middleware::from_fn_with_state(admission, crate::api::admission::admit_http))
+        .layer(admission.layer::<crate::api::admission::Http>())
         .with_state(service);
     Ok(match cors(settings)? {
         Some(cors) => router.layer(cors),
@@ -307,9 +315,12 @@ pub fn operations_router(service: Service, serve_metrics: bool) -> Router {
         router = router.route("/metrics", get(metrics));
     }
     router
-        .fallback(|| async { problem(StatusCode::NOT_FOUND, "not_found", "no such route (this process runs no API)") })
         .layer(axum::Extension(MetricsHere(true)))
-        .layer(trace::layer())
+        .route_layer(trace::layer())
+        .fallback(
+            (|| async { problem(StatusCode::NOT_FOUND, "not_found", "no such route (this process runs no API)") })
+                .layer(trace::layer()),
+        )
         .with_state(service)
 }
 
@@ -323,26 +334,50 @@ pub fn metrics_router(service: Service) -> Router {
 }
 
 /// Counts and times each request by its route template (not its path, which would give a
-/// series per incident), and names its span after the route.
-async fn record_request(
-    State(service): State<Service>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let started = std::time::Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
-    if let Some(route) = &route {
-        crate::telemetry::record_route(&tracing::Span::current(), method.as_str(), route);
+/// series per incident): a route layer, so the route is known.
+#[derive(Clone)]
+struct RecordLayer(Service);
+
+impl<S> tower::Layer<S> for RecordLayer {
+    type Service = Recorded<S>;
+
+    fn layer(&self, inner: S) -> Recorded<S> {
+        Recorded { inner, service: self.0.clone() }
     }
-    let response = next.run(request).await;
-    service.metrics().observe_http(
-        method.as_str(),
-        route.as_deref().unwrap_or("unmatched"),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
+}
+
+#[derive(Clone)]
+struct Recorded<S> {
+    inner: S,
+    service: Service,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for Recorded<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = Response>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let started = std::time::Instant::now();
+        let method = request.method().clone();
+        let route = request.extensions().get::<axum::extract::MatchedPath>().cloned();
+        let service = self.service.clone();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await?;
+            let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+            service.metrics().observe_http(method.as_str(), route, response.status().as_u16(), started.elapsed());
+            Ok(response)
+        })
+    }
 }
 
 /// Whether this listener serves `/metrics`.
