@@ -61,8 +61,8 @@ async fn select_incident(
 #[async_trait]
 impl IncidentStore for PgStore {
     async fn get_incident(&self, key: IncidentKey) -> Result<Option<Incident>> {
-        let mut conn = self.acquire().await?;
-        select_incident(&mut conn, key, &q::SELECT_INCIDENT_BY_ID, &q::SELECT_INCIDENT_BY_REF).await
+        self.read(|conn| Box::pin(select_incident(conn, key, &q::SELECT_INCIDENT_BY_ID, &q::SELECT_INCIDENT_BY_REF)))
+            .await
     }
 
     async fn list_incidents(
