@@ -128,6 +128,7 @@ pub struct Incident {
     pub impact: Impact,
     pub affected_components: Vec<AffectedComponent>,
     pub affected_customers: Option<i64>,
+    #[serde(serialize_with = "super::rfc3339::serialize_option")]
     pub eta: Option<DateTime<Utc>>,
     pub workaround: Workaround,
     pub cause: Cause,
@@ -139,16 +140,25 @@ pub struct Incident {
     /// Public summary of the fix.
     pub resolution_summary: Option<String>,
     pub reopen_count: i32,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
     pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
     pub detected_at: DateTime<Utc>,
+    #[serde(serialize_with = "super::rfc3339::serialize_option")]
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub acknowledged_by: Option<String>,
+    #[serde(serialize_with = "super::rfc3339::serialize_option")]
     pub identified_at: Option<DateTime<Utc>>,
     /// First time the incident reached `monitoring`.
+    #[serde(serialize_with = "super::rfc3339::serialize_option")]
     pub mitigated_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "super::rfc3339::serialize_option")]
     pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "super::rfc3339::serialize_option")]
     pub closed_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "super::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
     /// Incremented on every change; the ETag is derived from it.
     pub version: i64,

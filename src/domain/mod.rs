@@ -21,6 +21,7 @@ pub mod postmortem;
 pub mod public;
 pub mod query;
 pub mod retention;
+pub mod rfc3339;
 pub mod stats;
 pub mod subscriber;
 pub mod subscriber_list;
