@@ -206,3 +206,40 @@ pub fn percentile(sorted: &[i64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
 }
+
+/// Busy and total clock ticks of the whole machine.
+pub fn machine_ticks() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return (0, 0) };
+    let Some(cpu) = stat.lines().next() else { return (0, 0) };
+    let v: Vec<u64> = cpu.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Waits (up to `timeout` seconds) until the machine's busy cores, sampled over a second,
+/// fall below 0.3, so that no build or test run of someone else's shares the cores with a
+/// measurement; returns the last sample.
+pub async fn wait_for_quiet(timeout: u64) -> f64 {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
+    let mut said = false;
+    loop {
+        let before = machine_ticks();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = machine_ticks();
+        let total = after.1.saturating_sub(before.1).max(1);
+        let busy = after.0.saturating_sub(before.0) as f64 / total as f64 * cores;
+        if busy < 0.3 || std::time::Instant::now() >= deadline {
+            if busy >= 0.3 {
+                eprintln!("  measuring anyway: {busy:.2} cores busy elsewhere");
+            }
+            return busy;
+        }
+        if !said {
+            eprintln!("  waiting for the machine to be idle ({busy:.2} cores busy elsewhere)");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+}

@@ -152,6 +152,10 @@ struct Counted {
     profile: std::path::PathBuf,
 }
 
+/// The longest a measurement waits for the machine to be idle (the service numbering the
+/// seed's events, autovacuum, someone else's build) before it starts anyway.
+const QUIET_TIMEOUT: u64 = 120;
+
 /// The operations the floor answers too.
 const FLOOR_OPS: [&str; 4] = ["get_id", "get_ref", "list", "healthz"];
 
@@ -221,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
         let service = Service::start(&url).await?;
         // Let the service number the seed's events, then read its idle size.
         tokio::time::sleep(Duration::from_secs(5)).await;
+        common::wait_for_quiet(QUIET_TIMEOUT).await;
         let idle_seeded = service.memory_kib("VmRSS").unwrap_or(0);
         let result = measure_backend(&args, backend, &url, &service).await;
         memory.push(Memory {
@@ -358,6 +363,7 @@ async fn measure_backend(
     let mut rows = Vec::new();
     for op in &args.ops {
         for &mode in &modes {
+            common::wait_for_quiet(QUIET_TIMEOUT).await;
             eprintln!("{backend}: {op} REST {mode}");
             let stats = rest(args, &http, &service.base, &targets, op, mode, duration).await?;
             rows.push(Row {
@@ -369,6 +375,7 @@ async fn measure_backend(
                 ratio: None,
                 floor_ratio: None,
             });
+            common::wait_for_quiet(QUIET_TIMEOUT).await;
             eprintln!("{backend}: {op} gRPC {mode}");
             let stats = drive(grpc_call(&channels, &targets, op)?, mode, duration).await;
             rows.push(Row {
@@ -381,6 +388,7 @@ async fn measure_backend(
                 floor_ratio: None,
             });
             if let (Some(floor), true) = (&floor, FLOOR_OPS.contains(&op.as_str())) {
+                common::wait_for_quiet(QUIET_TIMEOUT).await;
                 eprintln!("{backend}: {op} floor {mode}");
                 let url = format!("{}{}", floor.base, floor_path(op, &targets));
                 let stats = oha(args, "GET", &url, None, false, mode, duration).await?;
@@ -402,6 +410,7 @@ async fn measure_backend(
                 continue;
             }
             for &mode in &modes {
+                common::wait_for_quiet(QUIET_TIMEOUT).await;
                 eprintln!("{backend}: {op} pgbench {mode}");
                 let stats = pgbench(args, url, script, &targets.id, mode).await?;
                 if let Mode::Closed(_) = mode {

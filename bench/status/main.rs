@@ -311,7 +311,7 @@ async fn measure_backend(
                 async move {
                     let mut attempt = 1;
                     loop {
-                        let idle_before = wait_for_quiet(args.quiet_timeout).await;
+                        let idle_before = common::wait_for_quiet(args.quiet_timeout).await;
                         active.store(target == Target::Incidentd && args.write_interval_ms > 0, Ordering::SeqCst);
                         let run = oha(args, backend, doc, target, mode, &base, &pids).await;
                         active.store(false, Ordering::SeqCst);
@@ -957,16 +957,6 @@ fn reaped_children_ticks() -> u64 {
     get(13) + get(14)
 }
 
-/// Busy and total clock ticks of the whole machine.
-fn machine_ticks() -> (u64, u64) {
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return (0, 0) };
-    let Some(cpu) = stat.lines().next() else { return (0, 0) };
-    let v: Vec<u64> = cpu.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
-}
-
 /// The direct children of `pid`.
 fn children(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
@@ -979,33 +969,6 @@ fn children(pid: u32) -> Vec<u32> {
                 == Some(pid)
         })
         .collect()
-}
-
-/// Waits (up to `timeout` seconds) until the machine's busy cores, sampled over a second,
-/// fall below 0.3, so that no build or test run of someone else's shares the cores with a
-/// measurement; returns the last sample.
-async fn wait_for_quiet(timeout: u64) -> f64 {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-    let deadline = Instant::now() + Duration::from_secs(timeout);
-    let mut said = false;
-    loop {
-        let before = machine_ticks();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let after = machine_ticks();
-        let total = after.1.saturating_sub(before.1).max(1);
-        let busy = after.0.saturating_sub(before.0) as f64 / total as f64 * cores;
-        if busy < 0.3 || Instant::now() >= deadline {
-            if busy >= 0.3 {
-                eprintln!("  measuring anyway: {busy:.2} cores busy elsewhere");
-            }
-            return busy;
-        }
-        if !said {
-            eprintln!("  waiting for the machine to be idle ({busy:.2} cores busy elsewhere)");
-            said = true;
-        }
-        tokio::time::sleep(Duration::from_secs(4)).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1027,9 +990,10 @@ async fn oha(
         cmd.args(["-q", &rate.to_string(), "--latency-correction"]);
     }
     cmd.arg(format!("{base}{}", doc.path));
-    let (target_before, oha_before, machine_before) = (cpu_ticks(pids), reaped_children_ticks(), machine_ticks());
+    let (target_before, oha_before, machine_before) =
+        (cpu_ticks(pids), reaped_children_ticks(), common::machine_ticks());
     let out = cmd.output().await.with_context(|| format!("running {} (cargo install oha --locked)", args.oha))?;
-    let (target_after, oha_after, machine_after) = (cpu_ticks(pids), reaped_children_ticks(), machine_ticks());
+    let (target_after, oha_after, machine_after) = (cpu_ticks(pids), reaped_children_ticks(), common::machine_ticks());
     if !out.status.success() {
         bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
     }
